@@ -1,0 +1,1 @@
+"""deepvis: see inside a convolutional network (Yosinski et al. 2015)."""

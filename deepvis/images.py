@@ -1,0 +1,139 @@
+"""Safe image decoding and the one place where images become model input.
+
+Conventions
+-----------
+* ``decode_image(bytes)`` returns an 8-bit RGB ``PIL.Image`` the right way up
+  (EXIF orientation applied), from the first frame of an animation, with
+  transparency composited on white, and no side longer than ``max_side``.
+  Anything it cannot turn into such an image raises :class:`ImageDecodeError`
+  whose message is one plain sentence.
+* ``model_view(image, spec)`` is what the network sees: the shorter side scaled
+  to ``spec.resize_size`` and the centre ``spec.input_size`` square cropped,
+  as ``(S, S, 3)`` uint8 (values 0-255).
+* ``preprocess(image, spec)`` is that view as a ``(1, 3, S, S)`` float tensor
+  normalized with the model's mean and std: ``(pixel / 255 - mean) / std``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from deepvis.models import ModelSpec, Normalization
+
+MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 100_000_000  # a 100-megapixel photo is fine; 50000 x 50000 is a bomb
+DEFAULT_MAX_SIDE = 2048
+SAMPLE_NAMES = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image deepvis can use; the message says why."""
+
+
+def decode_image(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
+    """Decode uploaded or camera bytes into a safe RGB image (see module docstring)."""
+    if not data:
+        raise ImageDecodeError("The file is empty (0 bytes).")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"The file is {len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageDecodeError(
+                    f"The image declares {width} x {height} pixels, more than the "
+                    f"{MAX_PIXELS // 1_000_000}-megapixel limit (a decompression bomb?).")
+            if width < 1 or height < 1:
+                raise ImageDecodeError("The image has no pixels.")
+            image.seek(0)
+            if image.format == "JPEG":
+                image.draft("RGB", (max_side, max_side))  # decode large JPEGs at reduced size
+            image.load()
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("This file is not an image format deepvis can read (try JPEG, PNG, GIF, WebP, BMP or TIFF).") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError("The image declares too many pixels (a decompression bomb?).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"The image file is damaged or truncated ({_first_line(exc)}).") from None
+
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # broken EXIF must not lose the picture
+        pass
+    image = _to_rgb(image)
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return image
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if image.mode.startswith("I;16"):
+            low, high = 0.0, 65535.0
+        scaled = (values - low) / max(high - low, 1e-12) * 255.0
+        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def model_view(image: Image.Image, spec: ModelSpec, size: int | None = None) -> np.ndarray:
+    """The centre crop the network sees, ``(S, S, 3)`` uint8; see module docstring."""
+    size = size or spec.input_size
+    resize = round(spec.resize_size * size / spec.input_size)
+    width, height = image.size
+    scale = resize / min(width, height)
+    crop_w, crop_h = min(width, size / scale), min(height, size / scale)
+    left, top = (width - crop_w) / 2, (height - crop_h) / 2
+    view = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h),
+                        reducing_gap=3.0)
+    return np.asarray(view, dtype=np.uint8)
+
+
+def normalize(pixels: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """``(N, 3, H, W)`` pixels in 0-255 -> the model's input space."""
+    mean = torch.tensor(norm.mean255, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std255, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def to_batch(views: list[np.ndarray] | np.ndarray, norm: Normalization,
+             device: torch.device | str = "cpu") -> torch.Tensor:
+    """Stack ``(S, S, 3)`` uint8 views into a normalized ``(N, 3, S, S)`` float batch."""
+    array = np.stack(views) if isinstance(views, list) else views[None] if views.ndim == 3 else views
+    pixels = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).to(device).permute(0, 3, 1, 2).float()
+    return normalize(pixels, norm)
+
+
+def preprocess(image: Image.Image, spec: ModelSpec, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``image`` as the model's ``(1, 3, S, S)`` normalized input."""
+    return to_batch(model_view(image, spec), spec.normalization, device)
+
+
+def sample_bytes(name: str) -> bytes:
+    """The bytes of a bundled sample photo (scikit-image's public-domain samples)."""
+    if name not in SAMPLE_NAMES:
+        raise ImageDecodeError(f"No sample called {name!r}; choose one of {', '.join(SAMPLE_NAMES)}.")
+    from importlib.resources import files
+
+    return (files("deepvis") / "samples" / f"{name}.jpg").read_bytes()
