@@ -20,10 +20,14 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from deepvis.hooks import StopForward, owned_hooks, run_until_stopped
+from deepvis.images import model_view, to_batch
+from deepvis.models import LoadedModel
 
 
 class LayerError(ValueError):
@@ -76,15 +80,17 @@ class Prediction:
 
 def predict(model: nn.Module, inputs: torch.Tensor, class_names: Sequence[str], top: int = 5) -> list[list[Prediction]]:
     """Top-``top`` softmax predictions for each image in the batch, best first."""
+    with torch.no_grad():
+        logits = model(inputs)
+    return [top_predictions(row, class_names, top) for row in logits]
+
+
+def top_predictions(logits: torch.Tensor, class_names: Sequence[str], top: int = 5) -> list[Prediction]:
+    """Softmax of one image's ``(K,)`` logits, the ``top`` best first."""
     if not 1 <= top <= len(class_names):
         raise ValueError(f"top must be between 1 and {len(class_names)}, not {top}")
-    with torch.no_grad():
-        probs = model(inputs).float().softmax(dim=1)
-    values, indices = probs.topk(top, dim=1)
-    return [
-        [Prediction(class_names[i], i, p) for p, i in zip(row_v.tolist(), row_i.tolist())]
-        for row_v, row_i in zip(values, indices)
-    ]
+    values, indices = logits.detach().float().softmax(dim=0).topk(top)
+    return [Prediction(class_names[i], i, p) for p, i in zip(values.tolist(), indices.tolist())]
 
 
 @dataclass(frozen=True)
@@ -114,3 +120,37 @@ def channel_stats(activation: torch.Tensor) -> ChannelStats:
     width = act.shape[2]
     argmax = torch.stack([where // width, where % width], dim=1)
     return ChannelStats(flat.mean(dim=1).cpu(), maxima.cpu(), argmax.cpu())
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """One photo through one model: what the network saw, its top classes, one layer's output."""
+
+    view: np.ndarray  # (S, S, 3) uint8, the centre crop the network saw
+    predictions: list[Prediction]
+    layer: str
+    activation: torch.Tensor  # (C, H, W) or (K,), float32 on the CPU
+    stats: ChannelStats
+
+    @property
+    def is_spatial(self) -> bool:
+        return self.activation.dim() == 3
+
+    def channel_map(self, channel: int) -> np.ndarray:
+        """Channel ``channel``'s ``(H, W)`` map as float32 (``(1, 1)`` for a vector layer)."""
+        if not 0 <= channel < self.activation.shape[0]:
+            raise ValueError(f"Unit {channel} is outside this layer's 0-{self.activation.shape[0] - 1}.")
+        return self.activation[channel].reshape(self.activation.shape[1:] or (1, 1)).numpy()
+
+
+def analyze(loaded: LoadedModel, image: Image.Image, layer: str, top: int = 5) -> ImageAnalysis:
+    """Predictions and ``layer``'s activation for one photo, from a single forward pass."""
+    loaded.layer(layer)  # a clear error for an unknown layer
+    view = model_view(image, loaded.spec)
+    inputs = to_batch(view, loaded.spec.normalization, loaded.device)
+    outputs = capture(loaded.module, inputs, [layer, loaded.logits_layer])
+    predictions = top_predictions(outputs[loaded.logits_layer][0], loaded.class_names, top)
+    activation = outputs[layer][0].float().cpu()
+    if activation.dim() == 3 and activation.shape[1:] == (1, 1):
+        activation = activation.flatten()
+    return ImageAnalysis(view, predictions, layer, activation, channel_stats(activation))

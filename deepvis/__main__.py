@@ -1,0 +1,5 @@
+import sys
+
+from deepvis.cli import main
+
+sys.exit(main())

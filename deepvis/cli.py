@@ -1,0 +1,110 @@
+"""Command line: ``python -m deepvis <command> …``; every command prints JSON on stdout.
+
+Errors a person can cause (a bad file, an unknown layer, weights that cannot be
+had) print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepvis.models import DEFAULT_MODEL, REGISTRY, WEIGHT_CHOICES, LoadedModel, load_model
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(REGISTRY), help="network (default: %(default)s)")
+    parser.add_argument("--weights", default="default", choices=WEIGHT_CHOICES,
+                        help="pretrained ImageNet weights or a seeded random init (default: %(default)s)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+
+
+def _model(args: argparse.Namespace) -> LoadedModel:
+    return load_model(args.model, args.weights, args.device)
+
+
+def _read_image(path: str):
+    from deepvis.images import ImageDecodeError, decode_image
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    return decode_image(data)
+
+
+def _emit(value: object) -> int:
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("info", help="model, device, input size and layers with their shapes")
+    _add_model_options(parser)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    loaded = _model(args)
+    return _emit({
+        "model": loaded.spec.name, "title": loaded.spec.title, "weights": loaded.weights,
+        "device": str(loaded.device), "input_size": loaded.spec.input_size,
+        "normalization": {"mean": loaded.spec.normalization.mean, "std": loaded.spec.normalization.std},
+        "layers": [{"name": i.name, "shape": list(i.shape), "kind": i.kind} for i in loaded.layers],
+    })
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="top-K ImageNet classes for a photo")
+    parser.add_argument("image")
+    parser.add_argument("--top", type=int, default=5)
+    _add_model_options(parser)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from deepvis.activations import predict
+    from deepvis.images import preprocess
+
+    image = _read_image(args.image)
+    loaded = _model(args)
+    predictions = predict(loaded.module, preprocess(image, loaded.spec, loaded.device), loaded.class_names, args.top)
+    return _emit([{"label": p.label, "index": p.index, "prob": p.prob} for p in predictions[0]])
+
+
+def _add_activations(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("activations", help="per-channel mean, max and argmax of one layer for a photo")
+    parser.add_argument("image")
+    parser.add_argument("--layer", required=True)
+    _add_model_options(parser)
+
+
+def cmd_activations(args: argparse.Namespace) -> int:
+    from deepvis.activations import analyze
+
+    image = _read_image(args.image)
+    loaded = _model(args)
+    result = analyze(loaded, image, args.layer)
+    return _emit({"model": loaded.spec.name, "layer": args.layer, "shape": list(loaded.layer(args.layer).shape),
+                  "channels": result.stats.as_records()})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepvis", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, value in list(globals().items()):
+        if name.startswith("_add_") and name != "_add_model_options":
+            value(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return globals()[f"cmd_{args.command}"](args)
+    except (ValueError, OSError) as exc:  # our errors are ValueError subclasses with plain messages
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        print(f"deepvis {args.command}: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,75 @@
+"""Activations: a photo through the network, every channel of a layer, one unit up close."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from deepvis import ui
+from deepvis.activations import analyze
+from deepvis.render import SCALINGS, channel_grid, heat_colors, overlay, png_bytes, to_uint8, upscale, weight_tiles
+
+loaded = ui.active_model()
+st.title("Activations")
+st.caption("Give the network a photo and see what every channel of a layer responds to.")
+
+source = ui.image_input("act")
+image = ui.decoded_image(source[0]) if source else None
+if image is None:
+    st.stop()
+
+names = [info.name for info in loaded.layers]
+layer = st.selectbox("Layer", names, index=len(names) // 2, key=f"act_layer_{loaded.spec.name}",
+                     format_func=lambda n: f"{n}  ·  {' × '.join(map(str, loaded.layer(n).shape))}")
+with st.spinner("Running the network…"):
+    result = analyze(loaded, image, layer)
+
+left, right = st.columns([1, 2])
+with left:
+    ui.show_png(result.view, caption="What the network sees (centre crop)")
+with right:
+    preds = result.predictions[::-1]
+    figure = go.Figure(go.Bar(x=[p.prob for p in preds], y=[p.label for p in preds], orientation="h",
+                              text=[f"{p.prob:.1%}" for p in preds], textposition="auto"))
+    figure.update_layout(title="Top-5 predictions", height=280, margin=dict(l=10, r=10, t=40, b=10),
+                         xaxis=dict(range=[0, 1], tickformat=".0%"))
+    st.plotly_chart(figure, key="act_predictions")
+
+channels = result.activation.shape[0]
+if st.session_state.get("act_overview") and st.session_state.act_overview.selection.points:
+    clicked = int(st.session_state.act_overview.selection.points[0]["x"])
+    if clicked != st.session_state.get("act_last_click"):
+        st.session_state.act_last_click = st.session_state.act_unit = clicked
+if st.session_state.get("act_unit", 0) >= channels:
+    st.session_state.act_unit = 0
+unit = st.number_input("Unit (channel)", 0, channels - 1, key="act_unit",
+                       help="Or click a bar in the overview below.")
+
+st.subheader(f"All {channels} channels of {layer}")
+scaling = st.radio("Scaling", SCALINGS, horizontal=True, key="act_scaling",
+                   format_func={"channel": "per channel", "layer": "shared across the layer"}.get)
+grid, _ = channel_grid(result.activation, scaling, highlight=unit)
+grid_png = png_bytes(grid)
+st.image(grid_png, output_format="PNG", caption="Each tile is one channel, numbered; the framed tile is the chosen unit.")
+st.download_button("Download the grid (PNG)", grid_png, f"{loaded.spec.name}_{layer}.png", "image/png")
+
+overview = go.Figure(go.Bar(x=list(range(channels)), y=result.stats.max.tolist()))
+overview.update_layout(title="Max activation per channel (click a bar to choose that unit)", height=260,
+                       margin=dict(l=10, r=10, t=40, b=10), xaxis_title="channel", yaxis_title="max")
+st.plotly_chart(overview, key="act_overview", on_select="rerun", selection_mode="points")
+
+st.subheader(f"Unit {unit} up close")
+record = result.stats.as_records()[unit]
+a, b, c = st.columns(3)
+a.metric("max", f"{record['max']:.3g}")
+b.metric("mean", f"{record['mean']:.3g}")
+c.metric("argmax (y, x)", str(tuple(record["argmax"])) if result.is_spatial else "—")
+if result.is_spatial:
+    zoom, blend = st.columns(2)
+    with zoom:
+        ui.show_png(upscale(heat_colors(to_uint8(result.channel_map(unit))), 336, smooth=False),
+                    caption="Activation map (bright = strong)")
+    with blend:
+        ui.show_png(upscale(overlay(result.view, result.channel_map(unit)), 336), caption="Overlaid on the input")
+
+with st.expander("First-layer filters as RGB tiles"):
+    tiles, _ = weight_tiles(loaded.first_conv.weight)
+    ui.show_png(tiles, caption=f"{tuple(loaded.first_conv.weight.shape)} weights, each scaled about zero")
