@@ -7,8 +7,6 @@ import plotly.express  # noqa: F401
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
-from deepvis import ui
-
 st.set_page_config(page_title="deepvis", page_icon=":material/visibility:", layout="wide")
 
 pages = [
@@ -22,5 +20,4 @@ for path, title, icon in (("pages/optimization.py", "Optimization", ":material/a
         pages.append(st.Page(path, title=title, icon=icon))
 
 page = st.navigation(pages)
-ui.model_sidebar()
 page.run()

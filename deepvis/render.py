@@ -90,10 +90,10 @@ def grid_layout(channels: int, height: int, width: int, cols: int | None = None,
 
 def channel_grid(activation: torch.Tensor | np.ndarray, scaling: str = "channel", cols: int | None = None,
                  numbers: bool = True, highlight: int | None = None) -> tuple[np.ndarray, GridLayout]:
-    """All channels of ``(C, H, W)`` as one grey ``uint8`` image, plus its layout.
+    """All channels of ``(C, H, W)`` as one grey ``(H', W')`` uint8 image, plus its layout.
 
-    Each tile is numbered with its channel index in its top-left corner;
-    ``highlight`` draws a frame around one channel.
+    Each tile carries its channel index in its top-left corner (white on a black
+    box); ``highlight`` draws a white frame around one channel.
     """
     if scaling not in SCALINGS:
         raise ValueError(f"scaling must be one of {SCALINGS}, not {scaling!r}")
@@ -113,25 +113,61 @@ def channel_grid(activation: torch.Tensor | np.ndarray, scaling: str = "channel"
         tiles = np.clip((act - low[:, None, None]) * (255.0 / span)[:, None, None] + 0.5, 0, 255).astype(np.uint8)
         tiles[(high - low < 1e-12) & (np.abs(high) >= 1e-12)] = 128
     factor = layout.tile // max(height, width)
-    tiles = tiles.repeat(factor, axis=1).repeat(factor, axis=2)
-    step = layout.tile + layout.pad
-    canvas = np.full((layout.pad + layout.rows * step, layout.pad + layout.cols * step), 40, np.uint8)
-    for c in range(channels):
-        y, x = layout.origin(c)
-        canvas[y:y + tiles.shape[1], x:x + tiles.shape[2]] = tiles[c]
-    if not numbers and highlight is None:
-        return canvas, layout
-    image = Image.fromarray(canvas).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
+    canvas = _compose(tiles.repeat(factor, axis=1).repeat(factor, axis=2), layout)
     if numbers:
+        glyphs = _digit_glyphs()
         for c in range(channels):
-            y, x = layout.origin(c)
-            draw.text((x + 1, y), str(c), fill=(255, 220, 0), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+            _stamp_number(canvas, layout, c, glyphs)
     if highlight is not None and 0 <= highlight < channels:
         y, x = layout.origin(highlight)
-        draw.rectangle([x - 2, y - 2, x + layout.tile + 1, y + layout.tile + 1], outline=(0, 200, 255), width=2)
-    return np.asarray(image), layout
+        edge = layout.pad
+        canvas[y - edge:y, x - edge:x + layout.tile + edge] = 255
+        canvas[y + layout.tile:y + layout.tile + edge, x - edge:x + layout.tile + edge] = 255
+        canvas[y:y + layout.tile, x - edge:x] = 255
+        canvas[y:y + layout.tile, x + layout.tile:x + layout.tile + edge] = 255
+    return canvas, layout
+
+
+_BACKGROUND = 40
+
+
+def _compose(tiles: np.ndarray, layout: GridLayout) -> np.ndarray:
+    """Lay ``(C, h, w)`` or ``(C, h, w, 3)`` uint8 tiles (h, w <= tile) out on one canvas."""
+    count, h, w = tiles.shape[:3]
+    step = layout.tile + layout.pad
+    extra = tiles.shape[3:]
+    cells = np.full((layout.rows * layout.cols, step, step) + extra, _BACKGROUND, np.uint8)
+    cells[:count, :h, :w] = tiles
+    grid = cells.reshape((layout.rows, layout.cols, step, step) + extra).swapaxes(1, 2)
+    grid = grid.reshape((layout.rows * step, layout.cols * step) + extra)
+    return np.pad(grid, [(layout.pad, 0), (layout.pad, 0)] + [(0, 0)] * len(extra), constant_values=_BACKGROUND)
+
+
+def _digit_glyphs() -> list[np.ndarray]:
+    """Boolean masks of the digits 0-9 in Pillow's built-in bitmap font (no font files needed)."""
+    font = ImageFont.load_default_imagefont() if hasattr(ImageFont, "load_default_imagefont") else ImageFont.load_default()
+    boxes = [font.getbbox(d) for d in "0123456789"]
+    width, height = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    glyphs = []
+    for digit in "0123456789":
+        image = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(image).text((0, 0), digit, fill=255, font=font)
+        glyphs.append(np.asarray(image) > 127)
+    return glyphs
+
+
+def _stamp_number(canvas: np.ndarray, layout: GridLayout, number: int, glyphs: list[np.ndarray]) -> None:
+    y, x = layout.origin(number)
+    digits = [int(d) for d in str(number)]
+    gh, gw = glyphs[0].shape
+    box_w = min(layout.tile, 2 + len(digits) * gw)
+    canvas[y:y + gh + 1, x:x + box_w] = 0
+    for i, d in enumerate(digits):
+        left = x + 1 + i * gw
+        if left + gw > x + layout.tile:
+            break
+        region = canvas[y:y + gh, left:left + gw]
+        region[glyphs[d]] = 255
 
 
 def upscale(image: np.ndarray, size: int, smooth: bool = True) -> np.ndarray:
@@ -156,16 +192,10 @@ def weight_tiles(weight: torch.Tensor, cols: int | None = None) -> tuple[np.ndar
     if w.ndim != 4 or w.shape[1] != 3:
         raise ValueError(f"weight_tiles needs (C_out, 3, k, k), got {w.shape}")
     bound = np.abs(w).reshape(w.shape[0], -1).max(axis=1)[:, None, None, None]
-    rgb = np.clip(w / np.maximum(bound, 1e-12) * 127.5 + 127.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    rgb = np.clip(w / np.maximum(bound, 1e-12) * 127.5 + 128.0, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
     layout = grid_layout(w.shape[0], w.shape[2], w.shape[3], cols)
     factor = layout.tile // max(w.shape[2], w.shape[3])
-    rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)
-    step = layout.tile + layout.pad
-    canvas = np.full((layout.pad + layout.rows * step, layout.pad + layout.cols * step, 3), 40, np.uint8)
-    for c in range(w.shape[0]):
-        y, x = layout.origin(c)
-        canvas[y:y + rgb.shape[1], x:x + rgb.shape[2]] = rgb[c]
-    return canvas, layout
+    return _compose(rgb.repeat(factor, axis=1).repeat(factor, axis=2), layout), layout
 
 
 def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:

@@ -19,7 +19,6 @@ from PIL import Image
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
 
-_MODEL_KEY = "deepvis_model"
 SOURCES = ("Sample photo", "Upload", "Camera")
 
 
@@ -29,7 +28,12 @@ def shared_model(name: str, weights: str, seed: int, device: str) -> LoadedModel
 
 
 def model_sidebar() -> LoadedModel:
-    """Sidebar picker for model and weights; returns the shared model (falls back to the default)."""
+    """Sidebar picker for model and weights; returns the shared model (falls back to the default).
+
+    Every page calls this first thing (the widgets keep their state across pages
+    through their keys).  It is not drawn by the router because AppTest re-runs
+    only the page script on reruns under ``st.navigation``.
+    """
     with st.sidebar:
         st.subheader("Model")
         name = st.selectbox("Network", list(REGISTRY), format_func=lambda n: REGISTRY[n].title, key="model_name")
@@ -48,14 +52,7 @@ def model_sidebar() -> LoadedModel:
             loaded = shared_model(DEFAULT_MODEL, "default", 0, device)
         st.caption(f"**{loaded.spec.title}** · {loaded.weights} weights · device **{loaded.device.type}** · "
                    f"{len(loaded.layers)} layers · input {loaded.spec.input_size}px")
-    st.session_state[_MODEL_KEY] = loaded
     return loaded
-
-
-def active_model() -> LoadedModel:
-    """The model chosen in the sidebar (drawing the sidebar if this page runs on its own)."""
-    loaded = st.session_state.get(_MODEL_KEY)
-    return loaded if loaded is not None else model_sidebar()
 
 
 def image_input(key: str = "image") -> tuple[bytes, str] | None:

@@ -7,7 +7,7 @@ from deepvis import ui
 from deepvis.activations import analyze
 from deepvis.render import SCALINGS, channel_grid, heat_colors, overlay, png_bytes, to_uint8, upscale, weight_tiles
 
-loaded = ui.active_model()
+loaded = ui.model_sidebar()
 st.title("Activations")
 st.caption("Give the network a photo and see what every channel of a layer responds to.")
 

@@ -1,0 +1,159 @@
+"""Activation capture on hand-built nets and on the shared embedded model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from deepvis.activations import LayerError, analyze, capture, channel_stats, predict
+from deepvis.hooks import hook_count
+from deepvis.images import decode_image, preprocess, sample_bytes
+
+
+def tiny_net() -> nn.Sequential:
+    """1 -> 1 channel: conv 2x2 of ones (bias -1), in-place ReLU, conv 1x1 weight 2 (bias 0.5)."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 2), nn.ReLU(inplace=True), nn.Conv2d(1, 1, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.fill_(-1.0)
+        net[2].weight.fill_(2.0)
+        net[2].bias.fill_(0.5)
+    return net.eval().requires_grad_(False)
+
+
+X = torch.tensor([[[[1.0, -2.0, 0.0], [0.5, 0.0, 1.0], [-1.0, 3.0, 2.0]]]])
+# 2x2 window sums minus 1, by hand: [[1-2+.5+0, -2+0+0+1], [.5+0-1+3, 0+1+3+2]] - 1
+CONV = torch.tensor([[[[-1.5, -2.0], [1.5, 5.0]]]])
+RELU = torch.tensor([[[[0.0, 0.0], [1.5, 5.0]]]])
+OUT = torch.tensor([[[[0.5, 0.5], [3.5, 10.5]]]])
+
+
+def test_capture_matches_hand_computed_values_and_survives_in_place_relu():
+    net = tiny_net()
+    got = capture(net, X, ["0", "1", "2"])
+    assert torch.equal(got["0"], CONV)  # taken before the in-place ReLU overwrote it
+    assert torch.equal(got["1"], RELU)
+    assert torch.equal(got["2"], OUT)
+    assert torch.equal(got["2"], net(X))
+    assert hook_count(net) == 0
+
+
+def test_capture_stops_after_the_deepest_requested_layer():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise AssertionError("ran past the requested layer")
+
+    net = nn.Sequential(*tiny_net(), Boom())
+    assert torch.equal(capture(net, X, "1")["1"], RELU)
+    assert hook_count(net) == 0
+
+
+def test_no_hooks_remain_after_an_exception_or_a_bad_layer():
+    class Fails(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("broken layer")
+
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), Fails(), nn.Conv2d(1, 1, 1))
+    with pytest.raises(RuntimeError, match="broken layer"):
+        capture(net, X, ["0", "2"])
+    assert hook_count(net) == 0
+    with pytest.raises(LayerError, match="no layer"):
+        capture(net, X, ["0", "nope"])
+    assert hook_count(net) == 0
+
+
+def test_reused_module_is_refused_with_a_clear_message():
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), relu, nn.Conv2d(1, 1, 1), relu, nn.Conv2d(1, 1, 1))
+    with pytest.raises(LayerError, match="more than once"):
+        capture(net, X, ["1", "4"])
+    assert hook_count(net) == 0
+
+
+def test_hooks_of_one_thread_do_not_fire_in_another(lite0):
+    """Thread A sits inside a capture (its hooks registered) while thread B predicts on the same model."""
+    inside, release = threading.Event(), threading.Event()
+    model = lite0.module
+    a_input = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    b_input = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    expected_b = model(b_input)
+    gate = model.get_submodule("_blocks.1")
+    from deepvis.hooks import owned_hooks
+
+    results = {}
+
+    def thread_a():
+        with owned_hooks() as hooks:
+            hooks.forward(gate, lambda *_: (inside.set(), release.wait(10)) and None)
+            results["a"] = capture(model, a_input, "_blocks.2")["_blocks.2"]
+
+    worker = threading.Thread(target=thread_a)
+    worker.start()
+    assert inside.wait(10)
+    assert hook_count(model) > 0  # A's hooks are on the shared model right now...
+    results["b"] = model(b_input)  # ...yet B's forward runs clean and unblocked
+    release.set()
+    worker.join(10)
+    assert torch.equal(results["b"], expected_b)
+    assert torch.equal(results["a"], capture(model, a_input, "_blocks.2")["_blocks.2"])
+    assert hook_count(model) == 0
+
+
+def test_eight_threads_capturing_match_sequential_results(lite0):
+    inputs = [torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(s)) for s in range(8)]
+    layers = ["_blocks.3", "_blocks.10"]
+    expected = [capture(lite0.module, x, layers) for x in inputs]
+    got: list = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        barrier.wait()
+        for _ in range(2):
+            got[i] = capture(lite0.module, inputs[i], layers)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for exp, res in zip(expected, got):
+        for name in layers:
+            assert torch.equal(exp[name], res[name])
+    assert hook_count(lite0.module) == 0
+    assert not lite0.module.training
+    assert all(p.grad is None and not p.requires_grad for p in lite0.module.parameters())
+
+
+def test_embedded_model_recognizes_real_photos(lite0, photos):
+    from PIL import Image
+
+    cat = predict(lite0.module, preprocess(Image.fromarray(photos["chelsea"]), lite0.spec), lite0.class_names, 3)[0]
+    assert any(p.label in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"} for p in cat)
+    cup = predict(lite0.module, preprocess(Image.fromarray(photos["coffee"]), lite0.spec), lite0.class_names, 1)[0]
+    assert cup[0].label == "espresso" and cup[0].prob > 0.8
+
+
+def test_analyze_gives_predictions_and_the_layer_from_one_pass(lite0):
+    result = analyze(lite0, decode_image(sample_bytes("coffee")), "_blocks.5")
+    assert result.predictions[0].label == "espresso"
+    assert result.activation.shape == lite0.layer("_blocks.5").shape
+    assert result.view.shape == (224, 224, 3)
+    stats = result.stats
+    c = int(stats.max.argmax())
+    y, x = stats.argmax[c].tolist()
+    assert result.activation[c, y, x] == stats.max[c] == result.channel_map(c).max()
+    logits = analyze(lite0, decode_image(sample_bytes("coffee")), "_fc")
+    assert logits.activation.shape == (1000,) and int(logits.stats.max.argmax()) == 967  # espresso
+    with pytest.raises(ValueError, match="outside"):
+        result.channel_map(10_000)
+
+
+def test_channel_stats_by_hand():
+    act = torch.tensor([[[1.0, 5.0], [2.0, 0.0]], [[-1.0, -3.0], [-0.5, -2.0]]])
+    stats = channel_stats(act)
+    assert stats.mean.tolist() == [2.0, -1.625]
+    assert stats.max.tolist() == [5.0, -0.5]
+    assert stats.argmax.tolist() == [[0, 1], [1, 0]]

@@ -1,0 +1,80 @@
+"""The Activations page through Streamlit's AppTest (the script, not the browser)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from deepvis.activations import analyze
+from deepvis.images import decode_image, sample_bytes
+
+from helpers import jpeg_bytes
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+CATS = ("tabby", "tiger cat", "Egyptian cat")
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    return at
+
+
+def prediction_labels(at: AppTest) -> list[str]:
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return list(chart["data"][0]["y"])[::-1]  # drawn bottom-up, best last
+
+
+def grid_shown(at: AppTest) -> bool:
+    return any("Each tile is one channel" in caption for img in at.get("image") for caption in img.captions)
+
+
+@pytest.fixture(scope="module")
+def app() -> AppTest:
+    return start()
+
+
+def test_sample_photo_shows_predictions_grid_and_unit(app, lite0):
+    assert prediction_labels(app)[0] in CATS  # the default sample is chelsea
+    assert grid_shown(app)
+    layer = app.selectbox(key="act_layer_efficientnet_lite0").value
+    expected = analyze(lite0, decode_image(sample_bytes("chelsea")), layer).stats.as_records()
+    app.number_input(key="act_unit").set_value(7).run()
+    assert not app.exception
+    assert app.metric[0].value == f"{expected[7]['max']:.3g}"
+    assert app.metric[2].value == str(tuple(expected[7]["argmax"]))
+
+
+def test_upload_then_bad_file_then_good_file(photos):
+    at = start()
+    at.radio(key="act_source").set_value("Upload").run()
+    at.file_uploader(key="act_upload").upload("coffee.jpg", jpeg_bytes(photos["coffee"]), "image/jpeg").run()
+    assert not at.exception and prediction_labels(at)[0] == "espresso" and grid_shown(at)
+
+    at.file_uploader(key="act_upload").upload("notes.jpg", b"this is not a picture\n", "image/jpeg").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "not an image" in at.error[0].value
+    assert "\n" not in at.error[0].value
+
+    at.file_uploader(key="act_upload").upload("cat.jpg", jpeg_bytes(photos["chelsea"]), "image/jpeg").run()
+    assert not at.exception and not at.error
+    assert prediction_labels(at)[0] in CATS
+
+
+def test_camera_photo(photos):
+    at = start()
+    at.radio(key="act_source").set_value("Camera").run()
+    assert at.info[0].value == "Take a photo to begin."
+    at.camera_input(key="act_camera").upload("photo.jpg", jpeg_bytes(photos["coffee"])).run()
+    assert not at.exception and prediction_labels(at)[0] == "espresso" and grid_shown(at)
+
+
+def test_random_weights_and_another_layer():
+    at = start()
+    at.radio(key="model_weights").set_value("random").run()
+    assert not at.exception and "random weights" in at.sidebar.caption[0].value
+    at.selectbox(key="act_layer_efficientnet_lite0").set_value("_fc").run()
+    assert not at.exception and grid_shown(at)
