@@ -91,6 +91,41 @@ def cmd_activations(args: argparse.Namespace) -> int:
                   "channels": result.stats.as_records()})
 
 
+def _add_backprop(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("backprop", help="saliency, deconvnet or guided-backprop image of one unit for a photo")
+    parser.add_argument("image")
+    parser.add_argument("--layer", required=True)
+    parser.add_argument("--unit", type=int, required=True, help="channel of the layer")
+    parser.add_argument("--y", type=int, default=None, help="row of the unit (with --x): seed a one-hot there; "
+                        "without --y/--x the seed is the channel's activation map")
+    parser.add_argument("--x", type=int, default=None, help="column of the unit (with --y)")
+    parser.add_argument("--mode", required=True, choices=["saliency", "deconv", "guided"])
+    parser.add_argument("--out", required=True, help="PNG of the gradient (raw filter: signed, zero = grey)")
+    parser.add_argument("--npy", default=None, help="also save the raw gradient (3, H, W) w.r.t. the network input")
+    _add_model_options(parser)
+
+
+def cmd_backprop(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from deepvis.backprop import Unit, backprop
+    from deepvis.images import preprocess
+    from deepvis.render import backprop_image, png_bytes
+
+    unit = Unit(args.unit, args.y, args.x)
+    image = _read_image(args.image)
+    loaded = _model(args)
+    gradient = backprop(loaded.module, preprocess(image, loaded.spec, loaded.device), args.layer, unit, args.mode)[0]
+    Path(args.out).write_bytes(png_bytes(backprop_image(gradient, "raw")))
+    array = gradient.float().cpu().numpy()
+    if args.npy:
+        np.save(args.npy, array)
+    return _emit({"model": loaded.spec.name, "weights": loaded.weights, "layer": args.layer, "mode": args.mode,
+                  "unit": {"channel": unit.channel, "y": unit.y, "x": unit.x},
+                  "seed": "point" if unit.has_position else "map", "shape": list(array.shape),
+                  "max_abs": float(np.abs(array).max()), "out": args.out, "npy": args.npy})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepvis", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -203,3 +203,70 @@ def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+# --- Backward images (deepvis.backprop): the deep-visualization-toolbox's display filters ---------------------
+
+BACKPROP_FILTERS = ("raw", "gray", "norm", "norm_blur")
+
+
+def _symmetric_uint8(values: np.ndarray) -> np.ndarray:
+    """Map ``[-b, b]`` to 0-255 with zero at 128, where ``b`` is the largest magnitude."""
+    bound = float(np.abs(values).max()) if values.size else 0.0
+    if bound < 1e-12:
+        return np.full(values.shape, 128, np.uint8)
+    return np.clip(np.floor(values * (127.5 / bound) + 128.0), 0, 255).astype(np.uint8)
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Blur a float ``(H, W)`` map with a Gaussian of ``sigma`` pixels (edges replicated)."""
+    if sigma <= 0:
+        return np.asarray(image, dtype=np.float32)
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).float()
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
+    x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x[0, 0].numpy()
+
+
+def _gradient_hwc(gradient: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = _as_numpy(gradient)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ValueError(f"A backward image needs one gradient (C, H, W), got shape {array.shape}")
+    return array.transpose(1, 2, 0)
+
+
+def gradient_norm(gradient: torch.Tensor | np.ndarray, blur_sigma: float = 0.0) -> np.ndarray:
+    """L2 norm over the colour channels of ``(C, H, W)`` -> float ``(H, W)``, optionally blurred."""
+    norm = np.linalg.norm(_gradient_hwc(gradient), axis=2)
+    return gaussian_blur(norm, blur_sigma) if blur_sigma > 0 else norm.astype(np.float32)
+
+
+def backprop_image(gradient: torch.Tensor | np.ndarray, filter: str = "raw", blur_sigma: float = 4.0) -> np.ndarray:
+    """Show a gradient ``(C, H, W)`` (one image of :mod:`deepvis.backprop`'s output) as ``uint8``.
+
+    ``raw``: ``(H, W, C)`` signed, zero = grey 128, scaled by the largest
+    magnitude; ``gray``: ``(H, W)`` mean over channels, same signed scaling;
+    ``norm``: ``(H, W)`` L2 norm over channels, ``[0, max]`` to 0-255;
+    ``norm_blur``: the norm after a Gaussian blur of ``blur_sigma`` pixels.
+    """
+    if filter not in BACKPROP_FILTERS:
+        raise ValueError(f"filter must be one of {BACKPROP_FILTERS}, not {filter!r}")
+    if filter == "raw":
+        return _symmetric_uint8(_gradient_hwc(gradient))
+    if filter == "gray":
+        return _symmetric_uint8(_gradient_hwc(gradient).mean(axis=2))
+    norm = gradient_norm(gradient, blur_sigma if filter == "norm_blur" else 0.0)
+    return to_uint8(norm, 0.0, float(norm.max()))
+
+
+def backprop_overlay(photo: np.ndarray, gradient: torch.Tensor | np.ndarray, blur_sigma: float = 4.0,
+                     alpha: float = 0.6) -> np.ndarray:
+    """The gradient's blurred norm, heat-coloured over the ``(H, W, 3)`` photo the network saw."""
+    return overlay(photo, gradient_norm(gradient, blur_sigma), alpha)

@@ -16,6 +16,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from deepvis.backprop import ModeSupport, mode_support
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
 
@@ -86,3 +87,14 @@ def show_png(image: np.ndarray, caption: str | None = None, width: int | str = "
     from deepvis.render import png_bytes
 
     st.image(png_bytes(image), caption=caption, output_format="PNG", width=width)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _mode_support(name: str, weights: str, seed: int, device: str) -> ModeSupport:
+    loaded = shared_model(name, weights, seed, device)
+    return mode_support(loaded.module, loaded.spec.input_size)
+
+
+def backprop_modes(loaded: LoadedModel) -> ModeSupport:
+    """Which backward modes this network allows (one dry pass per model, cached)."""
+    return _mode_support(loaded.spec.name, loaded.weights, loaded.seed, str(loaded.device))

@@ -5,7 +5,10 @@ import streamlit as st
 
 from deepvis import ui
 from deepvis.activations import analyze
-from deepvis.render import SCALINGS, channel_grid, heat_colors, overlay, png_bytes, to_uint8, upscale, weight_tiles
+from deepvis.backprop import SEEDS, backprop
+from deepvis.images import to_batch
+from deepvis.render import (BACKPROP_FILTERS, SCALINGS, backprop_image, backprop_overlay, channel_grid, heat_colors,
+                            overlay, png_bytes, to_uint8, upscale, weight_tiles)
 
 loaded = ui.model_sidebar()
 st.title("Activations")
@@ -69,6 +72,32 @@ if result.is_spatial:
                     caption="Activation map (bright = strong)")
     with blend:
         ui.show_png(upscale(overlay(result.view, result.channel_map(unit)), 336), caption="Overlaid on the input")
+
+st.subheader(f"Which pixels drive unit {unit}")
+support = ui.backprop_modes(loaded)
+if support.reason:
+    st.info(support.reason)
+mode_col, seed_col, filter_col = st.columns(3)
+mode = mode_col.radio("Backward pass", support.modes, horizontal=True, key="act_bp_mode",
+                      help="saliency: the plain gradient · deconv: only positive gradients pass each ReLU · "
+                           "guided: positive gradients where the ReLU was active")
+seed = seed_col.radio("Start from", SEEDS, horizontal=True, key="act_bp_seed",
+                      format_func={"map": "the unit's activation map", "point": "its strongest position"}.get)
+shown = filter_col.radio("Filter", BACKPROP_FILTERS, horizontal=True, key="act_bp_filter")
+try:
+    with st.spinner("Backward pass…"):
+        batch = to_batch(result.view, loaded.spec.normalization, loaded.device)
+        gradient = backprop(loaded.module, batch, layer, unit, mode, seed)[0]
+except ValueError as exc:
+    st.error(str(exc))
+    st.stop()
+picture, blend = st.columns(2)
+backward_png = png_bytes(upscale(backprop_image(gradient, shown), 336))
+picture.image(backward_png, output_format="PNG", caption=f"{mode}, {shown} filter")
+with blend:
+    ui.show_png(upscale(backprop_overlay(result.view, gradient), 336), caption="Overlaid on the input")
+st.download_button("Download the backward image (PNG)", png_bytes(backprop_image(gradient, shown)),
+                   f"{loaded.spec.name}_{layer}_{unit}_{mode}.png", "image/png")
 
 with st.expander("First-layer filters as RGB tiles"):
     tiles, _ = weight_tiles(loaded.first_conv.weight)

@@ -78,3 +78,40 @@ def test_random_weights_and_another_layer():
     assert not at.exception and "random weights" in at.sidebar.caption[0].value
     at.selectbox(key="act_layer_efficientnet_lite0").set_value("_fc").run()
     assert not at.exception and grid_shown(at)
+
+
+def backward_caption(at: AppTest) -> str | None:
+    captions = [c for img in at.get("image") for c in img.captions if "filter" in c]
+    return captions[0] if captions else None
+
+
+def test_backward_image_follows_unit_mode_and_filter(app):
+    app.number_input(key="act_unit").set_value(3).run()
+    assert backward_caption(app) == "saliency, raw filter"  # the default mode
+    for mode in ("saliency", "deconv", "guided"):
+        app.radio(key="act_bp_mode").set_value(mode).run()
+        assert not app.exception and backward_caption(app) == f"{mode}, raw filter"
+    app.radio(key="act_bp_filter").set_value("norm_blur").run()
+    app.radio(key="act_bp_seed").set_value("point").run()
+    assert not app.exception and backward_caption(app) == "guided, norm_blur filter"
+
+
+def test_missing_weights_fall_back_then_functional_relus_offer_saliency_only(tmp_path, monkeypatch):
+    from deepvis import models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached torchvision weights...
+
+    def offline(url, destination, timeout_s):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(models, "_fetch", offline)  # ...and no network
+    at = start()
+    at.selectbox(key="model_name").set_value("googlenet").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "googlenet" in at.error[0].value and str(tmp_path) in at.error[0].value
+    assert prediction_labels(at)[0] in CATS  # the page goes on with the embedded model
+    at.radio(key="model_weights").set_value("random").run()
+    assert not at.exception
+    assert at.radio(key="act_bp_mode").options == ["saliency"]
+    assert any("only saliency" in i.value for i in at.info)
+    assert backward_caption(at) == "saliency, raw filter"

@@ -1,0 +1,351 @@
+"""Backward images of one unit: saliency, deconvnet and guided backprop.
+
+Conventions
+-----------
+* ``inputs`` is a preprocessed batch ``(N, C, H, W)`` (``C = 3`` for the
+  registered models; see :mod:`deepvis.images`).  The result is the gradient
+  of the seeded unit with respect to that tensor -- the network's input space
+  (normalized pixels), same shape, detached, on the device of ``inputs``.
+  Images of a batch are independent: image ``n``'s gradient comes from image
+  ``n``'s unit only (the model must be in ``eval()`` mode, as loaded models are).
+* ``layer`` is a dotted module name whose output is ``(N, C, H, W)`` or
+  ``(N, K)``; ``unit`` is a ``channel`` or ``(channel, y, x)`` in that output.
+* Modes (:data:`MODES`) differ only in how a gradient ``g`` passes a rectifier
+  (``nn.ReLU``, ``nn.ReLU6``, or ``nn.Hardtanh`` with ``min_val == 0``) whose
+  forward input was ``a``; every other operation uses its true gradient:
+
+  - ``"saliency"``: the true gradient, ``g * [0 < a < top]`` (Simonyan et al.).
+  - ``"deconv"``: ``max(g, 0)``, ignoring the forward mask (Zeiler & Fergus).
+  - ``"guided"``: ``max(g, 0) * [0 < a < top]`` (Springenberg et al.).
+
+  ``top`` is 6 for ReLU6 and infinite for ReLU.
+* Seeds (:data:`SEEDS`) choose the gradient the backward pass starts from at
+  ``layer``: ``"map"`` puts the unit's own activation map (its channel's
+  values; the unit's value for a vector layer) there and zero elsewhere, as
+  the deep-visualization-toolbox does; ``"point"`` puts a one at
+  ``(channel, y, x)``, or for a bare ``channel`` at each image's strongest
+  position of that channel (first arg-max of the flattened map).  The default
+  is ``"map"`` for a bare channel and ``"point"`` for ``(channel, y, x)``.
+* The model is shared by every session and is never modified: the rules are
+  applied per call by thread-owned forward hooks (:mod:`deepvis.hooks`) that
+  route each rectifier call through a custom autograd function, and are gone
+  when a function returns or raises.  No ``.grad`` is written
+  (``torch.autograd.grad``).  The forward pass stops at ``layer``.
+* Rectifiers reached through functional calls (``F.relu`` as in torchvision's
+  GoogLeNet) cannot be hooked, and non-ReLU activations (SiLU, GELU, ...) have
+  no deconv/guided rule; both are detected during the forward pass and make
+  ``"deconv"``/``"guided"`` raise :class:`UnsupportedModeError`.  Saliency works
+  for every differentiable network.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from deepvis.activations import capture
+from deepvis.hooks import HookSet, owned_hooks
+
+MODES = ("saliency", "deconv", "guided")
+SEEDS = ("map", "point")
+
+# torch functions (by name) that are a rectifier when called outside a hooked module ...
+_RECTIFIER_FUNCTIONS = frozenset({"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "threshold", "threshold_"})
+# ... and activations that have no deconv/guided rule at all.
+_OTHER_ACTIVATIONS = frozenset({
+    "silu", "silu_", "gelu", "gelu_", "hardswish", "hardswish_", "elu", "elu_", "leaky_relu", "leaky_relu_",
+    "mish", "mish_", "selu", "selu_", "celu", "celu_", "softplus", "prelu", "rrelu", "rrelu_", "glu",
+})
+
+
+class BackpropError(ValueError):
+    """A backward image cannot be made as asked; the message says why."""
+
+
+class UnsupportedModeError(BackpropError):
+    """Deconvnet/guided backprop cannot be applied to this network (only saliency can)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of a layer: a channel, optionally at a spatial position ``(y, x)``."""
+
+    channel: int
+    y: int | None = None
+    x: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.y is None) != (self.x is None):
+            raise BackpropError("Give both y and x for a unit position, or neither.")
+        for name in ("channel", "y", "x"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise BackpropError(f"The unit's {name} must be a non-negative integer, not {value!r}.")
+
+    @property
+    def has_position(self) -> bool:
+        return self.y is not None
+
+    @classmethod
+    def parse(cls, unit: Unit | int | tuple[int, int, int] | Any) -> Unit:
+        """Accept ``Unit``, ``channel`` or ``(channel, y, x)`` (numpy integers too)."""
+        if isinstance(unit, Unit):
+            return unit
+        try:
+            if isinstance(unit, (tuple, list)):
+                if len(unit) == 1:
+                    return cls(_index(unit[0]))
+                if len(unit) == 3:
+                    return cls(_index(unit[0]), _index(unit[1]), _index(unit[2]))
+                raise BackpropError(f"A unit is a channel or (channel, y, x), not {tuple(unit)!r}.")
+            return cls(_index(unit))
+        except TypeError:
+            raise BackpropError(f"A unit is a channel or (channel, y, x), not {unit!r}.") from None
+
+
+def _index(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError
+    return operator.index(value)
+
+
+@dataclass(frozen=True)
+class ModeSupport:
+    """Which modes a network supports; ``reason`` says why when it is saliency only."""
+
+    modes: tuple[str, ...]
+    reason: str | None = None
+
+
+class _RectifierRule(torch.autograd.Function):
+    """Forward: the rectifier's own output; backward: the deconv or guided rule."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: torch.Tensor, top: float | None, guided: bool) -> torch.Tensor:
+        ctx.guided = guided
+        if guided:
+            mask = pre > 0 if top is None else (pre > 0) & (pre < top)
+            ctx.save_for_backward(mask)
+        return pre.clamp(min=0.0) if top is None else pre.clamp(0.0, top)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        positive = grad.clamp(min=0.0)
+        if ctx.guided:
+            (mask,) = ctx.saved_tensors
+            positive = positive * mask
+        return positive, None, None
+
+
+def _rectifier_top(module: nn.Module) -> float | None | bool:
+    """``None`` for ReLU, the upper bound for ReLU6/Hardtanh(0, top), ``False`` if not a rectifier."""
+    if isinstance(module, nn.ReLU):
+        return None
+    if isinstance(module, nn.Hardtanh) and module.min_val == 0 and module.max_val > 0:
+        return float(module.max_val)
+    return False
+
+
+def _unsupported_reason(function_name: str) -> str:
+    if function_name in _RECTIFIER_FUNCTIONS:
+        return (f"This network calls {function_name} as a function (not an nn.ReLU/nn.ReLU6 module), which "
+                "deconvnet and guided backprop cannot reach; only saliency is available for this network.")
+    return (f"This network uses the activation {function_name}, for which deconvnet and guided backprop are "
+            "not defined (they need ReLU or ReLU6); only saliency is available for this network.")
+
+
+class _ActivationWatch(TorchFunctionMode):
+    """Notices rectifier calls outside hooked modules and non-ReLU activations (thread-local)."""
+
+    def __init__(self, strict: bool) -> None:
+        super().__init__()
+        self.strict = strict
+        self.depth = 0  # > 0 while a hooked rectifier module runs
+        self.problem: str | None = None
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = getattr(func, "__name__", "")
+        if (name in _OTHER_ACTIVATIONS or (name in _RECTIFIER_FUNCTIONS and self.depth == 0)) and self.problem is None:
+            self.problem = _unsupported_reason(name)
+            if self.strict:
+                raise UnsupportedModeError(self.problem)
+        return func(*args, **(kwargs or {}))
+
+
+def _watch_rectifiers(hooks: HookSet, model: nn.Module, watch: _ActivationWatch,
+                      guided: bool | None) -> None:
+    """Hook every rectifier module; with ``guided`` not None, also reroute it through the rule."""
+    for module in model.modules():
+        top = _rectifier_top(module)
+        if top is False:
+            continue
+        pending: list[torch.Tensor] = []  # pre-activations of this module's calls in flight
+
+        def before(mod: nn.Module, args: tuple, pending: list = pending) -> tuple | None:
+            watch.depth += 1
+            if guided is None:
+                return None
+            pending.append(args[0])
+            # An in-place rectifier would overwrite the pre-activation the rule starts from.
+            return (args[0].clone(), *args[1:]) if getattr(mod, "inplace", False) else None
+
+        def after(_mod: nn.Module, _args: tuple, _output: Any, pending: list = pending,
+                  top: float | None = top) -> torch.Tensor | None:
+            watch.depth -= 1
+            if guided is None:
+                return None
+            return _RectifierRule.apply(pending.pop(), top, guided)
+
+        hooks.forward_pre(module, before)
+        hooks.forward(module, after)
+
+
+def mode_support(model: nn.Module, input_size: int = 224, in_channels: int = 3) -> ModeSupport:
+    """Which of :data:`MODES` work for ``model``, from one dry forward pass (zeros, no gradient).
+
+    The page can cache the answer per model; the backward functions check
+    again during their own pass (up to their layer).
+    """
+    device = _model_device(model) or torch.device("cpu")
+    watch = _ActivationWatch(strict=False)
+    with owned_hooks() as hooks, torch.no_grad():
+        _watch_rectifiers(hooks, model, watch, guided=None)
+        with watch:
+            model(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    if watch.problem is not None:
+        return ModeSupport(("saliency",), watch.problem)
+    return ModeSupport(MODES)
+
+
+def supported_modes(model: nn.Module, input_size: int = 224, in_channels: int = 3) -> tuple[str, ...]:
+    """Shorthand for ``mode_support(...).modes``."""
+    return mode_support(model, input_size, in_channels).modes
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return None
+
+
+def _seed(output: torch.Tensor, layer: str, unit: Unit, seed: str) -> torch.Tensor:
+    """The output gradient at ``layer`` for ``unit`` (see module docstring)."""
+    if output.dim() not in (2, 4):
+        raise BackpropError(f"Layer {layer!r} gives shape {tuple(output.shape[1:])}; a unit needs "
+                            "a (C, H, W) or (K,) output.")
+    channels = output.shape[1]
+    if unit.channel >= channels:
+        raise BackpropError(f"Channel {unit.channel} does not exist: layer {layer!r} has {channels} "
+                            f"channels (0 to {channels - 1}).")
+    if output.dim() == 2 and unit.has_position:
+        raise BackpropError(f"Layer {layer!r} is a vector of {channels} units; give the unit as one number.")
+    if unit.has_position:
+        height, width = output.shape[2:]
+        if unit.y >= height or unit.x >= width:
+            raise BackpropError(f"Position (y={unit.y}, x={unit.x}) is outside layer {layer!r}, whose maps "
+                                f"are {height} x {width} (y 0 to {height - 1}, x 0 to {width - 1}).")
+    if seed == "map" and unit.has_position:
+        raise BackpropError("The 'map' seed uses the whole activation map of a channel; give the unit "
+                            "as a channel, or use the 'point' seed for a position.")
+
+    values = output.detach()
+    gradient = torch.zeros_like(values)
+    if seed == "map":
+        gradient[:, unit.channel] = values[:, unit.channel]
+    elif output.dim() == 2:
+        gradient[:, unit.channel] = 1.0
+    elif unit.has_position:
+        gradient[:, unit.channel, unit.y, unit.x] = 1.0
+    else:
+        flat = gradient[:, unit.channel].flatten(1)  # a view into gradient
+        flat.scatter_(1, values[:, unit.channel].flatten(1).argmax(dim=1, keepdim=True), 1.0)
+    return gradient
+
+
+def backprop(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | int | tuple[int, int, int],
+             mode: str = "guided", seed: str | None = None) -> torch.Tensor:
+    """Gradient of ``unit`` at ``layer`` w.r.t. ``inputs`` under ``mode``; see the module docstring.
+
+    ``unit=channel`` seeds with the channel's activation map by default
+    (``seed="point"``: a one at its strongest position in each image);
+    ``unit=(channel, y, x)`` seeds with a one at that position.  Raises
+    :class:`BackpropError` for a bad mode, seed or unit,
+    :class:`UnsupportedModeError` when ``mode`` cannot be applied to this
+    network, and :class:`deepvis.activations.LayerError` for a bad layer.
+    """
+    if mode not in MODES:
+        raise BackpropError(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
+    parsed = Unit.parse(unit)
+    if seed is None:
+        seed = "point" if parsed.has_position else "map"
+    if seed not in SEEDS:
+        raise BackpropError(f"Unknown seed {seed!r}; choose one of: {', '.join(SEEDS)}.")
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise BackpropError(f"inputs must be a float batch (N, C, H, W), got {shape}.")
+
+    if torch.is_inference_mode_enabled():
+        raise BackpropError("Backward images need gradients; call them outside torch.inference_mode().")
+
+    device = _model_device(model) or inputs.device
+    with torch.enable_grad():
+        start = inputs.detach().to(device).requires_grad_(True)
+        if mode == "saliency":
+            output = capture(model, start, layer, keep_graph=True)[layer]
+        else:
+            watch = _ActivationWatch(strict=True)
+            with owned_hooks() as hooks:
+                _watch_rectifiers(hooks, model, watch, guided=mode == "guided")
+                with watch:
+                    output = capture(model, start, layer, keep_graph=True)[layer]
+        gradient_at_layer = _seed(output, layer, parsed, seed)
+        if not output.requires_grad:
+            raise BackpropError(f"Layer {layer!r} does not depend differentiably on the input.")
+        (gradient,) = torch.autograd.grad(output, start, grad_outputs=gradient_at_layer, allow_unused=True)
+    if gradient is None:
+        gradient = torch.zeros_like(start)
+    return gradient.detach().to(inputs.device)
+
+
+def saliency(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | int | tuple[int, int, int],
+             seed: str | None = None) -> torch.Tensor:
+    """Plain gradient of ``unit`` w.r.t. ``inputs`` (``(N, C, H, W)`` in, same shape out).
+
+    ``unit=channel`` seeds with the channel's activation map by default
+    (``seed="point"``: a one at its strongest position in each image);
+    ``unit=(channel, y, x)`` seeds with a one at that position.
+    """
+    return backprop(model, inputs, layer, unit, "saliency", seed)
+
+
+def deconvnet(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | int | tuple[int, int, int],
+              seed: str | None = None) -> torch.Tensor:
+    """Deconvnet image of ``unit``: at each ReLU/ReLU6 only positive gradients pass, the forward mask is ignored.
+
+    ``unit=channel`` seeds with the channel's activation map by default
+    (``seed="point"``: a one at its strongest position in each image);
+    ``unit=(channel, y, x)`` seeds with a one at that position.  Raises
+    :class:`UnsupportedModeError` for networks with unreachable or non-ReLU
+    activations before ``layer``.
+    """
+    return backprop(model, inputs, layer, unit, "deconv", seed)
+
+
+def guided_backprop(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | int | tuple[int, int, int],
+                    seed: str | None = None) -> torch.Tensor:
+    """Guided backprop image of ``unit``: at each ReLU/ReLU6 the forward mask and positive gradients only.
+
+    ``unit=channel`` seeds with the channel's activation map by default
+    (``seed="point"``: a one at its strongest position in each image);
+    ``unit=(channel, y, x)`` seeds with a one at that position.  Raises
+    :class:`UnsupportedModeError` for networks with unreachable or non-ReLU
+    activations before ``layer``.
+    """
+    return backprop(model, inputs, layer, unit, "guided", seed)
