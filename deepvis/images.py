@@ -26,6 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from deepvis.models import ModelSpec, Normalization
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# Raster formats only: Pillow would hand EPS/PS to Ghostscript, an interpreter, if it is installed.
+FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 MAX_PIXELS = 100_000_000  # a 100-megapixel photo is fine; 50000 x 50000 is a bomb
 DEFAULT_MAX_SIDE = 2048
 SAMPLE_NAMES = ("chelsea", "coffee", "astronaut", "rocket")
@@ -43,8 +45,9 @@ def decode_image(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
         raise ImageDecodeError(f"The file is {len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB.")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS decides below
+            Image.init()  # registers Pillow's plugins (idempotent), so every name in FORMATS is known
+            image = Image.open(io.BytesIO(data), formats=[f for f in FORMATS if f in Image.OPEN])
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageDecodeError(
@@ -60,7 +63,7 @@ def decode_image(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError("This file is not an image format deepvis can read (try JPEG, PNG, GIF, WebP, BMP or TIFF).") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageDecodeError("The image declares too many pixels (a decompression bomb?).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"The image file is damaged or truncated ({_first_line(exc)}).") from None
@@ -82,12 +85,14 @@ def _first_line(exc: BaseException) -> str:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        if image.mode.startswith("I;16"):
-            low, high = 0.0, 65535.0
-        scaled = (values - low) / max(high - low, 1e-12) * 255.0
-        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        black, white = _grey_range(image.mode, values)
+        scaled = (values - black) * (255.0 / max(white - black, 1e-12))
+        grey = Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L")
+        if "transparency" in image.info:  # a 16-bit grey PNG's tRNS: composite on white like alpha
+            mask = Image.fromarray((values != image.info["transparency"]).astype(np.uint8) * 255, "L")
+            grey = Image.composite(grey, Image.new("L", grey.size, 255), mask)
+        return grey.convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -95,6 +100,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _grey_range(mode: str, values: np.ndarray) -> tuple[float, float]:
+    """The values meaning black and white: 0-65535 for 16-bit files; for 32-bit int or float
+    images the smallest usual range (0-1, 0-255, 0-65535) that holds them, else their min and max."""
+    if mode.startswith("I;16"):
+        return 0.0, 65535.0
+    low, high = float(values.min()), float(values.max())
+    if low >= 0:
+        for white in (1.0, 255.0, 65535.0):
+            if high <= white:
+                return 0.0, white
+    return low, high
 
 
 def model_view(image: Image.Image, spec: ModelSpec, size: int | None = None) -> np.ndarray:
