@@ -329,11 +329,7 @@ def deconvnet(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | i
               seed: str | None = None) -> torch.Tensor:
     """Deconvnet image of ``unit``: at each ReLU/ReLU6 only positive gradients pass, the forward mask is ignored.
 
-    ``unit=channel`` seeds with the channel's activation map by default
-    (``seed="point"``: a one at its strongest position in each image);
-    ``unit=(channel, y, x)`` seeds with a one at that position.  Raises
-    :class:`UnsupportedModeError` for networks with unreachable or non-ReLU
-    activations before ``layer``.
+    Seeds and errors as in :func:`backprop`.
     """
     return backprop(model, inputs, layer, unit, "deconv", seed)
 
@@ -342,10 +338,6 @@ def guided_backprop(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Un
                     seed: str | None = None) -> torch.Tensor:
     """Guided backprop image of ``unit``: at each ReLU/ReLU6 the forward mask and positive gradients only.
 
-    ``unit=channel`` seeds with the channel's activation map by default
-    (``seed="point"``: a one at its strongest position in each image);
-    ``unit=(channel, y, x)`` seeds with a one at that position.  Raises
-    :class:`UnsupportedModeError` for networks with unreachable or non-ReLU
-    activations before ``layer``.
+    Seeds and errors as in :func:`backprop`.
     """
     return backprop(model, inputs, layer, unit, "guided", seed)

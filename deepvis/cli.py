@@ -126,6 +126,98 @@ def cmd_backprop(args: argparse.Namespace) -> int:
                   "max_abs": float(np.abs(array).max()), "out": args.out, "npy": args.npy})
 
 
+def _unit_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layer", required=True)
+    parser.add_argument("--unit", required=True, help="channel number, or for the logits a class index or name")
+    parser.add_argument("--objective", default="neuron", choices=["neuron", "channel"],
+                        help="one spatial position (the centre) or the channel's spatial mean (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, help="iterations (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    _add_model_options(parser)
+
+
+def _target(loaded: LoadedModel, args: argparse.Namespace):
+    from deepvis.optimize import Target, find_class
+
+    info = loaded.layer(args.layer)
+    if info.is_spatial:
+        if not args.unit.strip().isdigit():
+            raise ValueError(f"--unit must be a channel number for {args.layer}, not {args.unit!r}")
+        unit = int(args.unit)
+    else:
+        unit = find_class(loaded.class_names, args.unit) if loaded.class_names else int(args.unit)
+    return Target(args.layer, unit, args.objective)
+
+
+def _write_png(path: str, image) -> None:
+    from deepvis.render import png_bytes
+
+    Path(path).write_bytes(png_bytes(image))
+
+
+def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("optimize", help="synthesize the image a unit wants to see (regularized gradient ascent)")
+    parser.add_argument("--preset", type=int, default=None, choices=[1, 2, 3, 4],
+                        help="Table 1 row of the paper (default: row 3's settings)")
+    for flag, kind in (("--decay", float), ("--blur-radius", float), ("--blur-every", int), ("--norm-pct", float),
+                       ("--contrib-pct", float), ("--lr", float), ("--max-lr", float), ("--desired-prog", float)):
+        parser.add_argument(flag, type=kind, default=None, help="overrides the preset")
+    parser.add_argument("--lr-policy", default=None, choices=["constant", "progress"], help="overrides the preset")
+    parser.add_argument("--gif", default=None, help="also write the history as an animated GIF")
+    _unit_run_options(parser)
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from deepvis import optimize as opt
+
+    settings = opt.preset(args.preset) if args.preset else opt.Settings()
+    names = ("decay", "blur_radius", "blur_every", "norm_pct", "contrib_pct", "lr_policy", "lr", "max_lr",
+             "desired_prog", "steps")
+    settings = settings.replace(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    loaded = _model(args)
+    target = _target(loaded, args)
+    every = max(1, settings.steps // 60) if args.gif else settings.steps
+    frames = []
+    for snapshot in opt.optimize(loaded, target, settings, seed=args.seed, size=args.size, every=every):
+        if args.gif:
+            frames.append(snapshot.images[0])
+    record = snapshot.record
+    _write_png(args.out, record.rows[0].last_image)
+    if args.gif:
+        Path(args.gif).write_bytes(opt.gif_bytes(frames))
+    return _emit({**record.rows[0].summary(), "seconds": round(record.seconds, 3)})
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("compare", help="one unit under several Table 1 presets, in one batched run")
+    parser.add_argument("--presets", default="1,2,3,4", help="comma-separated Table 1 rows (default: %(default)s)")
+    _unit_run_options(parser)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from deepvis import optimize as opt
+
+    try:
+        numbers = [int(p) for p in args.presets.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--presets must be preset numbers separated by commas, not {args.presets!r}") from None
+    if not numbers:
+        raise ValueError("--presets needs at least one preset number")
+    settings = [opt.preset(n) for n in numbers]
+    if args.steps is not None:
+        settings = [s.replace(steps=args.steps) for s in settings]
+    loaded = _model(args)
+    target = _target(loaded, args)
+    record = opt.run(loaded, target, settings, seed=args.seed, size=args.size)
+    sheet = opt.compose_sheet(record.last_images, 1, len(settings), [target.label],
+                              [f"preset {n}: {s.label}" for n, s in zip(numbers, settings)])
+    _write_png(args.out, sheet)
+    seconds = round(record.seconds, 3)
+    return _emit([{**row.summary(), "preset": n, "seconds": seconds} for n, row in zip(numbers, record.rows)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepvis", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
