@@ -1,14 +1,24 @@
 """Activations: a photo through the network, every channel of a layer, one unit up close."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from deepvis import ui
+from deepvis import charts, ui
 from deepvis.activations import analyze
 from deepvis.backprop import SEEDS, backprop
 from deepvis.images import to_batch
-from deepvis.render import (BACKPROP_FILTERS, SCALINGS, backprop_image, backprop_overlay, channel_grid, heat_colors,
-                            overlay, png_bytes, to_uint8, upscale, weight_tiles)
+from deepvis.render import (
+    BACKPROP_FILTERS,
+    SCALINGS,
+    backprop_image,
+    backprop_overlay,
+    channel_grid,
+    heat_colors,
+    overlay,
+    png_bytes,
+    to_uint8,
+    upscale,
+    weight_tiles,
+)
 
 loaded = ui.model_sidebar()
 st.title("Activations")
@@ -29,12 +39,7 @@ left, right = st.columns([1, 2])
 with left:
     ui.show_png(result.view, caption="What the network sees (centre crop)")
 with right:
-    preds = result.predictions[::-1]
-    figure = go.Figure(go.Bar(x=[p.prob for p in preds], y=[p.label for p in preds], orientation="h",
-                              text=[f"{p.prob:.1%}" for p in preds], textposition="auto"))
-    figure.update_layout(title="Top-5 predictions", height=280, margin=dict(l=10, r=10, t=40, b=10),
-                         xaxis=dict(range=[0, 1], tickformat=".0%"))
-    st.plotly_chart(figure, key="act_predictions")
+    st.plotly_chart(charts.predictions_figure(result.predictions), key="act_predictions")
 
 channels = result.activation.shape[0]
 if st.session_state.get("act_overview") and st.session_state.act_overview.selection.points:
@@ -54,10 +59,8 @@ grid_png = png_bytes(grid)
 st.image(grid_png, output_format="PNG", caption="Each tile is one channel, numbered; the framed tile is the chosen unit.")
 st.download_button("Download the grid (PNG)", grid_png, f"{loaded.spec.name}_{layer}.png", "image/png")
 
-overview = go.Figure(go.Bar(x=list(range(channels)), y=result.stats.max.tolist()))
-overview.update_layout(title="Max activation per channel (click a bar to choose that unit)", height=260,
-                       margin=dict(l=10, r=10, t=40, b=10), xaxis_title="channel", yaxis_title="max")
-st.plotly_chart(overview, key="act_overview", on_select="rerun", selection_mode="points")
+st.plotly_chart(charts.channel_max_figure(result.stats), key="act_overview", on_select="rerun",
+                selection_mode="points")
 
 st.subheader(f"Unit {unit} up close")
 record = result.stats.as_records()[unit]

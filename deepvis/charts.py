@@ -1,0 +1,65 @@
+"""Plotly figures for the pages (pure: numbers in, ``go.Figure`` out; no Streamlit).
+
+Conventions
+-----------
+* Colours: column ``i`` of a comparison uses ``PALETTE[i]`` for its header and
+  its line, so a reader can match them.
+* Probabilities are shown as percentages; iterations are 0-based.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+from deepvis import optimize as opt
+from deepvis.activations import ChannelStats, Prediction
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # comparison columns, in order
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+def predictions_figure(predictions: Sequence[Prediction], height: int = 280) -> go.Figure:
+    """Horizontal bars of class probabilities, the best on top."""
+    shown = list(predictions)[::-1]
+    figure = go.Figure(go.Bar(x=[p.prob for p in shown], y=[p.label for p in shown], orientation="h",
+                              text=[f"{p.prob:.1%}" for p in shown], textposition="auto"))
+    figure.update_layout(title=f"Top-{len(shown)} predictions", height=height, margin=_MARGIN,
+                         xaxis=dict(range=[0, 1], tickformat=".0%"))
+    return figure
+
+
+def channel_max_figure(stats: ChannelStats, height: int = 260) -> go.Figure:
+    """Each channel's maximum activation as a bar; clicking a bar selects that channel."""
+    figure = go.Figure(go.Bar(x=list(range(len(stats.max))), y=stats.max.tolist()))
+    figure.update_layout(title="Max activation per channel (click a bar to choose that unit)", height=height,
+                         margin=_MARGIN, xaxis_title="channel", yaxis_title="max")
+    return figure
+
+
+def curves_figure(record: opt.RunRecord, names: Sequence[str], colors: Sequence[str] | None = None,
+                  marker: int | None = None, norms: bool = False, height: int = 320) -> go.Figure:
+    """Objective per iteration, one line per row (optionally the image norm on a second axis, dashed);
+    ``marker`` draws a vertical line (and a dot on each curve it crosses) at that iteration."""
+    colors = colors or PALETTE
+    figure = go.Figure()
+    for b, (row, name) in enumerate(zip(record.rows, names)):
+        color = colors[b % len(colors)]
+        figure.add_scatter(y=row.objectives.tolist(), mode="lines", name=name, line=dict(color=color))
+        if norms:
+            figure.add_scatter(y=row.norms.tolist(), mode="lines", yaxis="y2",
+                               name=f"{name}: image norm" if len(names) > 1 else "image norm",
+                               line=dict(color=color, dash="dot", width=1))
+    if marker is not None:
+        figure.add_vline(x=marker, line=dict(color="grey", dash="dash", width=1))
+        for b, row in enumerate(record.rows):
+            if marker < row.steps_done:
+                figure.add_scatter(x=[marker], y=[float(row.objectives[marker])], mode="markers", showlegend=False,
+                                   marker=dict(color=colors[b % len(colors)], size=9), name="shown")
+    figure.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="iteration",
+                         yaxis_title="objective", legend=dict(orientation="h", y=-0.25),
+                         uirevision="keep")
+    if norms:
+        figure.update_layout(yaxis2=dict(title="image norm", overlaying="y", side="right", showgrid=False))
+    return figure

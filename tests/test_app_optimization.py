@@ -1,0 +1,193 @@
+"""The Optimization page through Streamlit's AppTest, and the bounded history it keeps.
+
+Runs are a handful of iterations at 64 px on the embedded model, so each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+from streamlit.testing.v1 import AppTest
+
+from deepvis import optimize as opt
+from deepvis import history
+from deepvis.hooks import hook_count
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+SIZE, STEPS = 64, 5
+
+
+def page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/optimization.py").run()
+    assert not at.exception and not at.error
+    return at
+
+
+def chart(at: AppTest) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+def shown_image(at: AppTest) -> tuple[str, str]:
+    (image,) = at.get("image")
+    return image.captions[0], image.value[0]
+
+
+@pytest.fixture(scope="module")
+def finished() -> AppTest:
+    """The default target (class 130, flamingo) with Table 1 row 3, shortened to STEPS iterations at SIZE px."""
+    at = page()
+    at.number_input(key="opt_steps").set_value(STEPS)
+    at.number_input(key="opt_size_efficientnet_lite0").set_value(SIZE)
+    at.button(key="opt_start").click().run()
+    assert not at.exception and not at.error
+    return at
+
+
+def test_start_runs_the_library_and_shows_image_and_chart(finished, lite0):
+    state = finished.session_state["opt_run"]
+    assert finished.session_state["opt_runs"] == 1 and state.status == "finished"
+    assert state.history.iterations == list(range(STEPS))  # snapshot every iteration for a short run
+
+    # The page ran exactly what its widgets say: the same run done directly gives the same numbers.
+    direct = opt.run(lite0, opt.Target("_fc", 130), opt.preset(3).replace(steps=STEPS), seed=0, size=SIZE)
+    row = state.record.rows[0]
+    np.testing.assert_allclose(row.objectives, direct.rows[0].objectives, rtol=1e-4, atol=1e-4)
+    assert row.objectives[-1] > row.objectives[0] + 1  # the class's logit rises
+
+    (progress,) = finished.get("progress")
+    assert progress.proto.value == 100
+    caption, _ = shown_image(finished)
+    assert caption == f"iteration {STEPS - 1} · objective {row.objectives[-1]:.4g}"
+    lines = {trace["name"]: trace for trace in chart(finished)["data"] if trace["mode"] == "lines"}
+    np.testing.assert_allclose(lines["objective"]["y"], row.objectives)
+    np.testing.assert_allclose(lines["image norm"]["y"], row.norms)
+    assert len(finished.get("download_button")) == 3  # final PNG, best PNG, GIF
+    assert hook_count(lite0.module) == 0
+
+
+def test_history_slider_browses_without_rerunning(finished):
+    state = finished.session_state["opt_run"]
+    _, last_url = shown_image(finished)
+
+    finished.select_slider(key="opt_history_1").set_value(2).run()
+    assert not finished.exception
+    assert finished.session_state["opt_runs"] == 1 and finished.session_state["opt_run"] is state
+    assert not finished.get("progress")  # nothing ran in this rerun
+    caption, url = shown_image(finished)
+    assert caption == f"iteration 2 · objective {state.record.rows[0].objectives[2]:.4g}"
+    assert url != last_url
+    spec = chart(finished)
+    (dot,) = [trace for trace in spec["data"] if trace["mode"] == "markers"]
+    assert dot["x"] == [2] and dot["y"] == pytest.approx([state.record.rows[0].objectives[2]])
+    assert spec["layout"]["shapes"][0]["x0"] == 2
+
+    finished.select_slider(key="opt_history_1").set_value(STEPS - 1).run()
+    assert shown_image(finished)[1] == last_url  # the same frame again, byte for byte
+    assert finished.session_state["opt_runs"] == 1
+
+
+def test_stop_keeps_the_history_and_leaves_the_model_clean(lite0):
+    """What a click during a run does (seen in a real browser with Streamlit 1.67): the page reruns at once in
+    a new thread, and the interrupted run computes on until its next ``st`` call, where Streamlit raises
+    StopException into it.  Here the interrupted run streams in a worker thread and is stopped at iteration 2."""
+    gen = opt.optimize(lite0, opt.Target("_blocks.5", 7), opt.preset(3).replace(steps=20), seed=0, size=SIZE, every=1)
+    reached, stop = threading.Event(), threading.Event()
+    states: list[history.RunState] = []
+
+    def draw(snapshot: opt.Snapshot) -> None:
+        if snapshot.iteration == 2:
+            reached.set()
+            stop.wait(120)
+            raise StopException()
+
+    def interrupted_run() -> None:
+        states.append(history.RunState(1, ("_blocks.5 channel 7",), history.FrameHistory()))  # owned by this thread
+        with contextlib.suppress(StopException):
+            history.stream(gen, states[0], draw)
+
+    worker = threading.Thread(target=interrupted_run)
+    worker.start()
+    assert reached.wait(120)
+    at = page()
+    at.session_state["opt_run"], at.session_state["opt_runs"] = states[0], 1
+    at.run()  # the rerun that the click started, while the old run is still on its way to a snapshot
+    assert not at.exception and not at.error
+    assert at.info[0].value.startswith("Stopping…") and not at.select_slider and not at.get("image")
+
+    stop.set()
+    worker.join(120)
+    state = states[0]
+    assert state.status == "stopped" and state.history.iterations == [0, 1, 2]
+    assert state.record.iteration == 2 and state.record.rows[0].steps_done == 3
+    assert gen.gi_frame is None  # the generator was closed
+    assert hook_count(lite0.module) == 0
+
+    at.run()
+    assert not at.exception and not at.error
+    assert at.info[0].value.startswith("Stopped after 3 of 20 iterations")
+    assert at.select_slider(key="opt_history_1").options == ["0", "1", "2"]
+    assert shown_image(at)[0] == f"iteration 2 · objective {state.record.rows[0].objectives[2]:.4g}"
+    assert len(at.get("download_button")) == 3
+
+
+def test_preset_fills_theta_and_editing_makes_it_custom():
+    at = page()
+    at.selectbox(key="opt_preset").set_value(1).run()
+    assert at.number_input(key="opt_steps").value == 500 and at.slider(key="opt_norm_pct").value == 50
+    assert at.radio(key="opt_lr_policy").value == "progress"
+    at.number_input(key="opt_decay").set_value(0.01).run()
+    assert at.selectbox(key="opt_preset").value == "custom"
+    assert at.slider(key="opt_norm_pct").value == 50  # the other θ stay
+    assert len(at.caption) >= len(opt.THETA_HELP)  # every θ explained in a line
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("opt_decay", 1.5, "decay must be in [0, 1), not 1.5"),
+    ("opt_lr", -1.0, "lr must not be negative"),
+    ("opt_steps", 0, "steps must be between 1 and"),
+])
+def test_bad_settings_give_one_error_line_and_no_start(key, value, message):
+    at = page()
+    at.number_input(key=key).set_value(value).run()
+    assert not at.exception
+    assert len(at.error) == 1 and message in at.error[0].value and "\n" not in at.error[0].value
+    assert at.button(key="opt_start").disabled
+
+
+def snapshot(iteration: int, rows: int, size: int) -> opt.Snapshot:
+    stats = tuple(opt.RowStats(iteration, 0.0, False, 0.0, 0.0, 0.0, False) for _ in range(rows))
+    return opt.Snapshot(iteration, 1000, np.zeros((rows, size, size, 3), np.uint8), np.zeros(rows), stats, None,
+                        iteration == 999)
+
+
+@pytest.mark.parametrize("rows", [1, 6])
+def test_history_of_a_1000_iteration_run_at_224px_stays_bounded_and_even(rows):
+    frames = history.FrameHistory()
+    every = history.snapshot_every(1000)
+    for it in [*range(0, 1000, every), 999]:  # what optimize yields
+        frames.add(snapshot(it, rows, 224))
+    assert frames.nbytes <= history.HISTORY_BYTES <= 32 * 2**20  # two pages' histories stay under 64 MB
+    assert len(frames) >= (100 if rows == 1 else 20)  # still plenty to browse
+    iterations = frames.iterations
+    assert iterations[0] == 0 and iterations[-1] == 999
+    gaps = set(np.diff(iterations[:-1]))
+    assert len(gaps) == 1  # evenly spaced, apart from the final frame
+    assert gaps == {history.snapshot_every(1000) * frames.stride}
+
+
+def test_an_image_too_small_for_the_network_gives_one_error_line():
+    at = page()
+    at.number_input(key="opt_steps").set_value(2)
+    at.number_input(key="opt_size_efficientnet_lite0").set_value(16)  # the logits need at least 32 px
+    at.button(key="opt_start").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and at.error[0].value.startswith("Cannot start: A 16-pixel image is too small")
+    assert "\n" not in at.error[0].value
+    assert "opt_run" not in at.session_state and not at.get("image")
