@@ -1,0 +1,163 @@
+"""The Activations page in Chromium, used the way a person uses it.
+
+Every check compares what the page shows (chart labels and percentages, the PNGs it
+displays, the metrics) with the library's own analysis of the same photo.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from deepvis.backprop import backprop
+from deepvis.images import sample_bytes, to_batch
+from deepvis.render import backprop_image, channel_grid, upscale
+from tests.browser import app
+
+CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def assert_predictions_match(page, expected) -> None:
+    shown = app.shown_predictions(page)
+    assert [label for label, _ in shown] == [p.label for p in expected.predictions], shown
+    for (label, prob), want in zip(shown, expected.predictions):
+        assert abs(prob - want.prob) <= 0.0015, f"{label}: page shows {prob:.3f}, library gives {want.prob:.4f}"
+
+
+def test_sample_photo_shows_its_predictions_view_and_layer_grid(new_page, reference) -> None:
+    page = new_page()
+    expect(app.prediction_chart(page)).to_be_visible(timeout=120_000)
+    app.wait_idle(page)
+    sample = app.selected_option(page, "Sample")
+    layer = app.current_layer(page)
+    expected = reference(sample_bytes(sample), layer)
+
+    assert_predictions_match(page, expected)
+    view = app.fetch_image(page, app.image_by_caption(page, "What the network sees"))
+    np.testing.assert_array_equal(view, expected.view)
+
+    grid = app.fetch_image(page, app.image_by_caption(page, "Each tile is one channel"))
+    want, layout = channel_grid(expected.activation, "channel", highlight=0)
+    assert grid.shape == want.shape, f"grid {grid.shape} vs {want.shape} for {layer}"
+    # Same model on the same CPU; allow one grey level where float rounding differs.
+    assert np.mean(np.abs(grid.astype(int) - want.astype(int)) > 1) < 1e-3
+    app.assert_no_exception(page)
+
+    other = next(name for name in ("coffee", "rocket", "astronaut") if name != sample)
+    app.choose_in_selectbox(page, "Sample", other)
+    expected = reference(sample_bytes(other), layer)
+    app.wait_for_predictions(page, expected.predictions[0].label)
+    assert_predictions_match(page, expected)
+    app.assert_no_exception(page)
+
+
+def test_uploaded_photo_gets_its_own_predictions(new_page, reference) -> None:
+    page = new_page()
+    app.choose_source(page, "Upload")
+    data = sample_bytes("astronaut")
+    app.upload(page, "my photo.jpg", data, "image/jpeg")
+    expected = reference(data)
+    app.wait_for_predictions(page, expected.predictions[0].label)
+    assert_predictions_match(page, expected)
+    view = app.fetch_image(page, app.image_by_caption(page, "What the network sees"))
+    np.testing.assert_array_equal(view, expected.view)
+    app.assert_no_exception(page)
+
+
+def test_camera_photo_of_a_cat_is_classified_as_a_cat(new_page, reference) -> None:
+    """Chromium's fake camera films the chelsea photo (see conftest); the page must see a cat."""
+    page = new_page()
+    app.choose_source(page, "Camera")
+    expect(app.prediction_chart(page)).to_have_count(0)
+    page.locator('[data-testid="stCameraInputButton"]').click()
+    expect(app.prediction_chart(page)).to_be_visible(timeout=90_000)
+    app.wait_idle(page)
+    shown = app.shown_predictions(page)
+    cats = {reference.model.class_names[i] for i in CAT_CLASSES}
+    assert shown[0][0] in cats, f"camera photo classified as {shown}"
+    assert sum(prob for label, prob in shown if label in cats) > 0.5, shown
+    view = app.fetch_image(page, app.image_by_caption(page, "What the network sees"))
+    assert view.shape == (224, 224, 3) and view.std() > 20  # a real picture, not a black frame
+    app.assert_no_exception(page)
+
+
+@pytest.mark.parametrize("how", ["number", "overview click"])
+def test_choosing_a_unit_shows_it_up_close(new_page, reference, how: str) -> None:
+    page = new_page()
+    expect(app.prediction_chart(page)).to_be_visible(timeout=120_000)
+    app.wait_idle(page)
+    layer = app.current_layer(page)
+    expected = reference(sample_bytes(app.selected_option(page, "Sample")), layer)
+    maxima = expected.stats.max.numpy()
+
+    if how == "number":
+        unit = int(expected.activation.shape[0]) - 3
+        app.set_number(page, "Unit (channel)", unit)
+    else:
+        # The tallest bar is the easiest to hit; not unit 0, which is already chosen.
+        unit = int(maxima[1:].argmax()) + 1
+        overview = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Max activation per channel")
+        overview.scroll_into_view_if_needed()
+        bar = overview.locator(".barlayer .point path").nth(unit)
+        box = bar.bounding_box()
+        assert box is not None, "the overview bar is not rendered"
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.8)
+
+    expect(page.get_by_role("heading", name=f"Unit {unit} up close")).to_be_visible(timeout=60_000)
+    app.wait_idle(page)
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="max").first
+    shown_max = float(metric.locator('[data-testid="stMetricValue"]').inner_text())
+    assert shown_max == pytest.approx(float(maxima[unit]), rel=2e-3, abs=1e-3)
+
+    grid = app.fetch_image(page, app.image_by_caption(page, "Each tile is one channel"))
+    want, _ = channel_grid(expected.activation, "channel", highlight=unit)  # the chosen tile is framed
+    assert grid.shape == want.shape and np.mean(np.abs(grid.astype(int) - want.astype(int)) > 1) < 1e-3
+
+    zoom = app.fetch_image(page, app.image_by_caption(page, "Activation map"))
+    blend = app.fetch_image(page, app.image_by_caption(page, "Overlaid on the input").first)
+    assert zoom.shape[:2] == blend.shape[:2] == (336, 336)
+    # The brightest place of the enlarged map is where the library says the max is.
+    height, width = expected.activation.shape[1:]
+    y, x = expected.stats.argmax[unit].tolist()
+    brightness = zoom[..., :3].astype(int).sum(axis=2)
+    cell = brightness[y * 336 // height:(y + 1) * 336 // height, x * 336 // width:(x + 1) * 336 // width]
+    assert cell.mean() >= np.percentile(brightness, 95) - 1
+    app.assert_no_exception(page)
+
+
+SEED_TEXT = {"the unit's activation map": "map", "its strongest position": "point"}
+
+
+def assert_backward_image_matches(page, reference, expected, layer: str, unit: int) -> str:
+    """The backward image shown for ``unit`` equals the library's, for the mode and filter the page shows."""
+    caption = page.locator('[data-testid="stImageCaption"]').filter(has_text=" filter").first.inner_text().strip()
+    mode, shown_filter = caption.removesuffix(" filter").split(", ")
+    seed = SEED_TEXT[app.checked_option(page, "Start from")]
+    batch = to_batch(expected.view, reference.model.spec.normalization)
+    gradient = backprop(reference.model.module, batch, layer, unit, mode, seed)[0]
+    want = upscale(backprop_image(gradient, shown_filter), 336)
+    got = app.fetch_image(page, app.image_by_caption(page, caption))
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert np.mean(np.abs(got.astype(int) - want.astype(int)) > 2) < 1e-3, f"{caption}: differs from the library"
+    return mode
+
+
+def test_unit_backward_image_follows_the_chosen_mode(new_page, reference) -> None:
+    page = new_page()
+    expect(app.prediction_chart(page)).to_be_visible(timeout=120_000)
+    app.wait_idle(page)
+    layer = app.current_layer(page)
+    expected = reference(sample_bytes(app.selected_option(page, "Sample")), layer)
+    unit = 4
+    app.set_number(page, "Unit (channel)", unit)
+    expect(page.get_by_role("heading", name=f"Which pixels drive unit {unit}")).to_be_visible(timeout=60_000)
+    app.wait_idle(page)
+    first = assert_backward_image_matches(page, reference, expected, layer, unit)
+
+    other = next(m for m in ("guided", "deconv", "saliency") if m != first)
+    app.radio_option(page, "Backward pass", other).click()
+    expect(page.locator('[data-testid="stImageCaption"]').filter(has_text=f"{other}, ")).to_have_count(1, timeout=60_000)
+    app.wait_idle(page)
+    assert assert_backward_image_matches(page, reference, expected, layer, unit) == other
+    app.assert_no_exception(page)

@@ -1,0 +1,104 @@
+"""The Optimization page in Chromium: a short run updates live, the history slider browses
+it, and Stop ends a long run while keeping what it made. Small images (64 px) and few iterations keep it quick."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from playwright.sync_api import expect
+
+from tests.browser import app
+
+CAPTION = r"^iteration (\d+) · objective (\S+)"
+
+
+def open_optimization(new_page, size: int, steps: int):
+    page = new_page("optimization")
+    expect(page.get_by_role("heading", name="Optimization")).to_be_visible(timeout=120_000)
+    app.wait_idle(page)
+    app.fill_number(page, "Image size (px)", size)
+    app.fill_number(page, "Iterations", steps)
+    return page
+
+
+def shown(page) -> tuple[int, float]:
+    (caption,) = app.image_captions(page, CAPTION)
+    match = re.match(CAPTION, caption)
+    return int(match.group(1)), float(match.group(2))
+
+
+def history_slider(page):
+    return page.locator('[data-testid="stSlider"]').filter(has_text="History (iteration)").get_by_role("slider")
+
+
+def test_run_updates_live_and_history_slider_browses_it(new_page) -> None:
+    steps = 12  # short runs snapshot every iteration
+    page = open_optimization(new_page, 64, steps)
+    app.main_button(page, "Start").click()
+
+    seen = set()  # progress texts while it runs: the page must update during the run
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        text = app.progress_text(page)
+        if text:
+            seen.add(text)
+        if page.get_by_text(re.compile(rf"^Finished {steps} iterations")).count():
+            break
+        page.wait_for_timeout(150)
+    expect(page.get_by_text(re.compile(rf"^Finished {steps} iterations"))).to_be_visible()
+    app.wait_idle(page)
+    assert len(seen) >= 2, f"the progress never changed while running: {seen}"
+
+    slider = history_slider(page)
+    expect(slider).to_have_count(1)
+    last, _ = shown(page)
+    assert last == steps - 1
+    best = float(metric(page, "best objective"))
+    best_at = int(metric(page, "best at iteration"))
+
+    # Browse: the first image, then the best one; captions and images follow the slider.
+    last_src = app.image_by_caption(page, "iteration").get_attribute("src")
+    slider.focus()
+    slider.press("Home")
+    expect(caption_of(page, 0)).to_have_count(1, timeout=30_000)
+    app.wait_idle(page)
+    start, start_objective = shown(page)
+    assert start == 0
+    assert app.image_by_caption(page, "iteration").get_attribute("src") != last_src
+    assert best > start_objective, "gradient ascent never raised the objective above its start"
+
+    for _ in range(best_at):
+        slider.press("ArrowRight")
+    expect(caption_of(page, best_at)).to_have_count(1, timeout=30_000)
+    app.wait_idle(page)
+    assert shown(page) == (best_at, best)  # the image at the best iteration scores the best objective
+    app.assert_no_exception(page)
+
+
+def metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True))
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def caption_of(page, iteration: int):
+    return page.locator('[data-testid="stImageCaption"]').filter(has_text=re.compile(rf"^iteration {iteration} ·"))
+
+
+def test_stop_ends_a_long_run_and_keeps_its_history(new_page) -> None:
+    steps = 199  # long enough to stop half-way, short enough to snapshot every iteration
+    page = open_optimization(new_page, 64, steps)
+    app.main_button(page, "Start").click()
+    expect(page.get_by_text(re.compile(rf"^iteration ([3-9]|\d\d+) of {steps}"))).to_be_visible(timeout=120_000)
+    app.main_button(page, "Stop").click()
+
+    stopped = page.get_by_text(re.compile(rf"^Stopped after (\d+) of {steps} iterations"))
+    expect(stopped).to_be_visible(timeout=60_000)
+    app.wait_idle(page)
+    done = int(re.search(r"after (\d+)", stopped.inner_text()).group(1))
+    assert 3 <= done < steps
+    iteration, _ = shown(page)
+    assert iteration <= done
+    expect(history_slider(page)).to_have_count(1)  # the history is there to browse
+    expect(app.prediction_chart(page)).to_have_count(0)
+    app.assert_no_exception(page)
