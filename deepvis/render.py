@@ -219,18 +219,11 @@ def _symmetric_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Blur a float ``(H, W)`` map with a Gaussian of ``sigma`` pixels (edges replicated)."""
-    if sigma <= 0:
-        return np.asarray(image, dtype=np.float32)
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).float()
+    """Blur a float ``(H, W)`` map with a Gaussian of ``sigma`` pixels (the optimizer's blur, scipy's edges)."""
+    from deepvis.regularizers import gaussian_blur as blur_rows
+
     x = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
-    x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x[0, 0].numpy()
+    return blur_rows(x, float(sigma))[0, 0].numpy() if sigma > 0 else x[0, 0].numpy()
 
 
 def _gradient_hwc(gradient: torch.Tensor | np.ndarray) -> np.ndarray:
