@@ -5,13 +5,16 @@ Conventions
 * ``inputs`` is a preprocessed batch ``(N, 3, H, W)`` on the model's device
   (see :mod:`deepvis.images`).
 * ``capture`` returns ``{layer name: tensor}`` with the batch dimension kept,
-  e.g. ``(N, C, H, W)`` for a conv layer.  Tensors are clones, taken the moment
-  the layer returns (a later in-place ReLU cannot change them).  The forward
-  pass stops once the deepest requested layer has run.
+  e.g. ``(N, C, H, W)`` for a conv layer.  Layers are graph nodes
+  (:mod:`deepvis.graph`); the pass runs a cached graph module that ends at the
+  deepest requested node and shares the model's weights.  A tensor is taken the
+  moment its node runs (a later in-place ReLU cannot change it).
 * Without ``keep_graph`` the pass runs under ``torch.no_grad()``; with it the
   returned tensors stay attached to ``inputs``' graph (used for gradients).
-* The model is shared: hooks act only in the calling thread and are gone when
-  ``capture`` returns or raises (see :mod:`deepvis.hooks`).
+* The model is shared and nothing touches it: no hooks, no mode change, no
+  ``.grad``.  Only a network torch.fx cannot trace is captured the old way, by
+  module hooks that act only in the calling thread and are gone when ``capture``
+  returns or raises (see :mod:`deepvis.hooks`); its layers are module paths.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deepvis.graph import LayerError, UntraceableError, truncated
 from deepvis.hooks import StopForward, owned_hooks, run_until_stopped
 from deepvis.images import model_view, to_batch
 from deepvis.models import LoadedModel
 
-
-class LayerError(ValueError):
-    """A requested layer does not exist or has no single tensor output."""
+__all__ = ["LayerError", "capture", "predict", "analyze", "channel_stats", "top_predictions"]
 
 
 def capture(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | str,
@@ -40,6 +42,21 @@ def capture(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | str,
     names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not names:
         raise LayerError("capture needs at least one layer name")
+    try:
+        module = truncated(model, names)
+    except UntraceableError:
+        return _capture_with_hooks(model, inputs, names, keep_graph)
+    with nullcontext() if keep_graph else torch.no_grad():
+        outputs = module(inputs)
+    for name, value in outputs.items():
+        if not isinstance(value, torch.Tensor):
+            raise LayerError(f"Layer {name!r} does not return a single tensor.")
+    return dict(outputs)
+
+
+def _capture_with_hooks(model: nn.Module, inputs: torch.Tensor, names: list[str],
+                        keep_graph: bool) -> dict[str, torch.Tensor]:
+    """Module-level capture for a network torch.fx cannot trace (thread-owned hooks)."""
     modules = {}
     for name in names:
         try:

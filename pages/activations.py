@@ -29,9 +29,7 @@ image = ui.decoded_image(source[0]) if source else None
 if image is None:
     st.stop()
 
-names = [info.name for info in loaded.layers]
-layer = st.selectbox("Layer", names, index=len(names) // 2, key=f"act_layer_{loaded.spec.name}",
-                     format_func=lambda n: f"{n}  ·  {' × '.join(map(str, loaded.layer(n).shape))}")
+layer = ui.layer_picker(loaded, "act", loaded.default_layer)
 with st.spinner("Running the network…"):
     result = analyze(loaded, image, layer)
 

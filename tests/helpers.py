@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
 
 def jpeg_bytes(array: np.ndarray, quality: int = 92) -> bytes:
@@ -13,3 +15,16 @@ def jpeg_bytes(array: np.ndarray, quality: int = 92) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+class Untraceable(nn.Module):
+    """conv 3->4 (3x3) -> ReLU -> conv 4->2 (1x1), with data-dependent control flow torch.fx cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu, self.head = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)
+        self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.conv(x))
+        return self.head(y) if y.sum() > 0 else self.head(-y)

@@ -12,6 +12,8 @@ from deepvis.activations import LayerError, analyze, capture, channel_stats, pre
 from deepvis.hooks import hook_count
 from deepvis.images import decode_image, preprocess, sample_bytes
 
+from helpers import Untraceable
+
 
 def tiny_net() -> nn.Sequential:
     """1 -> 1 channel: conv 2x2 of ones (bias -1), in-place ReLU, conv 1x1 weight 2 (bias 0.5)."""
@@ -65,30 +67,38 @@ def test_no_hooks_remain_after_an_exception_or_a_bad_layer():
     assert hook_count(net) == 0
 
 
-def test_reused_module_is_refused_with_a_clear_message():
+def test_a_reused_module_gives_one_layer_per_call_named_as_torchvision_names_them():
     relu = nn.ReLU()
     net = nn.Sequential(nn.Conv2d(1, 1, 1), relu, nn.Conv2d(1, 1, 1), relu, nn.Conv2d(1, 1, 1))
-    with pytest.raises(LayerError, match="more than once"):
-        capture(net, X, ["1", "4"])
+    with torch.no_grad():
+        for conv, (w, b) in zip((net[0], net[2], net[4]), ((2.0, -1.0), (-1.0, 0.5), (1.0, 0.0))):
+            conv.weight.fill_(w)
+            conv.bias.fill_(b)
+    net.eval().requires_grad_(False)
+    got = capture(net, X, ["1", "1_1"])  # get_graph_node_names: the second call of module "1" is "1_1"
+    first = (2 * X - 1).clamp(min=0)  # by hand: conv 2x - 1, ReLU
+    assert torch.equal(got["1"], first)
+    assert torch.equal(got["1_1"], (-first + 0.5).clamp(min=0))  # conv -x + 0.5, ReLU
+    with pytest.raises(LayerError, match="no layer '3'"):  # module "3" is never called under that name
+        capture(net, X, "3")
     assert hook_count(net) == 0
 
 
-def test_hooks_of_one_thread_do_not_fire_in_another(lite0):
-    """Thread A sits inside a capture (its hooks registered) while thread B predicts on the same model."""
+def test_hooks_of_one_thread_do_not_fire_in_another():
+    """The untraceable fallback: thread A sits inside a capture (its hooks registered) while B runs the model."""
     inside, release = threading.Event(), threading.Event()
-    model = lite0.module
-    a_input = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    b_input = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    model = Untraceable()
+    a_input = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    b_input = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     expected_b = model(b_input)
-    gate = model.get_submodule("_blocks.1")
     from deepvis.hooks import owned_hooks
 
     results = {}
 
     def thread_a():
         with owned_hooks() as hooks:
-            hooks.forward(gate, lambda *_: (inside.set(), release.wait(10)) and None)
-            results["a"] = capture(model, a_input, "_blocks.2")["_blocks.2"]
+            hooks.forward(model.conv, lambda *_: (inside.set(), release.wait(10)) and None)
+            results["a"] = capture(model, a_input, "head")["head"]
 
     worker = threading.Thread(target=thread_a)
     worker.start()
@@ -98,32 +108,62 @@ def test_hooks_of_one_thread_do_not_fire_in_another(lite0):
     release.set()
     worker.join(10)
     assert torch.equal(results["b"], expected_b)
-    assert torch.equal(results["a"], capture(model, a_input, "_blocks.2")["_blocks.2"])
+    assert torch.equal(results["a"], capture(model, a_input, "head")["head"])
+    assert torch.equal(results["a"], model(a_input))
     assert hook_count(model) == 0
 
 
-def test_eight_threads_capturing_match_sequential_results(lite0):
+def test_lite0_post_relu6_node_equals_the_block_computed_by_hand(lite0, photos):
+    from PIL import Image
+
+    x = preprocess(Image.fromarray(photos["chelsea"]), lite0.spec)
+    got = capture(lite0.module, x, ["_blocks.8", "_blocks.9._swish_1"])
+    block = lite0.module._blocks[9]
+    with torch.no_grad():  # expand 1x1 -> BN -> ReLU6 -> depthwise 5x5 -> BN -> ReLU6, from block 9's modules
+        hidden = block._swish(block._bn0(block._expand_conv(got["_blocks.8"])))
+        expected = block._swish(block._bn1(block._depthwise_conv(hidden)))
+    assert got["_blocks.9._swish_1"].shape == (1, 672, 14, 14)
+    torch.testing.assert_close(got["_blocks.9._swish_1"], expected, rtol=0, atol=1e-5)
+    assert (got["_blocks.9._swish_1"] == 0).float().mean() > 0.5  # a sparse, rectified map
+    assert hook_count(lite0.module) == 0
+
+
+def test_resnet_third_relu_call_of_a_bottleneck_equals_the_hand_computed_value():
+    from deepvis.models import REGISTRY, build_module
+
+    resnet = build_module(REGISTRY["resnet50"], "random", seed=0)
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    got = capture(resnet, x, ["layer3.1", "layer3.2.relu_2"])  # "layer3.1": that block's output node
+    b = resnet.layer3[2]
+    with torch.no_grad():
+        inner = b.relu(b.bn2(b.conv2(b.relu(b.bn1(b.conv1(got["layer3.1"]))))))
+        expected = torch.relu(b.bn3(b.conv3(inner)) + got["layer3.1"])
+    torch.testing.assert_close(got["layer3.2.relu_2"], expected, rtol=0, atol=1e-5)
+    assert torch.equal(got["layer3.2.relu_2"], capture(resnet, x, "layer3.2")["layer3.2"])
+
+
+def test_eight_threads_capturing_different_nodes_match_sequential_results(lite0):
     inputs = [torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(s)) for s in range(8)]
-    layers = ["_blocks.3", "_blocks.10"]
-    expected = [capture(lite0.module, x, layers) for x in inputs]
+    nodes = ["_swish", "_blocks.2._swish", "_blocks.4._swish_1", "_blocks.6.add", "_blocks.9._swish_1",
+             "_blocks.11._bn0", "_swish_1", "_fc"]
+    expected = [capture(lite0.module, x, [node]) for x, node in zip(inputs, nodes)]
     got: list = [None] * 8
     barrier = threading.Barrier(8)
 
     def work(i):
         barrier.wait()
         for _ in range(2):
-            got[i] = capture(lite0.module, inputs[i], layers)
+            got[i] = capture(lite0.module, inputs[i], [nodes[i]])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    for exp, res in zip(expected, got):
-        for name in layers:
-            assert torch.equal(exp[name], res[name])
+    for node, exp, res in zip(nodes, expected, got):
+        assert torch.equal(exp[node], res[node]), node
     assert hook_count(lite0.module) == 0
-    assert not lite0.module.training
+    assert not any(m.training for m in lite0.module.modules())
     assert all(p.grad is None and not p.requires_grad for p in lite0.module.parameters())
 
 

@@ -41,7 +41,13 @@ def test_sample_photo_shows_predictions_grid_and_unit(app, lite0):
     assert prediction_labels(app)[0] in CATS  # the default sample is chelsea
     assert grid_shown(app)
     layer = app.selectbox(key="act_layer_efficientnet_lite0").value
-    expected = analyze(lite0, decode_image(sample_bytes("chelsea")), layer).stats.as_records()
+    assert app.selectbox(key="act_group_efficientnet_lite0").value == lite0.layer(layer).group
+    analysis = analyze(lite0, decode_image(sample_bytes("chelsea")), layer)
+    # It opens on a rectified mid-network map that is sparse on the default photo, like the paper's conv5.
+    assert lite0.layer(layer).rectified and analysis.activation.dim() == 3
+    assert (analysis.activation == 0).float().mean() >= 0.5
+    assert any(layer in c.value and "ReLU6" in c.value for c in app.caption)  # node name and description shown
+    expected = analysis.stats.as_records()
     app.number_input(key="act_unit").set_value(7).run()
     assert not app.exception
     assert app.metric[0].value == f"{expected[7]['max']:.3g}"
@@ -76,8 +82,11 @@ def test_random_weights_and_another_layer():
     at = start()
     at.radio(key="model_weights").set_value("random").run()
     assert not at.exception and "random weights" in at.sidebar.caption[0].value
-    at.selectbox(key="act_layer_efficientnet_lite0").set_value("_fc").run()
+    at.selectbox(key="act_group_efficientnet_lite0").set_value("head").run()
     assert not at.exception and grid_shown(at)
+    assert at.selectbox(key="act_layer_efficientnet_lite0").value == "_swish_1"  # the block's last rectified map
+    at.selectbox(key="act_layer_efficientnet_lite0").set_value("_fc").run()
+    assert not at.exception and grid_shown(at) and "All 1000 channels of _fc" in [h.value for h in at.subheader]
 
 
 def backward_caption(at: AppTest) -> str | None:
@@ -96,7 +105,7 @@ def test_backward_image_follows_unit_mode_and_filter(app):
     assert not app.exception and backward_caption(app) == "guided, norm_blur filter"
 
 
-def test_missing_weights_fall_back_then_functional_relus_offer_saliency_only(tmp_path, monkeypatch):
+def test_missing_weights_fall_back_then_functional_relus_offer_every_mode(tmp_path, monkeypatch):
     from deepvis import models
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached torchvision weights...
@@ -112,6 +121,8 @@ def test_missing_weights_fall_back_then_functional_relus_offer_saliency_only(tmp
     assert prediction_labels(at)[0] in CATS  # the page goes on with the embedded model
     at.radio(key="model_weights").set_value("random").run()
     assert not at.exception
-    assert at.radio(key="act_bp_mode").options == ["saliency"]
-    assert any("only saliency" in i.value for i in at.info)
-    assert backward_caption(at) == "saliency, raw filter"
+    # GoogLeNet's F.relu calls are graph nodes: deconvnet and guided backprop reach them.
+    assert at.radio(key="act_bp_mode").options == ["saliency", "deconv", "guided"]
+    assert not any("only saliency" in i.value for i in at.info)
+    at.radio(key="act_bp_mode").set_value("guided").run()
+    assert not at.exception and backward_caption(at) == "guided, raw filter"

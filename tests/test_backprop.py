@@ -22,6 +22,8 @@ from deepvis.images import decode_image, model_view, preprocess, sample_bytes, t
 from deepvis.models import REGISTRY, build_module
 from deepvis.render import BACKPROP_FILTERS, backprop_image, backprop_overlay, gaussian_blur
 
+from helpers import Untraceable
+
 # ---------------------------------------------------------------------------------------------------------
 # A hand-weighted 1-channel net on a 1 x 5 strip:  conv [1, -1]  ->  rectifier  ->  conv [2, 1, -1, 3].
 # For x = [12, 5, 3, 0, 1] the pre-activation is a = x[i] - x[i+1] = [7, 2, 3, -1], and the gradient
@@ -149,14 +151,37 @@ class FunctionalRelu(nn.Module):
         return self.conv2(self.activation(self.conv1(x)))
 
 
-@pytest.mark.parametrize("activation, word", [(F.relu, "relu"), (torch.relu_, "relu_"), (nn.SiLU(), "silu"),
-                                              (nn.GELU(), "gelu")])
-def test_unreachable_or_non_relu_activations_allow_only_saliency(activation, word):
+class ModuleRelu(FunctionalRelu):
+    """FunctionalRelu's twin with an nn.ReLU module (same weights)."""
+
+    def __init__(self, source: FunctionalRelu) -> None:
+        super().__init__(nn.ReLU())
+        self.load_state_dict(source.state_dict())
+
+
+@pytest.mark.parametrize("activation", [F.relu, torch.relu_, torch.relu, lambda x: x.relu(),
+                                        lambda x: F.relu(x, inplace=True)],
+                         ids=["F.relu", "torch.relu_", "torch.relu", "method", "F.relu-inplace"])
+def test_functional_rectifiers_get_the_rule_like_modules(activation):
+    net = FunctionalRelu(activation)
+    twin = ModuleRelu(net)
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert mode_support(net).modes == MODES
+    results = {mode: backprop(net, x, "conv2", (0, 1, 1), mode) for mode in MODES}
+    for mode in MODES:
+        assert torch.equal(results[mode], backprop(twin, x, "conv2", (0, 1, 1), mode)), mode
+    assert not torch.equal(results["deconv"], results["saliency"])
+    assert not torch.equal(results["guided"], results["deconv"])
+    assert hook_count(net) == 0
+
+
+@pytest.mark.parametrize("activation, word", [(nn.SiLU(), "silu"), (nn.GELU(), "gelu"), (F.silu, "silu")])
+def test_non_relu_activations_allow_only_saliency(activation, word):
     net = FunctionalRelu(activation)
     x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     support = mode_support(net, input_size=8)
     assert support.modes == ("saliency",)
-    assert word in support.reason and "only saliency is available" in support.reason
+    assert word in support.reason.lower() and "only saliency is available" in support.reason
     assert saliency(net, x, "conv2", (0, 1, 1)).abs().sum() > 0
     for mode in ("deconv", "guided"):
         with pytest.raises(UnsupportedModeError, match="only saliency is available for this network"):
@@ -164,6 +189,17 @@ def test_unreachable_or_non_relu_activations_allow_only_saliency(activation, wor
     assert hook_count(net) == 0
     # Before the activation runs, nothing needs overriding: deconv of conv1 is its plain gradient.
     assert torch.equal(deconvnet(net, x, "conv1", (0, 1, 1)), saliency(net, x, "conv1", (0, 1, 1)))
+
+
+def test_an_untraceable_network_keeps_saliency_and_says_why_the_rest_is_missing():
+    net = Untraceable()
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    support = mode_support(net)
+    assert support.modes == ("saliency",) and "cannot be traced" in support.reason and "\n" not in support.reason
+    assert saliency(net, x, "head", (0, 1, 1)).abs().sum() > 0
+    with pytest.raises(UnsupportedModeError, match="cannot be traced"):
+        guided_backprop(net, x, "head", (0, 1, 1))
+    assert hook_count(net) == 0
 
 
 def test_registry_models_report_their_supported_modes(lite0):
@@ -174,19 +210,15 @@ def test_registry_models_report_their_supported_modes(lite0):
         alexnet = torchvision.models.alexnet(weights=None).eval()
         resnet = torchvision.models.resnet50(weights=None).eval()  # one ReLU module reused 3x per block
         googlenet = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
-    assert supported_modes(alexnet, 64) == MODES
-    assert supported_modes(resnet, 64) == MODES
-    support = mode_support(googlenet, 64)  # BasicConv2d calls F.relu
-    assert support.modes == ("saliency",) and "relu" in support.reason
+    for model in (alexnet, resnet, googlenet):  # GoogLeNet's F.relu calls are graph nodes too
+        assert supported_modes(model, 64) == MODES
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(UnsupportedModeError, match="only saliency"):
-        guided_backprop(googlenet, x, "inception3a", 0)
-    assert saliency(googlenet, x, "inception3a", 0, seed="point").abs().sum() > 0
-    # ResNet: per-call rules through the reused module give a genuinely different image.
-    assert not torch.equal(guided_backprop(resnet, x, "layer1", 3, seed="point"),
-                           saliency(resnet, x, "layer1", 3, seed="point"))
+    # Per-call rules through reused modules and functional calls give genuinely different images.
+    for model, layer in ((resnet, "layer1"), (googlenet, "inception3a")):
+        assert not torch.equal(guided_backprop(model, x, layer, 3, seed="point"),
+                               saliency(model, x, layer, 3, seed="point"))
     for model in (alexnet, resnet, googlenet):
-        assert hook_count(model) == 0
+        assert hook_count(model) == 0 and not any(m.training for m in model.modules())
 
 
 # ----------------------------------------- Captum equivalence ---------------------------------------------
@@ -232,6 +264,44 @@ def test_matches_captum_neuron_attributions(request, name, size, layer, unit):
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())  # weights
     assert all(p.grad is None and not p.requires_grad for p in model.parameters())
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+
+
+class ModuleReluConv(nn.Module):
+    """GoogLeNet's BasicConv2d with its F.relu as an nn.ReLU module (same parameter names)."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+def test_googlenet_functional_relu_node_matches_captum_on_a_module_relu_twin():
+    from functools import partial
+
+    from torchvision.models.googlenet import GoogLeNet, Inception, InceptionAux
+
+    googlenet = build_module(REGISTRY["googlenet"], "random", seed=0)
+    twin = GoogLeNet(aux_logits=False, init_weights=False,
+                     blocks=[ModuleReluConv, partial(Inception, conv_block=ModuleReluConv), InceptionAux])
+    twin.load_state_dict(googlenet.state_dict())
+    twin.eval()
+    layer, unit = "inception4a.branch2.1.relu", (37, 3, 4)  # an F.relu call; the twin's nn.ReLU of that name
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    ours = {mode: backprop(googlenet, x, layer, unit, mode) for mode in MODES}
+    for mode in MODES:
+        theirs = captum_attribution(twin, layer, mode, x, unit)
+        scale = theirs.abs().max().item()  # GoogLeNet's init (std 0.01) makes small gradients: compare relatively
+        assert scale > 0
+        assert (ours[mode] - theirs).abs().max().item() <= 1e-5 * scale, mode
+    scale = ours["saliency"].abs().max().item()
+    assert (ours["deconv"] - ours["saliency"]).abs().max() > 1e-2 * scale  # the rules matter for this unit
+    assert (ours["guided"] - ours["saliency"]).abs().max() > 1e-2 * scale
+    assert (ours["guided"] - ours["deconv"]).abs().max() > 1e-2 * scale
+    assert hook_count(googlenet) == 0 and not googlenet.training
 
 
 def test_nothing_remains_on_the_model_after_errors(alexnet):

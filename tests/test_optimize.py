@@ -39,7 +39,7 @@ def tiny() -> LoadedModel:
         conv.weight.copy_(WEIGHTS.view(2, 3, 1, 1))
     module = nn.Sequential(conv).eval().requires_grad_(False)
     spec = ModelSpec("tiny", "Tiny 1x1 conv", lambda pretrained: module, TINY_NORM, input_size=SIZE)
-    return LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, SIZE), ())
+    return LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, SIZE)[0], ())
 
 
 MEAN = np.array(TINY_NORM.mean255).reshape(3, 1, 1)
@@ -362,7 +362,7 @@ def test_cli_optimize_writes_png_and_gif_and_prints_the_record(tmp_path, capsys)
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"layer", "unit", "objective", "steps", "initial", "final", "best", "best_step",
                            "argmax_step", "seconds"}
-    assert result["layer"] == "_blocks.5" and result["unit"] == 3 and result["steps"] == 3
+    assert result["layer"] == "_blocks.5._bn2" and result["unit"] == 3 and result["steps"] == 3
     assert Image.open(out).size == (32, 32) and Image.open(gif).n_frames == 3
 
 

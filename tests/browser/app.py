@@ -170,8 +170,10 @@ def selected_option(page: Page, label: str) -> str:
 
 
 def current_layer(page: Page) -> str:
-    """The layer name chosen in the "Layer" selectbox (its text is "name · C × H × W")."""
-    return selected_option(page, "Layer").split("·")[0].strip()
+    """The chosen layer's full node name, from the caption under the layer pickers ("Layer `name` · …")."""
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="Layer ").locator("code").first
+    expect(caption).to_have_count(1)
+    return caption.inner_text().strip()
 
 
 VIEW_CAPTION = "What the network sees"
