@@ -13,8 +13,8 @@ import streamlit as st
 st.set_page_config(page_title="deepvis", page_icon=str(Path(__file__).parent / "deepvis" / "icon.png"),
                    layout="wide")
 page = st.navigation([
-    st.Page("pages/activations.py", title="Activations", icon=":material/grid_view:", default=True),
-    st.Page("pages/optimization.py", title="Optimization", icon=":material/auto_awesome:"),
-    st.Page("pages/comparison.py", title="Comparison", icon=":material/compare:"),
+    st.Page("app_pages/activations.py", title="Activations", icon=":material/grid_view:", default=True),
+    st.Page("app_pages/optimization.py", title="Optimization", icon=":material/auto_awesome:"),
+    st.Page("app_pages/comparison.py", title="Comparison", icon=":material/compare:"),
 ])
 page.run()

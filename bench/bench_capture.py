@@ -13,8 +13,8 @@ For layers of the embedded EfficientNet-Lite0 that both paths can name (block ou
 
 Each is timed forward only (``torch.no_grad``, what the Activations page does) and forward + backward
 (``keep_graph=True`` then ``torch.autograd.grad`` of the layer's sum w.r.t. the input, what the optimizer does
-per iteration), batch 1.  Median milliseconds of ``--repeats`` repeats after a warm-up (the graph path builds
-and caches its module there); the ratio is graph ÷ hooks (below 1: the graph path is faster).  Prints a
+per iteration), batch 1.  Median milliseconds of ``--repeats`` interleaved repeats, each after a warm-up call (the
+graph path builds and caches its module in the first); the ratio is graph ÷ hooks (below 1: the graph path is faster).  Prints a
 Markdown table.
 """
 
@@ -65,8 +65,13 @@ def main() -> None:
     for layer in LAYERS:
         a, b = paths["hooks"](loaded.module, x, [layer], False)[layer], capture(loaded.module, x, [layer])[layer]
         assert torch.equal(a, b), f"the two paths disagree at {layer}"
-        med = {(name, kind): statistics.median(timed(make(path, layer), args.repeats, device))
-               for kind, make in (("f", forward), ("fb", forward_backward)) for name, path in paths.items()}
+        calls = {(name, kind): make(path, layer)
+                 for kind, make in (("f", forward), ("fb", forward_backward)) for name, path in paths.items()}
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+        for _ in range(args.repeats):  # interleaved, so a disturbance hits both paths alike
+            for key, call in calls.items():
+                times[key] += timed(call, 1, device)
+        med = {key: statistics.median(values) for key, values in times.items()}
         node = loaded.layer(layer).name
         print(f"| `{layer}` (`{node}`) | {med['hooks', 'f']:.1f} | {med['graph', 'f']:.1f} "
               f"| {med['graph', 'f'] / med['hooks', 'f']:.2f} | {med['hooks', 'fb']:.1f} | {med['graph', 'fb']:.1f} "

@@ -114,8 +114,9 @@ def _tracer() -> NodePathTracer:
                                         if issubclass(m, nn.Module)])
 
 
-def _signature(model: nn.Module) -> tuple[int, ...]:
-    return tuple(id(t) for t in (*model.parameters(), *model.buffers()))
+def _signature(model: nn.Module) -> tuple[int, int]:
+    """Cheap identity of a model's tensors: ``.to(device)`` keeps parameter objects but replaces buffers."""
+    return id(next(model.parameters(), None)), id(next(model.buffers(), None))
 
 
 class TracedModel:
@@ -197,8 +198,9 @@ _TRACES_LOCK = threading.Lock()
 def traced(model: nn.Module) -> TracedModel:
     """The cached trace of ``model`` (made on first use); raises :class:`UntraceableError`.
 
-    A model whose parameters or buffers were replaced since (``.to(device)`` moves
-    buffers) is traced anew.
+    A model whose first parameter or buffer was replaced since (``.to(device)``
+    replaces buffers) is traced anew; swapping other submodules after the first use
+    is not noticed (nothing in deepvis does it).
     """
     with _TRACES_LOCK:
         found = _TRACES.get(model)

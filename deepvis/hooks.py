@@ -1,5 +1,9 @@
 """Temporary, thread-owned hooks on a model that other threads share.
 
+Used only for networks torch.fx cannot trace (:mod:`deepvis.graph` covers every
+registered model without touching it); kept so such a network still gets
+module-level activations and saliency.
+
 Conventions
 -----------
 * The model object is shared by every browser session (one cached instance per

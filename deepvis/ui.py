@@ -141,11 +141,12 @@ def _group_chosen(loaded: LoadedModel, key: str) -> None:
         (i.name for i in reversed(members) if i.rectified and i.is_spatial and i.shape[1] > 1), members[-1].name)
 
 
-def layer_picker(loaded: LoadedModel, key: str, default: str) -> str:
+def layer_picker(loaded: LoadedModel, key: str, default: str, side_by_side: bool = True) -> str:
     """Block/stage, then a layer of it (both searchable by typing); returns the layer's node name.
 
     Each layer reads ``_swish_1 — ReLU6 after depthwise conv 5×5 → batch norm · 672 × 14 × 14`` and its full
     node name is shown under the pickers.  A stored module path (``_blocks.9``) becomes its output node.
+    ``side_by_side=False`` stacks the two pickers (for a narrow column).
     """
     layer_key, group_key = _layer_key(loaded, key), f"{key}_group_{loaded.spec.name}"
     by_group = groups(loaded.layers)
@@ -155,7 +156,7 @@ def layer_picker(loaded: LoadedModel, key: str, default: str) -> str:
         current = loaded.layer(default)
     st.session_state[layer_key] = current.name
     st.session_state[group_key] = current.group
-    left, right = st.columns([1, 2])
+    left, right = st.columns([1, 2]) if side_by_side else (st.container(), st.container())
     left.selectbox("Block", list(by_group), key=group_key, on_change=_group_chosen, args=(loaded, key),
                    format_func=lambda g: f"{g} · {len(by_group[g])} layers",
                    help="Blocks and stages in the order the network computes them.")
@@ -197,7 +198,7 @@ def _objective_picker(loaded: LoadedModel, key: str, layer: str) -> str:
 
 def target_picker(loaded: LoadedModel, key: str) -> opt.Target:
     """Layer + unit (a class by name on the logits layer) + objective -> one ``opt.Target``."""
-    layer = layer_picker(loaded, key, loaded.logits_layer)
+    layer = layer_picker(loaded, key, loaded.logits_layer, side_by_side=False)
     info = loaded.layer(layer)
     if _class_names(loaded, layer):
         if st.session_state.get(f"{key}_class") not in range(info.channels):
@@ -224,7 +225,7 @@ def target_name(loaded: LoadedModel, target: opt.Target) -> str:
 
 def units_picker(loaded: LoadedModel, key: str) -> list[opt.Target]:
     """Layer + several units (classes on the logits layer) -> one ``opt.Target`` per unit (sheet rows)."""
-    layer = layer_picker(loaded, key, loaded.logits_layer)
+    layer = layer_picker(loaded, key, loaded.logits_layer, side_by_side=False)
     info = loaded.layer(layer)
     chosen = [u for u in st.session_state.get(f"{key}_units", []) if u in range(info.channels)][:8]
     if not chosen:

@@ -22,7 +22,7 @@ STEPS = (3, 4, 5)  # presets 1, 2, 3 shortened; different lengths, so columns fi
 
 def page() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/comparison.py").run()
+    at.switch_page("app_pages/comparison.py").run()
     assert not at.exception and not at.error
     return at
 

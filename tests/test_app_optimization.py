@@ -25,7 +25,7 @@ SIZE, STEPS = 64, 5
 
 def page() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/optimization.py").run()
+    at.switch_page("app_pages/optimization.py").run()
     assert not at.exception and not at.error
     return at
 

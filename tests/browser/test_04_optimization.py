@@ -102,3 +102,12 @@ def test_stop_ends_a_long_run_and_keeps_its_history(new_page) -> None:
     expect(history_slider(page)).to_have_count(1)  # the history is there to browse
     expect(app.prediction_chart(page)).to_have_count(0)
     app.assert_no_exception(page)
+
+
+def test_a_deep_link_opens_the_page_inside_the_app(new_page) -> None:
+    """A bookmarked /optimization in a new session runs the router (wide layout, the app's own navigation),
+    not a bare script found in a `pages/` folder."""
+    page = open_optimization(new_page, 64, 5)
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    expect(nav.get_by_text("Activations", exact=True)).to_be_visible()
+    expect(nav.get_by_text("streamlit app", exact=True)).to_have_count(0)
