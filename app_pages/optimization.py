@@ -4,6 +4,7 @@ import streamlit as st
 
 from deepvis import charts, history, ui
 from deepvis import optimize as opt
+from deepvis import render
 from deepvis.render import png_bytes
 
 loaded = ui.model_sidebar()
@@ -77,6 +78,6 @@ if state is not None and state.record is not None:
     a, b, c = st.columns(3)
     a.download_button("Final image (PNG)", final, f"{name}_final.png", "image/png", on_click="ignore")
     b.download_button("Best image (PNG)", best, f"{name}_best.png", "image/png", on_click="ignore")
-    c.download_button("History (animated GIF)", lambda: opt.gif_bytes(
+    c.download_button("History (animated GIF)", lambda: render.gif_bytes(
         [ui.frame_view(f.images[0], stretch, 0) for f in state.history.frames]), f"{name}.gif", "image/gif",
         on_click="ignore")

@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-lucent", action="store_true")
+    parser.add_argument("--no-batch", action="store_true", help="skip the batch-of-4 vs 4 singles columns")
+    parser.add_argument("--layers", default=None,
+                        help="LAYER:UNIT,... instead of the early and middle defaults, e.g. _blocks.2:6,_blocks.8:20")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or this process's CPU time (with --threads 1 on a CPU shared with other "
                              "jobs, CPU time is what the run would take alone)")
@@ -136,14 +139,17 @@ def main() -> None:
     print("| layer | deepvis it/s | bare fwd+bwd it/s | deepvis overhead | Lucent default it/s | Lucent minimal it/s "
           "| deepvis ÷ Lucent default | deepvis ÷ Lucent minimal | batch of 4 ÷ 4 singles |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label, layer, unit in LAYERS:
+    layers = LAYERS if not args.layers else [
+        ("", spec.split(":")[0], int(spec.split(":")[1])) for spec in args.layers.split(",")]
+    for label, layer, unit in layers:
         units = [opt.Target(layer, unit + k) for k in range(4)]
         jobs: dict[str, Callable[[], object]] = {
             "deepvis": lambda: opt.run(loaded, units[0], settings, size=size),
             "bare": lambda: bare_loop(loaded, layer, unit, size, n),
-            "batch4": lambda: opt.run(loaded, units, settings, size=size),
-            "singles4": lambda: [opt.run(loaded, t, settings, size=size) for t in units],
         }
+        if not args.no_batch:
+            jobs["batch4"] = lambda: opt.run(loaded, units, settings, size=size)
+            jobs["singles4"] = lambda: [opt.run(loaded, t, settings, size=size) for t in units]
         if lucent_model is not None:
             jobs["lucent"] = lambda: lucent_loop(lucent_model, layer, unit, size, n, minimal=False)
             jobs["lucent_min"] = lambda: lucent_loop(lucent_model, layer, unit, size, n, minimal=True)
@@ -160,8 +166,9 @@ def main() -> None:
                   f"{t['lucent_min'] / t['deepvis']:.1f}×"
         else:
             luc = "– | – | – | –"
+        batch = f"{t['batch4'] / t['singles4']:.2f}×" if "batch4" in t else "–"
         print(f"| {label} `{layer}` unit {unit} | {1 / t['deepvis']:.2f} | {1 / t['bare']:.2f} | {overhead:+.0f}% | "
-              f"{luc} | {t['batch4'] / t['singles4']:.2f}× |", flush=True)
+              f"{luc} | {batch} |", flush=True)
 
 
 if __name__ == "__main__":

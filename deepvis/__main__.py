@@ -1,5 +1,3 @@
-import sys
+from deepvis.cli import run
 
-from deepvis.cli import main
-
-sys.exit(main())
+run()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m deepvis <command> …``; every command prints JSON on stdout.
+"""Command line: ``deepvis <command> …`` (or ``python -m deepvis``); every command prints JSON on stdout.
 
 Errors a person can cause (a bad file, an unknown layer, weights that cannot be
 had) print one line on stderr and exit with status 2.
@@ -27,7 +27,23 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _model(args: argparse.Namespace) -> LoadedModel:
-    return load_model(args.model, args.weights, args.device)
+    return load_model(args.model, args.weights, check_device(args.device))
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` if this machine has it, else a ``ValueError`` in one line (no torch traceback)."""
+    import torch
+
+    if device is None:
+        return None
+    kind = device.split(":")[0]
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if kind not in available:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or mps")
+    if not available[kind]:
+        raise ValueError(f"this machine has no {kind} device; use --device cpu (or leave --device out)")
+    return device
 
 
 def _read_image(path: str):
@@ -107,7 +123,10 @@ def _add_backprop(sub: argparse._SubParsersAction) -> None:
                         "without --y/--x the seed is the channel's activation map")
     parser.add_argument("--x", type=int, default=None, help="column of the unit (with --y)")
     parser.add_argument("--mode", required=True, choices=["saliency", "deconv", "guided"])
-    parser.add_argument("--out", required=True, help="PNG of the gradient (raw filter: signed, zero = grey)")
+    parser.add_argument("--filter", default="norm_blur", choices=["raw", "gray", "norm", "norm_blur"],
+                        help="how the PNG shows the gradient, as on the Activations page: raw (signed, zero = grey; "
+                             "faint), gray, norm (per-pixel strength) or norm_blur (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="PNG of the gradient, drawn with --filter")
     parser.add_argument("--npy", default=None, help="also save the raw gradient (3, H, W) w.r.t. the network input")
     _add_model_options(parser)
 
@@ -124,11 +143,12 @@ def cmd_backprop(args: argparse.Namespace) -> int:
     loaded = _model(args)
     layer = loaded.layer(args.layer).name
     gradient = backprop(loaded.module, preprocess(image, loaded.spec, loaded.device), layer, unit, args.mode)[0]
-    Path(args.out).write_bytes(png_bytes(backprop_image(gradient, "raw")))
+    Path(args.out).write_bytes(png_bytes(backprop_image(gradient, args.filter)))
     array = gradient.float().cpu().numpy()
     if args.npy:
         np.save(args.npy, array)
     return _emit({"model": loaded.spec.name, "weights": loaded.weights, "layer": layer, "mode": args.mode,
+                  "filter": args.filter,
                   "unit": {"channel": unit.channel, "y": unit.y, "x": unit.x},
                   "seed": "point" if unit.has_position else "map", "shape": list(array.shape),
                   "max_abs": float(np.abs(array).max()), "out": args.out, "npy": args.npy})
@@ -136,27 +156,25 @@ def cmd_backprop(args: argparse.Namespace) -> int:
 
 def _unit_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", required=True, help=LAYER_HELP)
-    parser.add_argument("--unit", required=True, help="channel number, or for the logits a class index or name")
+    parser.add_argument("--unit", required=True, help="channel or unit number; at the logits also a class name "
+                        "(e.g. flamingo)")
     parser.add_argument("--objective", default="neuron", choices=["neuron", "channel"],
                         help="one spatial position (the centre) or the channel's spatial mean (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=None, help="iterations (default: the preset's)")
-    parser.add_argument("--seed", type=int, default=0)
+    from deepvis.settings import THETA
+
+    steps = next(t for t in THETA if t.name == "steps")
+    parser.add_argument(steps.flag, type=int, default=None, help=f"{steps.help} Default: the preset's.")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the starting noise N(0, 10) (default: 0)")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", required=True, help="PNG file to write: the best image (highest objective)")
     _add_model_options(parser)
 
 
 def _target(loaded: LoadedModel, args: argparse.Namespace):
-    from deepvis.optimize import Target, find_class
+    from deepvis.settings import Target, resolve_unit
 
-    info = loaded.layer(args.layer)
-    if info.is_spatial:
-        if not args.unit.strip().isdigit():
-            raise ValueError(f"--unit must be a channel number for {info.name}, not {args.unit!r}")
-        unit = int(args.unit)
-    else:
-        unit = find_class(loaded.class_names, args.unit) if loaded.class_names else int(args.unit)
-    return Target(info.name, unit, args.objective)
+    layer = loaded.layer(args.layer).name
+    return Target(layer, resolve_unit(loaded, layer, args.unit), args.objective)
 
 
 def _write_png(path: str, image) -> None:
@@ -166,24 +184,34 @@ def _write_png(path: str, image) -> None:
 
 
 def _add_optimize(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("optimize", help="synthesize the image a unit wants to see (regularized gradient ascent)")
+    parser = sub.add_parser(
+        "optimize", help="synthesize the image a unit wants to see (regularized gradient ascent)",
+        description="Regularized gradient ascent from N(0, 10) noise (Yosinski et al. 2015). The JSON gives the "
+        "objective at the first, last and best iteration, best_step (the iteration whose image scored highest: "
+        "the image --out holds), and argmax_step (the first iteration at which the unit was the largest of its "
+        "layer - for a class, the network's top-1 - or null if never).")
+    from deepvis.settings import THETA
+
     parser.add_argument("--preset", type=int, default=None, choices=[1, 2, 3, 4],
-                        help="Table 1 row of the paper (default: row 3's settings)")
-    for flag, kind in (("--decay", float), ("--blur-radius", float), ("--blur-every", int), ("--norm-pct", float),
-                       ("--contrib-pct", float), ("--lr", float), ("--max-lr", float), ("--desired-prog", float)):
-        parser.add_argument(flag, type=kind, default=None, help="overrides the preset")
-    parser.add_argument("--lr-policy", default=None, choices=["constant", "progress"], help="overrides the preset")
+                        help="Table 1 row of the paper (default: the default θ, which equals row 3)")
+    for theta in THETA:  # one flag per θ setting, from the θ table (deepvis.settings)
+        if theta.name == "steps":
+            continue  # --steps is a run option (compare takes it too)
+        kind = {"int": int, "choice": str}.get(theta.kind, float)
+        parser.add_argument(theta.flag, type=kind, default=None, choices=theta.choices or None,
+                            help=f"{theta.help} Overrides the preset.")
+    parser.add_argument("--final", action="store_true",
+                        help="write the final image to --out instead of the best one (the paper's output)")
     parser.add_argument("--gif", default=None, help="also write the history as an animated GIF")
     _unit_run_options(parser)
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from deepvis import optimize as opt
+    from deepvis.render import gif_bytes
 
     settings = opt.preset(args.preset) if args.preset else opt.Settings()
-    names = ("decay", "blur_radius", "blur_every", "norm_pct", "contrib_pct", "lr_policy", "lr", "max_lr",
-             "desired_prog", "steps")
-    settings = settings.replace(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    settings = settings.replace(**{t.name: getattr(args, t.name) for t in opt.THETA if getattr(args, t.name) is not None})
     loaded = _model(args)
     target = _target(loaded, args)
     every = max(1, settings.steps // 60) if args.gif else settings.steps
@@ -191,11 +219,12 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     for snapshot in opt.optimize(loaded, target, settings, seed=args.seed, size=args.size, every=every):
         if args.gif:
             frames.append(snapshot.images[0])
-    record = snapshot.record
-    _write_png(args.out, record.rows[0].last_image)
+    row = snapshot.record.rows[0]
+    _write_png(args.out, row.last_image if args.final else row.best_image)
     if args.gif:
-        Path(args.gif).write_bytes(opt.gif_bytes(frames))
-    return _emit({**record.rows[0].summary(), "seconds": round(record.seconds, 3)})
+        Path(args.gif).write_bytes(gif_bytes(frames))
+    return _emit({**row.summary(), "out": args.out, "image": "final" if args.final else "best",
+                  "seconds": round(snapshot.record.seconds, 3)})
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -206,6 +235,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from deepvis import optimize as opt
+    from deepvis.render import compose_sheet
 
     try:
         numbers = [int(p) for p in args.presets.split(",") if p.strip()]
@@ -219,7 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     loaded = _model(args)
     target = _target(loaded, args)
     record = opt.run(loaded, target, settings, seed=args.seed, size=args.size)
-    sheet = opt.compose_sheet(record.last_images, 1, len(settings), [target.label],
+    sheet = compose_sheet(record.last_images, 1, len(settings), [target.label],
                               [f"preset {n}: {s.label}" for n, s in zip(numbers, settings)])
     _write_png(args.out, sheet)
     seconds = round(record.seconds, 3)
@@ -227,7 +257,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m deepvis", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="deepvis", description="Look inside a convolutional network (Yosinski et al. 2015). Every command "
+        "prints JSON on stdout; bad input prints one line on stderr and exits with status 2.",
+        epilog="Run `deepvis COMMAND --help` for a command's options; `deepvis info` lists a model's layers.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, value in list(globals().items()):
         if name.startswith("_add_") and name != "_add_model_options":
@@ -243,3 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         print(f"deepvis {args.command}: {message}", file=sys.stderr)
         return 2
+
+
+def run() -> None:
+    """The ``deepvis`` console command."""
+    sys.exit(main())

@@ -64,8 +64,9 @@ class FrameHistory:
             self.cap = max(2, min(self.max_frames, self.max_bytes // max(1, images.nbytes)))
         if self._frames and self._frames[-1][0] % self.stride:
             self._frames.pop()  # the previous newest frame was only kept for being the newest
+        rows = snapshot.record.rows
         frame = Frame(snapshot.iteration, images, np.asarray(snapshot.objectives, dtype=np.float64).copy(),
-                      tuple(s.step for s in snapshot.stats), tuple(s.finished for s in snapshot.stats))
+                      tuple(row.steps_done - 1 for row in rows), tuple(row.finished for row in rows))
         self._frames.append((self._count, frame))
         self._count += 1
         while len(self._frames) > self.cap:

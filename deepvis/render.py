@@ -1,4 +1,7 @@
-"""Turning tensors into pictures: channel grids, heatmaps, overlays, PNG bytes.
+"""Turning tensors into pictures: channel grids, heatmaps, overlays, sheets, PNG and GIF bytes.
+
+(Longer than most modules, about 350 lines, because every pixel the project outputs is made here: one
+concept, arrays in, pictures out.)
 
 Conventions
 -----------
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -263,3 +268,85 @@ def backprop_overlay(photo: np.ndarray, gradient: torch.Tensor | np.ndarray, blu
                      alpha: float = 0.6) -> np.ndarray:
     """The gradient's blurred norm, heat-coloured over the ``(H, W, 3)`` photo the network saw."""
     return overlay(photo, gradient_norm(gradient, blur_sigma), alpha)
+
+
+def contrast_stretch(images: np.ndarray) -> np.ndarray:
+    """Min-max stretch each uint8 image, ``(H, W, 3)`` or ``(B, H, W, 3)``, to the full 0-255 range."""
+    array = np.asarray(images)
+    if array.ndim not in (3, 4) or array.shape[-1] != 3:
+        raise ValueError(f"contrast_stretch needs (H, W, 3) or (B, H, W, 3), got shape {array.shape}")
+    batch = array[None] if array.ndim == 3 else array
+    values = batch.astype(np.float64)
+    low = values.min(axis=(1, 2, 3), keepdims=True)
+    high = values.max(axis=(1, 2, 3), keepdims=True)
+    span = np.where(high - low > 0, high - low, 1.0)
+    out = np.clip((values - low) * (255.0 / span) + 0.5, 0, 255).astype(np.uint8)
+    return out[0] if array.ndim == 3 else out
+
+
+FONT_FILE = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"  # shipped: DejaVu Sans has "≤", "σ", "×", "·"
+
+
+def label_font(size: int = 13) -> ImageFont.FreeTypeFont:
+    """The font every label is drawn with (shipped with the package, see ``fonts/LICENSE-DejaVu.txt``)."""
+    return ImageFont.truetype(str(FONT_FILE), size)
+
+
+def wrap_label(text: str, width: float, font: ImageFont.FreeTypeFont) -> list[str]:
+    """Lines of at most ``width`` pixels, broken between `` · ``-separated phrases, else between words."""
+    phrases = _greedy_lines(text.split(" · "), " · ", width, font)
+    return [line for phrase in phrases for line in _greedy_lines(phrase.split(" "), " ", width, font)]
+
+
+def _greedy_lines(pieces: Sequence[str], separator: str, width: float, font: ImageFont.FreeTypeFont) -> list[str]:
+    lines, current = [], ""
+    for piece in pieces:
+        candidate = f"{current}{separator}{piece}" if current else piece
+        if current and font.getlength(candidate) > width:
+            lines.append(current)
+            current = piece
+        else:
+            current = candidate
+    return lines + [current]
+
+
+def compose_sheet(images: np.ndarray, rows: int, cols: int, row_labels: Sequence[str] = (),
+                  col_labels: Sequence[str] = (), pad: int = 6) -> np.ndarray:
+    """Lay ``(rows * cols, H, W, 3)`` uint8 images out row-major with labels -> one uint8 image.
+
+    Column labels are wrapped to the image width between phrases; row labels sit left of their row.
+    """
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[0] != rows * cols or array.shape[-1] != 3:
+        raise ValueError(f"compose_sheet needs ({rows * cols}, H, W, 3) images, got shape {array.shape}")
+    if row_labels and len(row_labels) != rows or col_labels and len(col_labels) != cols:
+        raise ValueError("need one label per row and per column")
+    font = label_font()
+    line = font.size + 4
+    height, width = array.shape[1:3]
+    wrapped = [wrap_label(label, width, font) for label in col_labels]
+    top = line * max(len(w) for w in wrapped) + pad if col_labels else 0
+    left = int(max(font.getlength(t) for t in row_labels)) + 2 * pad if row_labels else 0
+    sheet = Image.new("RGB", (left + cols * (width + pad) + pad, top + rows * (height + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, lines in enumerate(wrapped):
+        for k, text in enumerate(lines):
+            draw.text((left + pad + c * (width + pad), pad // 2 + k * line), text, fill="black", font=font)
+    for r in range(rows):
+        y = top + pad + r * (height + pad)
+        if row_labels:
+            draw.text((pad, y + height // 2 - line // 2), row_labels[r], fill="black", font=font)
+        for c in range(cols):
+            sheet.paste(Image.fromarray(array[r * cols + c]), (left + pad + c * (width + pad), y))
+    return np.asarray(sheet, dtype=np.uint8)
+
+
+def gif_bytes(frames: Sequence[np.ndarray], duration_ms: int = 80) -> bytes:
+    """An endlessly looping animated GIF of ``(H, W, 3)`` uint8 frames."""
+    if not frames:
+        raise ValueError("a GIF needs at least one frame")
+    pictures = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms,
+                     loop=0, optimize=False)
+    return buffer.getvalue()

@@ -22,6 +22,7 @@ import streamlit as st
 from PIL import Image
 
 from deepvis import optimize as opt
+from deepvis import render
 from deepvis.backprop import ModeSupport, mode_support
 from deepvis.charts import PALETTE
 from deepvis.history import FrameHistory, RunState, stream
@@ -115,13 +116,6 @@ def backprop_modes(loaded: LoadedModel) -> ModeSupport:
 # Keys: every widget group takes a ``key`` prefix and keeps its values in st.session_state under
 # ``{key}_...`` so that a saved experiment can be put back into the widgets (see ``apply_experiment``).
 
-THETA_LABELS = {  # first half: the step, second half: the four regularizers
-    "steps": "Iterations", "lr_policy": "Learning-rate policy", "lr": "lr (constant policy)",
-    "max_lr": "max lr (progress policy)", "desired_prog": "Desired progress (progress policy)",
-    "decay": "L2 decay", "blur_radius": "Blur σ (px)", "blur_every": "Blur every n steps",
-    "norm_pct": "Norm clip percentile", "contrib_pct": "Contribution clip percentile",
-}
-_STEPS = {"decay": 1e-4, "blur_radius": 0.1, "lr": 10.0, "max_lr": 10.0, "desired_prog": 0.5}
 CUSTOM = "custom"
 
 
@@ -170,8 +164,7 @@ def layer_picker(loaded: LoadedModel, key: str, default: str, side_by_side: bool
 
 
 def _class_names(loaded: LoadedModel, layer: str) -> Sequence[str] | None:
-    info = loaded.layer(layer)
-    return loaded.class_names if layer == loaded.logits_layer and len(loaded.class_names) == info.channels else None
+    return opt.class_names(loaded, layer)
 
 
 def _unit_format(loaded: LoadedModel, layer: str) -> Callable[[int], str]:
@@ -182,7 +175,7 @@ def _unit_format(loaded: LoadedModel, layer: str) -> Callable[[int], str]:
 def _default_unit(loaded: LoadedModel, layer: str) -> int:
     classes = _class_names(loaded, layer)
     try:
-        return opt.find_class(classes, "flamingo") if classes else 0
+        return opt.resolve_unit(loaded, layer, "flamingo") if classes else 0
     except ValueError:
         return 0
 
@@ -230,7 +223,7 @@ def units_picker(loaded: LoadedModel, key: str) -> list[opt.Target]:
     chosen = [u for u in st.session_state.get(f"{key}_units", []) if u in range(info.channels)][:8]
     if not chosen:
         classes = _class_names(loaded, layer)
-        chosen = ([opt.find_class(classes, n) for n in ("flamingo", "strawberry", "goldfish") if n in classes]
+        chosen = ([opt.resolve_unit(loaded, layer, n) for n in ("flamingo", "strawberry", "goldfish") if n in classes]
                   if classes else []) or list(range(min(3, info.channels)))
     st.session_state[f"{key}_units"] = chosen
     units = st.multiselect("Units (rows of the sheet)", range(info.channels), key=f"{key}_units",
@@ -263,7 +256,7 @@ def set_settings(key: str, settings: opt.Settings) -> None:
 
 
 def _read_settings(key: str) -> opt.Settings:
-    return opt.Settings(**{name: st.session_state[f"{key}_{name}"] for name in THETA_LABELS})
+    return opt.Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in opt.THETA})
 
 
 def _preset_chosen(key: str) -> None:
@@ -279,37 +272,41 @@ def _theta_edited(key: str) -> None:
         st.session_state[f"{key}_preset"] = CUSTOM
 
 
+def _theta_widget(key: str, theta: opt.Theta, explain: bool) -> None:
+    """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
+    common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key,), help=None if explain else theta.help)
+    if theta.enabled_by is not None:
+        other, value = theta.enabled_by
+        common["disabled"] = st.session_state[f"{key}_{other}"] != value
+    if theta.kind == "choice":
+        st.radio(theta.label, theta.choices, horizontal=True, **common)
+    elif theta.kind == "percent":
+        st.slider(theta.label, float(theta.low), float(theta.high), step=theta.step, **common)
+    elif theta.kind == "int":
+        st.number_input(theta.label, step=int(theta.step), **common)
+    else:
+        st.number_input(theta.label, step=theta.step, format="%g", **common)
+    if explain:
+        st.caption(theta.help)
+
+
 def settings_editor(key: str, default: int = 3, explain: bool = True) -> opt.Settings | None:
     """A Table 1 preset selector and every θ; returns the settings, or ``None`` after one ``st.error`` line.
 
     Choosing a preset fills in its θ; editing any θ turns the selector to "custom" (or to the preset it
     now equals).  ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip).
     """
-    if f"{key}_preset" not in st.session_state or any(f"{key}_{n}" not in st.session_state for n in THETA_LABELS):
+    if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in opt.THETA):
         set_settings(key, opt.preset(default))
     st.selectbox("Settings", (*opt.PRESETS, CUSTOM), key=f"{key}_preset", on_change=_preset_chosen, args=(key,),
                  format_func=lambda p: opt.PRESET_NAMES.get(p, "custom θ"),
                  help="The paper's Table 1 rows (row 3 made most of its images), or your own θ.")
-    policy = st.session_state[f"{key}_lr_policy"]
-    disabled = {"lr": policy != "constant", "max_lr": policy == "constant", "desired_prog": policy == "constant"}
     box = st.container() if explain else st.expander("Edit θ")
     with box:
         grid = st.columns(2) if explain else [st.container()]
-        for i, name in enumerate(THETA_LABELS):
-            with grid[i * len(grid) // len(THETA_LABELS)]:
-                common = dict(key=f"{key}_{name}", on_change=_theta_edited, args=(key,),
-                              help=None if explain else opt.THETA_HELP[name])
-                if name == "lr_policy":
-                    st.radio(THETA_LABELS[name], opt.LR_POLICIES, horizontal=True, **common)
-                elif name in ("steps", "blur_every"):
-                    st.number_input(THETA_LABELS[name], step=1, **common)
-                elif name in ("norm_pct", "contrib_pct"):
-                    st.slider(THETA_LABELS[name], 0.0, 100.0, step=1.0, **common)
-                else:
-                    st.number_input(THETA_LABELS[name], step=_STEPS[name], format="%g",
-                                    disabled=disabled.get(name, False), **common)
-                if explain:
-                    st.caption(opt.THETA_HELP[name])
+        for i, theta in enumerate(opt.THETA):
+            with grid[i * len(grid) // len(opt.THETA)]:
+                _theta_widget(key, theta, explain)
     try:
         return _read_settings(key)
     except ValueError as exc:
@@ -393,7 +390,7 @@ def frame_view(image: np.ndarray, stretch: bool, min_size: int = 224) -> np.ndar
     """What the pages show of a uint8 image: optionally contrast-stretched, small images enlarged (nearest)."""
     from deepvis.render import upscale
 
-    shown = opt.contrast_stretch(image) if stretch else image
+    shown = render.contrast_stretch(image) if stretch else image
     return upscale(shown, min_size, smooth=False) if max(shown.shape[:2]) < min_size else shown
 
 
@@ -408,7 +405,7 @@ def summary_rows(record: opt.RunRecord, names: Sequence[str]) -> list[dict]:
 def sheet_image(images: np.ndarray, row_names: Sequence[str], col_names: Sequence[str], stretch: bool) -> np.ndarray:
     """Rows x columns of ``(R*C, H, W, 3)`` uint8 images (row-major) as one labelled image (small ones enlarged)."""
     shown = np.stack([frame_view(image, stretch, min_size=128) for image in images])
-    return opt.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
+    return render.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
 
 
 def apply_experiment(key: str, experiment: opt.Experiment) -> None:

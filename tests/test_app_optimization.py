@@ -145,13 +145,13 @@ def test_preset_fills_theta_and_editing_makes_it_custom():
     at.number_input(key="opt_decay").set_value(0.01).run()
     assert at.selectbox(key="opt_preset").value == "custom"
     assert at.slider(key="opt_norm_pct").value == 50  # the other θ stay
-    assert len(at.caption) >= len(opt.THETA_HELP)  # every θ explained in a line
+    assert len(at.caption) >= len(opt.THETA)  # every θ explained in a line
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("opt_decay", 1.5, "decay must be in [0, 1), not 1.5"),
-    ("opt_lr", -1.0, "lr must not be negative"),
-    ("opt_steps", 0, "steps must be between 1 and"),
+    ("opt_lr", -1.0, "lr must be at least 0, not -1"),
+    ("opt_steps", 0, "steps must be in [1, 100000], not 0"),
 ])
 def test_bad_settings_give_one_error_line_and_no_start(key, value, message):
     at = page()
@@ -162,9 +162,10 @@ def test_bad_settings_give_one_error_line_and_no_start(key, value, message):
 
 
 def snapshot(iteration: int, rows: int, size: int) -> opt.Snapshot:
-    stats = tuple(opt.RowStats(iteration, 0.0, False, 0.0, 0.0, 0.0, False) for _ in range(rows))
-    return opt.Snapshot(iteration, 1000, np.zeros((rows, size, size, 3), np.uint8), np.zeros(rows), stats, None,
-                        iteration == 999)
+    n, image = iteration + 1, np.zeros((size, size, 3), np.uint8)
+    row = opt.RowRecord(opt.Target("_fc", 1), opt.preset(3), np.zeros(n), np.zeros(n, bool), np.zeros(n),
+                        np.zeros(n), np.zeros(n), image, 0, image)
+    return opt.Snapshot(iteration, 1000, opt.RunRecord((row,) * rows, 0, size, iteration, 0.0))
 
 
 @pytest.mark.parametrize("rows", [1, 6])

@@ -522,8 +522,14 @@ def test_cli_writes_png_and_raw_gradient(tmp_path, capsys, alexnet):
     saved = np.load(npy)
     x = preprocess(decode_image(sample_bytes("coffee")), REGISTRY["alexnet"], "cpu")
     assert np.array_equal(saved, deconvnet(alexnet, x, "features.6", (12, 4, 7))[0].numpy())
-    png = np.asarray(Image.open(io.BytesIO(out.read_bytes())))
-    assert png.shape == (224, 224, 3) and np.array_equal(png, backprop_image(saved, "raw"))
+    png = np.asarray(Image.open(io.BytesIO(out.read_bytes())))  # the page's default filter, norm_blur
+    assert png.shape == (224, 224) and np.array_equal(png, backprop_image(saved, "norm_blur"))
+    for shown in ("raw", "gray", "norm"):
+        assert main(["backprop", str(image_path), "--layer", "features.6", "--unit", "12", "--mode", "deconv",
+                     "--model", "alexnet", "--weights", "random", "--filter", shown, "--out", str(out),
+                     "--npy", str(npy)]) == 0
+        assert f'"filter": "{shown}"' in capsys.readouterr().out
+        assert np.array_equal(np.asarray(Image.open(out)), backprop_image(np.load(npy), shown)), shown
     code = main(["backprop", str(image_path), "--layer", "features.6", "--unit", "12", "--y", "4",
                  "--mode", "guided", "--model", "alexnet", "--weights", "random", "--out", str(out)])
     assert code == 2

@@ -19,11 +19,12 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from deepvis import optimize as opt
+from deepvis import render
 from deepvis.activations import capture
 from deepvis.cli import main as cli_main
 from deepvis.hooks import hook_count
 from deepvis.images import SAMPLE_NAMES, decode_image, model_view, sample_bytes, to_batch
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers, load_model
 
 # ---------------------------------------------------------------- tiny linear net
 
@@ -105,12 +106,12 @@ def test_progress_policy_picks_the_lr_whose_predicted_gain_is_desired_prog_cappe
     free = opt.Settings(**NO_REG, steps=2, lr_policy="progress", max_lr=100.0, desired_prog=2.0)
     capped = free.replace(max_lr=0.1)
     snaps = snapshots(tiny, opt.Target("0", 0), [free, capped])
-    lrs = [s.lr for s in snaps[0].stats]
+    lrs = [row.lrs[0] for row in snaps[0].record.rows]  # the lr of the step after iteration 0
     np.testing.assert_allclose(lrs, [2.0 / gain_per_lr, 0.1], rtol=1e-6)
     rows = snaps[-1].record.rows
     np.testing.assert_allclose(rows[0].objectives[1] - rows[0].objectives[0], 2.0, rtol=1e-4)  # desired_prog
     np.testing.assert_allclose(rows[1].objectives[1] - rows[1].objectives[0], 0.1 * gain_per_lr, rtol=1e-4)
-    assert all(s.finished and s.lr == 0.0 for s in snaps[-1].stats)
+    assert all(row.finished and row.lrs[-1] == 0.0 for row in rows)  # no step after the last iteration
 
 
 def test_blur_runs_only_every_blur_every_iterations_and_equals_scipy(tiny):
@@ -150,10 +151,10 @@ def test_a_finished_row_stops_changing_while_the_batch_runs_to_the_longest(tiny)
     short = opt.Settings(**{**NO_REG, "blur_radius": 1.0, "blur_every": 1}, steps=2, lr=1.0)
     snaps = snapshots(tiny, opt.Target("0", 0), [short, short.replace(steps=4)])
     assert [s.iteration for s in snaps] == [0, 1, 2, 3] and snaps[-1].done and snaps[-1].total == 4
-    assert [s.stats[0].finished for s in snaps] == [False, True, True, True]
+    assert [s.record.rows[0].finished for s in snaps] == [False, True, True, True]
     for later in snaps[2:]:
         np.testing.assert_array_equal(later.images[0], snaps[1].images[0])
-        assert later.stats[0].step == 1
+        assert later.record.rows[0].steps_done == 2
     assert not np.array_equal(snaps[3].images[1], snaps[1].images[1])  # the long row kept blurring
     final = snaps[-1].record
     assert [r.steps_done for r in final.rows] == [2, 4] and all(r.finished for r in final.rows)
@@ -216,10 +217,12 @@ def test_presets_are_table_1():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(norm_pct=101), "percentile"), (dict(contrib_pct=-1), "percentile"), (dict(blur_radius=-0.5), "blur_radius"),
-    (dict(blur_every=-1), "blur_every"), (dict(steps=0), "steps"), (dict(steps=2.5), "whole number"),
-    (dict(lr_policy="adam"), "lr_policy"), (dict(decay=1.0), "decay"), (dict(lr=float("nan")), "finite"),
-    (dict(max_lr=0), "positive"), (dict(blur_every=True), "whole number")])
+    (dict(norm_pct=101), r"norm_pct must be in \[0, 100\], not 101"), (dict(contrib_pct=-1), "contrib_pct"),
+    (dict(blur_radius=-0.5), "blur_radius must be at least 0"), (dict(blur_every=-1), "blur_every"),
+    (dict(steps=0), r"steps must be in \[1, 100000\]"), (dict(steps=2.5), "whole number"),
+    (dict(lr_policy="adam"), "lr_policy must be one of constant, progress"), (dict(decay=1.0), r"decay must be in \[0, 1\)"),
+    (dict(lr=float("nan")), "finite"), (dict(max_lr=0), "max_lr must be above 0"),
+    (dict(blur_every=True), "whole number")])
 def test_settings_reject_bad_values_with_a_plain_message(bad, message):
     with pytest.raises(ValueError, match=message):
         opt.Settings(**bad)
@@ -261,15 +264,37 @@ def test_experiment_saves_and_loads_and_rejects_other_json():
 def test_display_helpers():
     faint = np.full((2, 4, 4, 3), 120, np.uint8)
     faint[:, 0, 0] = 130
-    stretched = opt.contrast_stretch(faint)
+    stretched = render.contrast_stretch(faint)
     assert stretched.min() == 0 and stretched.max() == 255 and stretched.shape == faint.shape
-    sheet = opt.compose_sheet(np.zeros((6, 10, 10, 3), np.uint8), 2, 3, ["unit 1", "unit 2"], ["a", "b", "c"])
-    assert sheet.ndim == 3 and sheet.shape[0] > 20 and sheet.shape[1] > 30
-    gif = Image.open(io.BytesIO(opt.gif_bytes([faint[0], stretched[0], faint[1]])))
+    gif = Image.open(io.BytesIO(render.gif_bytes([faint[0], stretched[0], faint[1]])))
     assert gif.format == "GIF" and gif.n_frames == 3
-    assert opt.find_class(["tench", "Flamingo"], "flamingo") == 1 and opt.find_class(["a", "b"], "1") == 1
-    with pytest.raises(ValueError):
-        opt.find_class(["a"], "zebra")
+
+
+def test_sheet_cells_hold_their_images_in_order_under_their_labels():
+    # 2 units x 3 settings, each cell a distinct flat colour: the sheet must put cell (r, c) at row r, column c.
+    colours = np.array([[200, 30 * (3 * r + c + 1), 40] for r in range(2) for c in range(3)], np.uint8)  # not grey
+    cells = np.broadcast_to(colours[:, None, None, :], (6, 40, 40, 3)).copy()
+    rows, cols = ["unit 1", "unit 2"], ["decay 0.3 · lr progress 2 ≤ 1e8 · 750 it", "b", "c"]
+    sheet = render.compose_sheet(cells, 2, 3, rows, cols)
+    found = {}  # colour -> top-left corner of the solid 40 x 40 block of that colour
+    for k, colour in enumerate(colours):
+        ys, xs = np.nonzero((sheet == colour).all(axis=2))
+        assert ys.size == 40 * 40, k
+        found[k] = (ys.min(), xs.min())
+    for r in range(2):
+        assert len({found[3 * r + c][0] for c in range(3)}) == 1  # a sheet row shares its top
+        assert [found[3 * r + c][1] for c in range(3)] == sorted(found[3 * r + c][1] for c in range(3))
+    assert found[0][0] < found[3][0]  # unit 1's row above unit 2's
+    # Labels: the font has "≤" (no missing-glyph box) and the long label wraps between phrases, not mid-phrase.
+    font = render.label_font()
+    assert font.getmask("≤").getbbox() is not None and font.getmask("≤").size != font.getmask("\uffff").size
+    phrases = cols[0].split(" · ")
+    width = max(font.getlength(p) for p in phrases) + 1  # every phrase fits on a line of this width
+    lines = render.wrap_label(cols[0], width, font)
+    assert len(lines) > 1 and " · ".join(lines) == cols[0]  # broken only between phrases
+    assert all(font.getlength(line) <= width for line in lines)
+    top_text = sheet[: found[0][0]]
+    assert (top_text < 128).any()  # the column labels were drawn above the first row
 
 
 # ---------------------------------------------------------------- the embedded model
@@ -361,9 +386,19 @@ def test_cli_optimize_writes_png_and_gif_and_prints_the_record(tmp_path, capsys)
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"layer", "unit", "objective", "steps", "initial", "final", "best", "best_step",
-                           "argmax_step", "seconds"}
+                           "argmax_step", "seconds", "out", "image"}
     assert result["layer"] == "_blocks.5._bn2" and result["unit"] == 3 and result["steps"] == 3
     assert Image.open(out).size == (32, 32) and Image.open(gif).n_frames == 3
+    # --out holds the best image by default (the toolbox's headline output), and says so; --final the last one.
+    loaded = load_model(device="cpu")
+    settings = opt.preset(1).replace(decay=0.01, steps=3)
+    row = opt.run(loaded, opt.Target("_blocks.5._bn2", 3), settings, size=32).rows[0]
+    assert result["image"] == "best" and result["best_step"] == row.best_step
+    assert np.array_equal(np.asarray(Image.open(out)), row.best_image)
+    code = cli_main(["optimize", "--layer", "_blocks.5", "--unit", "3", "--preset", "1", "--decay", "0.01",
+                     "--steps", "3", "--size", "32", "--device", "cpu", "--out", str(out), "--final"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["image"] == "final"
+    assert np.array_equal(np.asarray(Image.open(out)), row.last_image)
 
 
 def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet(tmp_path, capsys):
@@ -379,7 +414,7 @@ def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet(tmp_path,
 
 @pytest.mark.parametrize("argv, message", [
     (["optimize", "--layer", "_blocks.5", "--unit", "999", "--out", "x.png"], "channels"),
-    (["optimize", "--layer", "_blocks.5", "--unit", "1", "--norm-pct", "120", "--out", "x.png"], "percentile"),
+    (["optimize", "--layer", "_blocks.5", "--unit", "1", "--norm-pct", "120", "--out", "x.png"], "norm_pct must be in [0, 100]"),
     (["compare", "--layer", "_fc", "--unit", "1", "--presets", "1,7", "--out", "x.png"], "preset"),
 ])
 def test_cli_errors_are_one_line_with_exit_status_2(argv, message, capsys, tmp_path):
@@ -393,3 +428,58 @@ def test_a_size_the_network_cannot_take_is_refused_up_front(lite0):
     with pytest.raises(opt.OptimizeError, match="16-pixel image is too small for _fc"):
         opt.optimize(lite0, opt.Target("_fc", 130), opt.preset(3).replace(steps=2), size=16)
     assert hook_count(lite0.module) == 0
+
+
+def test_class_names_apply_only_at_the_logits_and_numbers_follow_each_layers_size():
+    """One rule for the CLI and the pages (deepvis.settings.resolve_unit)."""
+    alexnet = load_model("alexnet", "random", "cpu")
+    assert opt.resolve_unit(alexnet, "classifier.4", "2000") == 2000  # a hidden layer of 4096 units
+    assert opt.resolve_unit(alexnet, "classifier.6", "flamingo") == 130  # a class at the logits
+    assert opt.resolve_unit(alexnet, "classifier.6", " Flamingo ") == 130 and opt.resolve_unit(
+        alexnet, "classifier.6", 7) == 7
+    with pytest.raises(opt.OptimizeError, match="class names apply only at the logits"):
+        opt.resolve_unit(alexnet, "classifier.4", "flamingo")
+    with pytest.raises(opt.OptimizeError, match="4096 units .0 to 4095.; unit 5000 does not exist"):
+        opt.resolve_unit(alexnet, "classifier.4", "5000")
+    with pytest.raises(opt.OptimizeError, match="1000 units"):
+        opt.resolve_unit(alexnet, "classifier.6", 1000)
+    with pytest.raises(opt.OptimizeError, match="No class called 'zebra crossing'"):
+        opt.resolve_unit(alexnet, "classifier.6", "zebra crossing")
+    assert opt.class_names(alexnet, "classifier.4") is None and len(opt.class_names(alexnet, "classifier.6")) == 1000
+
+
+@pytest.mark.parametrize("unit, expected", [("2000", 2000), ("flamingo", None)])
+def test_cli_hidden_layer_units(unit, expected, tmp_path, capsys):
+    out = tmp_path / "u.png"
+    code = cli_main(["optimize", "--model", "alexnet", "--weights", "random", "--layer", "classifier.4",
+                     "--unit", unit, "--steps", "2", "--size", "64", "--device", "cpu", "--out", str(out)])
+    captured = capsys.readouterr()
+    if expected is None:
+        assert code == 2 and "class names apply only at the logits" in captured.err
+    else:
+        assert code == 0 and json.loads(captured.out)["unit"] == expected
+
+
+def test_cli_refuses_a_missing_device_in_one_line(capsys):
+    wanted = [d for d in ("cuda", "mps") if not (torch.cuda.is_available() if d == "cuda" else
+                                                 torch.backends.mps.is_available())]
+    for device in [*wanted, "foo"]:
+        assert cli_main(["info", "--device", device]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("no " + device in err or "unknown device" in err), err
+
+
+def test_every_theta_setting_has_one_row_driving_validation_cli_and_help():
+    from deepvis.cli import build_parser
+
+    names = [t.name for t in opt.THETA]
+    assert names == list(opt.Settings().to_dict())  # one row per field, in field order
+    optimize_parser = build_parser()._subparsers._group_actions[0].choices["optimize"]
+    flags = {a.option_strings[0]: a for a in optimize_parser._actions if a.option_strings}
+    for theta in opt.THETA:
+        assert theta.label and theta.help.endswith(".")
+        assert theta.flag in flags, theta.flag  # generated from the table
+        assert theta.help in flags[theta.flag].help
+    args = build_parser().parse_args(["optimize", "--layer", "_fc", "--unit", "1", "--out", "x.png", "--blur-radius",
+                                      "0.7", "--lr-policy", "progress", "--norm-pct", "12.5"])
+    assert (args.blur_radius, args.lr_policy, args.norm_pct) == (0.7, "progress", 12.5)

@@ -1,0 +1,180 @@
+"""What an optimization run records: per row and iteration, and the best image so far.
+
+Conventions
+-----------
+* Images handed in are ``(B, 3, H, W)`` float tensors in the optimizer's pixel
+  space (0-255 units, mean subtracted; see :mod:`deepvis.optimize`); images handed
+  out are ``(H, W, 3)`` uint8, ``clip(x + mean, 0, 255)``.
+* A :class:`Recorder` keeps everything on the run's device and copies it to the
+  CPU only when a :class:`RunRecord` is asked for (at a snapshot).
+* Records keep only what cannot be derived: a row's best objective, the first
+  iteration at which its unit was its layer's argmax (``argmax_step``) and
+  whether it has finished are computed from its arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepvis.settings import Settings, Target
+
+
+@dataclass(frozen=True, eq=False)
+class RowRecord:
+    """What one row recorded, iteration by iteration, up to the snapshot it came with."""
+
+    target: Target
+    settings: Settings
+    objectives: np.ndarray = field(repr=False)  # (n,) float64, the objective of the image evaluated at each iteration
+    is_argmax: np.ndarray = field(repr=False)  # (n,) bool: the unit was its layer's argmax there
+    norms: np.ndarray = field(repr=False)  # (n,) L2 norm of x
+    stds: np.ndarray = field(repr=False)  # (n,) std of x
+    lrs: np.ndarray = field(repr=False)  # (n,) lr of the step after each iteration (0 after the last)
+    best_image: np.ndarray = field(repr=False)  # (H, W, 3) uint8, the image with the highest objective
+    best_step: int
+    last_image: np.ndarray = field(repr=False)  # (H, W, 3) uint8, the image evaluated last
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.objectives.shape[0])
+
+    @property
+    def finished(self) -> bool:
+        return self.steps_done == self.settings.steps
+
+    @property
+    def initial(self) -> float:
+        return float(self.objectives[0])
+
+    @property
+    def final(self) -> float:
+        return float(self.objectives[-1])
+
+    @property
+    def best_objective(self) -> float:
+        return float(self.objectives[self.best_step])
+
+    @property
+    def argmax_step(self) -> int | None:
+        """The first iteration at which the unit was the largest of its layer (a class: the top-1 class)."""
+        hits = np.flatnonzero(self.is_argmax)
+        return int(hits[0]) if hits.size else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"layer": self.target.layer, "unit": self.target.unit, "objective": self.target.objective,
+                "steps": self.steps_done, "initial": self.initial, "final": self.final,
+                "best": self.best_objective, "best_step": self.best_step, "argmax_step": self.argmax_step}
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord:
+    """All rows of a run, as of ``iteration``; ``seconds`` is compute time so far."""
+
+    rows: tuple[RowRecord, ...]
+    seed: int
+    size: int
+    iteration: int
+    seconds: float
+
+    @property
+    def done(self) -> bool:
+        return all(row.finished for row in self.rows)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [row.summary() for row in self.rows]
+
+    @property
+    def last_images(self) -> np.ndarray:
+        return np.stack([row.last_image for row in self.rows])
+
+    @property
+    def best_images(self) -> np.ndarray:
+        return np.stack([row.best_image for row in self.rows])
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """What :func:`optimize` yields every ``every`` iterations and at the end."""
+
+    iteration: int
+    total: int
+    record: RunRecord = field(repr=False)
+
+    @property
+    def images(self) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8: each row's image at this snapshot."""
+        return self.record.last_images
+
+    @property
+    def objectives(self) -> np.ndarray:
+        return np.array([row.final for row in self.record.rows])
+
+    @property
+    def done(self) -> bool:
+        return self.iteration == self.total - 1
+
+    @property
+    def progress(self) -> float:
+        return (self.iteration + 1) / self.total
+
+
+class Recorder:
+    """Per-row, per-iteration records and the best image so far, kept on the device until a snapshot.
+
+    ``x`` at construction is the start ``(B, 3, H, W)`` in pixel space (the best image until one scores).
+    """
+
+    def __init__(self, x: torch.Tensor, total: int) -> None:
+        rows, device = x.shape[0], x.device
+        self.values = {name: torch.zeros(total, rows, dtype=torch.float64, device=device)
+                       for name in ("objective", "norm", "std", "lr")}
+        self.is_max = torch.zeros(total, rows, dtype=torch.bool, device=device)
+        self.best = torch.full((rows,), -math.inf, dtype=torch.float64, device=device)
+        self.best_step = torch.zeros(rows, dtype=torch.long, device=device)
+        self.best_x = x.clone()
+
+    def record(self, it: int, where: slice | torch.Tensor, x: torch.Tensor, values: torch.Tensor,
+               is_max: torch.Tensor) -> None:
+        """Iteration ``it`` of the rows ``where``: the image ``x`` they evaluated and what it scored."""
+        flat = x.flatten(1)
+        # One pass of sums instead of torch.std (several ms per row on a CPU); x has mean ~0, so no cancellation.
+        squares, sums = flat.pow(2).sum(dim=1).double(), flat.sum(dim=1).double()
+        self.values["objective"][it, where] = values.double()
+        self.values["norm"][it, where] = squares.sqrt()
+        self.values["std"][it, where] = (squares / flat.shape[1] - (sums / flat.shape[1]) ** 2).clamp(min=0).sqrt()
+        self.is_max[it, where] = is_max
+        improved = values.double() > self.best[where]
+        self.best[where] = torch.where(improved, values.double(), self.best[where])
+        self.best_step[where] = torch.where(improved, it, self.best_step[where])
+        self.best_x[where] = torch.where(improved.view(-1, 1, 1, 1), x, self.best_x[where])
+
+    def record_lr(self, it: int, where: slice | torch.Tensor, lr: torch.Tensor) -> None:
+        """The lr of the step that followed iteration ``it`` (0 for a row's last iteration)."""
+        self.values["lr"][it, where] = lr.double()
+
+    def run_record(self, it: int, targets: Sequence[Target], settings: Sequence[Settings], images: np.ndarray,
+                   mean: torch.Tensor, seed: int, seconds: float) -> RunRecord:
+        """Everything recorded up to iteration ``it``; ``images`` are the rows' current uint8 images."""
+        arrays = {name: values.cpu().numpy() for name, values in self.values.items()}
+        is_max, best_images = self.is_max.cpu().numpy(), to_uint8(self.best_x + mean)
+        best_steps = self.best_step.cpu().tolist()
+        rows = []
+        for b, (target, row_settings) in enumerate(zip(targets, settings)):
+            n = min(it + 1, row_settings.steps)
+            rows.append(RowRecord(target, row_settings, arrays["objective"][:n, b].copy(), is_max[:n, b].copy(),
+                                  arrays["norm"][:n, b].copy(), arrays["std"][:n, b].copy(),
+                                  arrays["lr"][:n, b].copy(), best_images[b], int(best_steps[b]), images[b].copy()))
+        return RunRecord(tuple(rows), seed, images.shape[1], it, seconds)
+
+
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` 0-255 floats -> ``(B, H, W, 3)`` uint8 on the CPU."""
+    return pixels.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,345 @@
+"""What an optimization run is asked to do: θ (one table), targets, experiments.
+
+Conventions
+-----------
+* **θ is one table.**  Each field of :class:`Settings` carries its own label, help
+  text, kind, range, widget step and CLI flag (:class:`Theta`, in the field's
+  metadata); validation, the pages' θ editor, the CLI flags and the help text are
+  all generated from it (:data:`THETA`).  Adding a setting is one field here plus
+  its use in the engine (:mod:`deepvis.optimize`).
+* Values are in the optimizer's pixel space (0-255 units, mean subtracted; see
+  :mod:`deepvis.optimize`).  Percentiles are in [0, 100].
+* :data:`PRESETS` are the paper's Table 1 rows, verbatim (Yosinski et al. 2015,
+  Table 1: decay, blur radius, blur every, norm percentile, contribution
+  percentile, iterations, learning-rate policy).
+* A :class:`Target` names a layer (a graph node, :mod:`deepvis.graph`) and a unit:
+  a channel of a map, or an element of a vector.  Class names are units of the
+  logits only; :func:`resolve_unit` is the one place that decides.
+* An :class:`Experiment` (targets x settings, seed, size, model) round-trips
+  through JSON (format ``deepvis-experiment``, version 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import numbers
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepvis.models import DEFAULT_MODEL, LoadedModel
+
+LR_POLICIES = ("constant", "progress")
+OBJECTIVES = ("neuron", "channel")
+MIN_SIZE, MAX_SIZE = 8, 1024
+MAX_STEPS = 100_000
+
+LR_RULE = ("lr multiplies the gradient w.r.t. the network's own input (g = s · ∂obj/∂pixel, s = the model's std "
+           "in 0-255 units) and the step is taken in 0-255 pixel space: x += lr · g. The progress policy picks "
+           "lr = min(max lr, desired progress / (∂obj/∂pixel · g)), so each step is predicted to raise the "
+           "objective by the desired progress.")
+
+
+class OptimizeError(ValueError):
+    """A run cannot be set up (bad target, size, unit, ...); the message says why."""
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def fmt(value: float) -> str:
+    """``1e-4`` rather than ``0.0001``, ``100`` rather than ``100.0``."""
+    text = f"{value:g}"
+    return text.replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+
+
+@dataclass(frozen=True)
+class Theta:
+    """One row of the θ table: how a :class:`Settings` field is labelled, explained, bounded and flagged."""
+
+    name: str
+    label: str
+    help: str
+    kind: str  # "float", "int", "percent" (a float in [0, 100], a slider) or "choice"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is not allowed
+    high_open: bool = False
+    step: float = 1.0  # the widget's step
+    choices: tuple[str, ...] = ()
+    enabled_by: tuple[str, str] | None = None  # (field, value): only used when that field has that value
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        """``value`` converted to the field's type, or a ``ValueError`` saying what is allowed."""
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
+            return value
+        if self.kind == "int":
+            if not is_int(value):
+                raise ValueError(f"{self.name} must be a whole number, not {value!r}")
+            value = int(value)
+        else:
+            if not _is_number(value):
+                raise ValueError(f"{self.name} must be a finite number, not {value!r}")
+            value = float(value)
+        too_low = self.low is not None and (value < self.low or (self.low_open and value == self.low))
+        too_high = self.high is not None and (value > self.high or (self.high_open and value == self.high))
+        if too_low or too_high:
+            raise ValueError(f"{self.name} must be {self.interval}, not {fmt(value)}")
+        return value
+
+    @property
+    def interval(self) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{fmt(self.low)}, {fmt(self.high)}"
+                    f"{')' if self.high_open else ']'}")
+        return f"{'above' if self.low_open else 'at least'} {fmt(self.low)}"
+
+
+def _theta(default: Any, label: str, help: str, kind: str = "float", **limits: Any) -> Any:
+    return field(default=default, metadata={"theta": (label, help, kind, limits)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The regularization and step-size hyperparameters θ of one run (one batch row); see module docstring."""
+
+    steps: int = _theta(1000, "Iterations", "Number of gradient-ascent iterations.", "int", low=1, high=MAX_STEPS)
+    lr_policy: str = _theta(
+        "constant", "Learning-rate policy",
+        "constant: a fixed lr; progress: lr chosen so each step aims at a fixed gain (capped by max lr).",
+        "choice", choices=LR_POLICIES)
+    lr: float = _theta(100.0, "lr (constant policy)",
+                       "Step size (constant policy), applied to the gradient w.r.t. the network's input.",
+                       low=0, step=10.0, enabled_by=("lr_policy", "constant"))
+    max_lr: float = _theta(100.0, "max lr (progress policy)", "Upper bound on the step size under the progress policy.",
+                           low=0, low_open=True, step=10.0, enabled_by=("lr_policy", "progress"))
+    desired_prog: float = _theta(2.0, "Desired progress (progress policy)",
+                                 "Progress policy: the objective gain each step aims at (first-order prediction).",
+                                 low=0, low_open=True, step=0.5, enabled_by=("lr_policy", "progress"))
+    decay: float = _theta(1e-4, "L2 decay",
+                          "L2 decay: shrinks every pixel towards the mean each step, keeping the image from saturating.",
+                          low=0, high=1, high_open=True, step=1e-4)
+    blur_radius: float = _theta(1.0, "Blur σ (px)",
+                                "Gaussian blur σ in pixels: removes high-frequency noise, favouring smooth, larger "
+                                "shapes.", low=0, step=0.1)
+    blur_every: int = _theta(4, "Blur every n steps",
+                             "Blur after every n-th step (0 = never); rarer blurs leave more fine detail.", "int", low=0)
+    norm_pct: float = _theta(0.0, "Norm clip percentile",
+                             "Pixels whose colour strength is below this percentile are reset to the mean (grey).",
+                             "percent", low=0, high=100)
+    contrib_pct: float = _theta(0.0, "Contribution clip percentile",
+                                "Pixels contributing less than this percentile to the unit are reset to the mean.",
+                                "percent", low=0, high=100)
+
+    def __post_init__(self) -> None:
+        for theta in THETA:
+            object.__setattr__(self, theta.name, theta.check(getattr(self, theta.name)))
+
+    @property
+    def blurs(self) -> bool:
+        return self.blur_every > 0 and self.blur_radius > 0
+
+    @property
+    def label(self) -> str:
+        blur = f"blur {fmt(self.blur_radius)}/{self.blur_every}" if self.blurs else "no blur"
+        lr = f"lr {fmt(self.lr)}" if self.lr_policy == "constant" else \
+            f"lr progress {fmt(self.desired_prog)} ≤ {fmt(self.max_lr)}"
+        return (f"decay {fmt(self.decay)} · {blur} · norm {fmt(self.norm_pct)}% · "
+                f"contrib {fmt(self.contrib_pct)}% · {lr} · {self.steps} it")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        if not isinstance(data, Mapping):
+            raise ValueError("settings must be a JSON object")
+        unknown = set(data) - {t.name for t in THETA}
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _table() -> tuple[Theta, ...]:
+    rows = []
+    for f in dataclasses.fields(Settings):
+        label, help_text, kind, limits = f.metadata["theta"]
+        rows.append(Theta(f.name, label, help_text, kind, **limits))
+    return tuple(rows)
+
+
+THETA: tuple[Theta, ...] = _table()
+
+PRESETS: Mapping[int, Settings] = types.MappingProxyType({
+    1: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=50, contrib_pct=0, steps=500,
+                lr_policy="progress", max_lr=100.0, desired_prog=2.0),
+    2: Settings(decay=0.3, blur_radius=0.0, blur_every=0, norm_pct=20, contrib_pct=0, steps=750,
+                lr_policy="constant", lr=100.0),
+    3: Settings(decay=1e-4, blur_radius=1.0, blur_every=4, norm_pct=0, contrib_pct=0, steps=1000,
+                lr_policy="constant", lr=100.0),
+    4: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=0, contrib_pct=90, steps=1000,
+                lr_policy="progress", max_lr=1e8, desired_prog=2.0),
+})
+PRESET_NAMES: Mapping[int, str] = types.MappingProxyType({n: f"Table 1 row {n}" for n in PRESETS})
+
+
+def preset(number: int) -> Settings:
+    """Table 1 row ``number`` (1-4) of the paper."""
+    if not is_int(number) or number not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(map(str, PRESETS))}, not {number!r}")
+    return PRESETS[number]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The unit to maximize: ``unit`` is a channel (conv layer) or an element/class (vector layer)."""
+
+    layer: str
+    unit: int
+    objective: str = "neuron"
+    position: tuple[int, int] | None = None  # (y, x) for "neuron" on a conv layer; None = centre
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise ValueError("layer must be a non-empty layer name")
+        if not is_int(self.unit) or self.unit < 0:
+            raise ValueError(f"unit must be a non-negative whole number, not {self.unit!r}")
+        object.__setattr__(self, "unit", int(self.unit))
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        if self.position is not None:
+            pos = tuple(self.position)
+            if len(pos) != 2 or not all(is_int(v) and v >= 0 for v in pos):
+                raise ValueError(f"position must be two non-negative whole numbers (y, x), not {self.position!r}")
+            object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
+
+    @property
+    def label(self) -> str:
+        if self.objective == "channel":
+            return f"{self.layer} ch {self.unit} (mean)"
+        where = f" @ {self.position}" if self.position is not None else ""
+        return f"{self.layer} unit {self.unit}{where}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "unit": self.unit, "objective": self.objective,
+                "position": list(self.position) if self.position is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Target:
+        if not isinstance(data, Mapping):
+            raise ValueError("target must be a JSON object")
+        unknown = set(data) - {"layer", "unit", "objective", "position"}
+        if unknown:
+            raise ValueError(f"unknown target field(s): {', '.join(sorted(unknown))}")
+        if "layer" not in data or "unit" not in data:
+            raise ValueError("target needs a layer and a unit")
+        position = data.get("position")
+        return cls(data["layer"], data["unit"], data.get("objective", "neuron"),
+                   tuple(position) if isinstance(position, (list, tuple)) else position)
+
+
+def class_names(loaded: LoadedModel, layer: str) -> Sequence[str] | None:
+    """The class names of ``layer``'s units: only for the logits (the last layer, one unit per class)."""
+    info = loaded.layer(layer)
+    is_logits = info.name == loaded.logits_layer and len(loaded.class_names) == info.channels
+    return loaded.class_names if is_logits else None
+
+
+def resolve_unit(loaded: LoadedModel, layer: str, query: str | int) -> int:
+    """A unit of ``layer`` from a number, or from a class name at the logits; ``OptimizeError`` otherwise.
+
+    The one rule for the CLI and the pages: a number must exist in the layer (0 to channels - 1); a class
+    name is accepted only at the logits, exactly (case-insensitive).
+    """
+    info = loaded.layer(layer)
+    noun = "channels" if info.is_spatial else "units"
+    text = str(query).strip()
+    if is_int(query) or text.isdigit():
+        unit = int(text)
+        if not 0 <= unit < info.channels:
+            raise OptimizeError(f"{info.name} has {info.channels} {noun} (0 to {info.channels - 1}); "
+                                f"unit {unit} does not exist.")
+        return unit
+    names = class_names(loaded, layer)
+    if names is None:
+        raise OptimizeError(f"{query!r} is not a unit number; class names apply only at the logits "
+                            f"({loaded.logits_layer}), and {info.name} has {info.channels} {noun}.")
+    wanted = text.lower()
+    for index, name in enumerate(names):
+        if name.lower() == wanted:
+            return index
+    raise OptimizeError(f"No class called {query!r}.")
+
+
+EXPERIMENT_FORMAT = "deepvis-experiment"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A comparison (one target, several settings) or a units x settings sheet; saved as JSON."""
+
+    targets: tuple[Target, ...]
+    settings: tuple[Settings, ...]
+    seed: int = 0
+    size: int | None = None
+    model: str = DEFAULT_MODEL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "settings", tuple(self.settings))
+        if not self.targets or not all(isinstance(t, Target) for t in self.targets):
+            raise ValueError("an experiment needs at least one target")
+        if not self.settings or not all(isinstance(s, Settings) for s in self.settings):
+            raise ValueError("an experiment needs at least one setting")
+        if not is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative whole number, not {self.seed!r}")
+        if self.size is not None and (not is_int(self.size) or not MIN_SIZE <= self.size <= MAX_SIZE):
+            raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {self.size!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("model must be a model name")
+
+    def rows(self) -> tuple[list[Target], list[Settings]]:
+        """Batch rows: every target with every setting, target-major (a sheet's row-major order)."""
+        pairs = list(itertools.product(self.targets, self.settings))
+        return [t for t, _ in pairs], [s for _, s in pairs]
+
+    def to_json(self) -> str:
+        return json.dumps({"format": EXPERIMENT_FORMAT, "version": 1, "model": self.model, "seed": self.seed,
+                           "size": self.size, "targets": [t.to_dict() for t in self.targets],
+                           "settings": [s.to_dict() for s in self.settings]}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Experiment:
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"This is not a JSON file ({exc.__class__.__name__}).") from None
+        if not isinstance(data, dict) or data.get("format") != EXPERIMENT_FORMAT:
+            raise ValueError("This JSON file is not a saved deepvis comparison.")
+        if data.get("version") != 1:
+            raise ValueError(f"Unsupported comparison file version {data.get('version')!r}.")
+        try:
+            targets = [Target.from_dict(t) for t in data["targets"]]
+            settings = [Settings.from_dict(s) for s in data["settings"]]
+            return cls(tuple(targets), tuple(settings), data.get("seed", 0), data.get("size"),
+                       data.get("model", DEFAULT_MODEL))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"The comparison file is incomplete ({exc.__class__.__name__}: {exc}).") from None
