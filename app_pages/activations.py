@@ -40,14 +40,7 @@ with right:
     st.plotly_chart(charts.predictions_figure(result.predictions), key="act_predictions")
 
 channels = result.activation.shape[0]
-if st.session_state.get("act_overview") and st.session_state.act_overview.selection.points:
-    clicked = int(st.session_state.act_overview.selection.points[0]["x"])
-    if clicked != st.session_state.get("act_last_click"):
-        st.session_state.act_last_click = st.session_state.act_unit = clicked
-if st.session_state.get("act_unit", 0) >= channels:
-    st.session_state.act_unit = 0
-unit = st.number_input("Unit (channel)", 0, channels - 1, key="act_unit",
-                       help="Or click a bar in the overview below.")
+unit = ui.unit_picker("act", channels, chart_key="act_overview")
 
 st.subheader(f"All {channels} channels of {layer}")
 scaling = st.radio("Scaling", SCALINGS, horizontal=True, key="act_scaling",

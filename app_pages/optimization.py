@@ -2,31 +2,16 @@
 
 import streamlit as st
 
-from deepvis import charts, history, ui
+from deepvis import charts, history, render, ui, ui_runs
 from deepvis import optimize as opt
-from deepvis import render
 from deepvis.render import png_bytes
 
 loaded = ui.model_sidebar()
 st.title("Optimization")
 st.caption("Start from noise and change the image, step by step, so that one unit fires as strongly as "
            "possible; four regularizers (Table 1 of the paper) keep the result recognizable.")
-
-left, right = st.columns([1, 2], gap="large")
-with left:
-    target = ui.target_picker(loaded, "opt")
-    seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key="opt_seed")
-    size = st.number_input("Image size (px)", opt.MIN_SIZE, opt.MAX_SIZE, loaded.spec.input_size, step=16,
-                           key=f"opt_size_{loaded.spec.name}")
-    stretch = st.toggle("Contrast stretch", key="opt_stretch",
-                        help="Stretch each image to the full 0–255 range (faint images become readable).")
-with right:
-    settings = ui.settings_editor("opt")
-st.caption(f"**Learning-rate rule:** {opt.LR_RULE}")
-
-start_col, stop_col, _ = st.columns([1, 1, 6])
-start = start_col.button("Start", type="primary", key="opt_start", disabled=settings is None)
-stop_col.button("Stop", key="opt_stop", disabled=not start, help="Ends the run and keeps what was made.")
+form = ui_runs.optimization_form(loaded)
+start = ui_runs.start_stop(ui_runs.OPT, ready=form.settings is not None)
 progress, live = st.empty(), st.empty()
 
 
@@ -34,15 +19,16 @@ def draw_live(snap: opt.Snapshot) -> None:
     progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total}")
     with live.container():
         image_col, chart_col = st.columns([1, 2])
-        image_col.image(png_bytes(ui.frame_view(snap.images[0], stretch)), output_format="PNG",
+        image_col.image(png_bytes(ui_runs.frame_view(snap.images[0], form.stretch)), output_format="PNG",
                         caption=f"iteration {snap.iteration} · objective {snap.objectives[0]:.4g}")
         chart_col.plotly_chart(charts.curves_figure(snap.record, ["objective"], norms=True))
 
 
 if start:
-    ui.run_live("opt", lambda: opt.optimize(loaded, target, settings, seed=seed, size=size,
-                                            every=history.snapshot_every(settings.steps)),
-                draw_live, [ui.target_name(loaded, target)])
+    ui_runs.run_live(ui_runs.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed,
+                                                       size=form.size,
+                                                       every=history.snapshot_every(form.settings.steps)),
+                     draw_live, [ui.target_name(loaded, form.target)])
     live.empty()  # the viewer below takes over
 
 
@@ -54,30 +40,32 @@ def history_viewer(state: history.RunState, stretch: bool) -> None:
         shown = st.select_slider("History (iteration)", iterations, value=shown, key=f"opt_history_{state.run_id}")
     frame, row = state.history.at(shown), state.record.rows[0]
     image_col, chart_col = st.columns([1, 2])
-    image_col.image(png_bytes(ui.frame_view(frame.images[0], stretch)), output_format="PNG",
+    image_col.image(png_bytes(ui_runs.frame_view(frame.images[0], stretch)), output_format="PNG",
                     caption=f"iteration {shown} · objective {frame.objectives[0]:.4g}")
     with chart_col:
         st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=shown, norms=True), key="opt_chart")
         a, b, c = st.columns(3)
         a.metric("best objective", f"{row.best_objective:.4g}")
         b.metric("best at iteration", row.best_step)
-        c.metric("argmax of its layer from", "never" if row.argmax_step is None else row.argmax_step)
+        c.metric("argmax of its layer from", "never" if row.argmax_step is None else row.argmax_step,
+                 help="The first iteration at which this unit was the largest of its layer (for a class: the "
+                      "network's top-1 class).")
 
 
-state = st.session_state.get("opt_run")
+state = ui_runs.last_run(ui_runs.OPT)
 if state is not None:
     st.subheader(state.names[0])
-    if ui.wind_down(state):
+    if ui_runs.wind_down(state):
         st.stop()
-    ui.run_status(state)
+    ui_runs.run_status(state)
 if state is not None and state.record is not None:
-    history_viewer(state, stretch)
+    history_viewer(state, form.stretch)
     row = state.record.rows[0]
     name = f"{row.target.layer}_{row.target.unit}"
-    final, best = (png_bytes(ui.frame_view(img, stretch, 0)) for img in (row.last_image, row.best_image))
+    final, best = (png_bytes(ui_runs.frame_view(img, form.stretch, 0)) for img in (row.last_image, row.best_image))
     a, b, c = st.columns(3)
     a.download_button("Final image (PNG)", final, f"{name}_final.png", "image/png", on_click="ignore")
     b.download_button("Best image (PNG)", best, f"{name}_best.png", "image/png", on_click="ignore")
     c.download_button("History (animated GIF)", lambda: render.gif_bytes(
-        [ui.frame_view(f.images[0], stretch, 0) for f in state.history.frames]), f"{name}.gif", "image/gif",
-        on_click="ignore")
+        [ui_runs.frame_view(f.images[0], form.stretch, 0) for f in state.history.frames]), f"{name}.gif",
+        "image/gif", on_click="ignore")

@@ -8,9 +8,9 @@ Run by hand from the repository root (Lucent is a benchmark-only dependency, see
 For an early and a middle layer of the embedded EfficientNet-Lite0 (same unit, same image size, batch 1):
 
 * ``deepvis``: ``deepvis.optimize.run`` with Table 1 row 3 (blur every 4 steps) for ``--iterations`` steps;
-* ``bare``: the floor for this algorithm, a forward pass stopped at the layer (one forward hook that raises
-  ``StopForward``) plus ``torch.autograd.grad`` of the unit w.r.t. the image, nothing else, fed in the same
-  memory layout as deepvis (channels-last on a CPU);
+* ``bare``: the floor for this algorithm, the forward pass to the layer (the truncated graph module of
+  ``deepvis.activations.capture``) plus ``torch.autograd.grad`` of the unit w.r.t. the image, nothing else, fed
+  in the same memory layout as deepvis (channels-last on a CPU);
 * ``Lucent``: ``lucent.optvis.render.render_vis`` on the centre neuron of the same channel
   (``objectives.neuron``), once with its defaults (FFT + decorrelated parameterization, the standard
   jitter/scale/rotate transforms, Adam) and once "minimal" (plain pixel parameterization, no transforms).
@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 
 from deepvis import optimize as opt
-from deepvis.hooks import StopForward, owned_hooks, run_until_stopped
+from deepvis.activations import capture
 from deepvis.images import normalize
 from deepvis.models import default_device, load_model
 
@@ -58,26 +58,18 @@ def per_iteration(function: Callable[[], object], iterations: int, device: torch
 
 
 def bare_loop(loaded, layer: str, unit: int, size: int, iterations: int) -> None:
-    """Forward stopped at ``layer`` + gradient of the centre unit w.r.t. the image; nothing else."""
+    """Forward to ``layer`` (the same truncated graph module deepvis uses) + gradient of the centre unit w.r.t.
+    the image; nothing else."""
     device = loaded.device
     x = opt.initial_image(size, 0, device)
     mean = torch.tensor(loaded.spec.normalization.mean255, device=device).view(1, 3, 1, 1)
-    module = loaded.module.get_submodule(layer)
     for _ in range(iterations):
         image = x.detach().requires_grad_(True)
-        out: list[torch.Tensor] = []
-
-        def keep(_m, _a, output):
-            out.append(output)
-            raise StopForward
-
-        with owned_hooks() as hooks, torch.enable_grad():
-            hooks.forward(module, keep)
+        with torch.enable_grad():
             inputs = normalize(image + mean, loaded.spec.normalization)
             if device.type == "cpu":  # the layout deepvis feeds on a CPU (faster there)
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            run_until_stopped(loaded.module, inputs)
-            act = out[0]
+            act = capture(loaded.module, inputs, [layer], keep_graph=True)[layer]
             value = act[0, unit, act.shape[2] // 2, act.shape[3] // 2]
             (grad,) = torch.autograd.grad(value, image)
         x = image.detach() + grad  # keep a data dependence between iterations, as the real loop has

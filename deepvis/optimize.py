@@ -114,6 +114,7 @@ class _Rows:
             return torch.tensor(values, dtype=dtype, device=device)
 
         self.constant = per_row([s.lr_policy == "constant" for s in chosen], torch.bool)
+        self.all_constant = all(s.lr_policy == "constant" for s in chosen)
         self.lr, self.max_lr = per_row([s.lr for s in chosen]), per_row([s.max_lr for s in chosen])
         self.desired, self.keep = per_row([s.desired_prog for s in chosen]), per_row([1 - s.decay for s in chosen])
         self.norm_pcts, self.contrib_pcts = [s.norm_pct for s in chosen], [s.contrib_pct for s in chosen]
@@ -202,8 +203,11 @@ def _evaluate(model: LoadedModel, x: torch.Tensor, rows: _Rows, layers: list[str
 def _ascent_step(x: torch.Tensor, grad: torch.Tensor, g_in: torch.Tensor, rows: _Rows, it: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps (1)-(4) of the module docstring for every row in ``rows``; returns the new x and each row's lr."""
-    progress_lr = torch.minimum(rows.max_lr, rows.desired / (grad * g_in).flatten(1).sum(dim=1))
-    lr = torch.where(rows.constant, rows.lr, progress_lr)
+    if rows.all_constant:
+        lr = rows.lr
+    else:
+        progress_lr = torch.minimum(rows.max_lr, rows.desired / (grad * g_in).flatten(1).sum(dim=1))
+        lr = torch.where(rows.constant, rows.lr, progress_lr)
     x = (x + lr.view(-1, 1, 1, 1) * g_in) * rows.keep.view(-1, 1, 1, 1)  # (1) step, then L2 decay
     sigmas = rows.blur_sigmas(it)
     if any(sigmas):
@@ -240,9 +244,14 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         images = to_uint8(x + mean) if snapshot_due else None
 
         stepped, lr = _ascent_step(xa, grad, grad * std, rows, it)
-        moves = torch.tensor([it < steps[b] - 1 for b in active], device=device)
-        x[rows.rows] = torch.where(moves.view(-1, 1, 1, 1), stepped, xa)
-        history.record_lr(it, rows.rows, torch.where(moves, lr, 0.0))
+        moving = [it < steps[b] - 1 for b in active]
+        if all(moving):
+            x[rows.rows] = stepped
+        else:  # a row's last iteration evaluates its image and does not change it
+            moves = torch.tensor(moving, device=device)
+            x[rows.rows] = torch.where(moves.view(-1, 1, 1, 1), stepped, xa)
+            lr = torch.where(moves, lr, 0.0)
+        history.record_lr(it, rows.rows, lr)
 
         if snapshot_due:
             seconds += time.perf_counter() - started

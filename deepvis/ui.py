@@ -1,31 +1,29 @@
-"""The one module that touches Streamlit: cached loaders and shared widget groups.
+"""Streamlit widgets shared by the pages: the model, the photo, layers and units.
+
+One of the two modules that touch Streamlit (the other is :mod:`deepvis.ui_runs`,
+the optimization pages' forms and live runs).
 
 Conventions
 -----------
 * ``shared_model`` is cached with ``st.cache_resource``: one frozen model per
   (name, weights, seed, device), shared by every session.  Nothing here or in
-  the pages may modify it (see :mod:`deepvis.hooks`).
-* Widget groups return plain Python values (bytes, a ``LoadedModel``) so the
-  pages stay thin; every failure a person can cause becomes one ``st.error``
-  line, never a traceback.
-* Long runs (optimization) stream into a ``RunState`` kept in ``st.session_state``
-  as each snapshot arrives, so what was made survives Stop, reruns and page
-  switches; history frames are uint8 and bounded (``FrameHistory``).
+  the pages may modify it (see :mod:`deepvis.graph`).
+* Widget groups return plain Python values or small typed objects (bytes, a
+  ``LoadedModel``, a layer name, an ``opt.Target``), so the pages stay thin and
+  never read ``st.session_state`` keys themselves; every failure a person can
+  cause becomes one ``st.error`` line, never a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
 from deepvis import optimize as opt
-from deepvis import render
 from deepvis.backprop import ModeSupport, mode_support
-from deepvis.charts import PALETTE
-from deepvis.history import FrameHistory, RunState, stream
 from deepvis.graph import groups
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
@@ -115,9 +113,6 @@ def backprop_modes(loaded: LoadedModel) -> ModeSupport:
 # --- Optimization and Comparison pages (issues 3 and 4) ------------------------------------------------------
 # Keys: every widget group takes a ``key`` prefix and keeps its values in st.session_state under
 # ``{key}_...`` so that a saved experiment can be put back into the widgets (see ``apply_experiment``).
-
-CUSTOM = "custom"
-
 
 def _init(key: str, value: object) -> None:
     if key not in st.session_state:
@@ -232,220 +227,18 @@ def units_picker(loaded: LoadedModel, key: str) -> list[opt.Target]:
     return [opt.Target(layer, int(u), objective) for u in units]
 
 
-def preset_of(settings: opt.Settings) -> int | str:
-    """The Table 1 row these settings equal, else ``"custom"``."""
-    return next((n for n, p in opt.PRESETS.items() if p == settings), CUSTOM)
+def unit_picker(key: str, channels: int, chart_key: str) -> int:
+    """The unit (channel) number box; a click on a bar of the chart drawn with ``chart_key`` chooses it too.
 
-
-def settings_name(settings: opt.Settings) -> str:
-    """``Table 1 row 3``, ``Table 1 row 3, 200 it`` (only the iterations changed) or ``custom``."""
-    found = preset_of(settings)
-    if found != CUSTOM:
-        return opt.PRESET_NAMES[found]
-    for number, preset in opt.PRESETS.items():
-        if preset.replace(steps=settings.steps) == settings:
-            return f"{opt.PRESET_NAMES[number]}, {settings.steps} it"
-    return "custom"
-
-
-def set_settings(key: str, settings: opt.Settings) -> None:
-    """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback)."""
-    for name, value in settings.to_dict().items():
-        st.session_state[f"{key}_{name}"] = value
-    st.session_state[f"{key}_preset"] = preset_of(settings)
-
-
-def _read_settings(key: str) -> opt.Settings:
-    return opt.Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in opt.THETA})
-
-
-def _preset_chosen(key: str) -> None:
-    chosen = st.session_state[f"{key}_preset"]
-    if chosen != CUSTOM:
-        set_settings(key, opt.preset(chosen))
-
-
-def _theta_edited(key: str) -> None:
-    try:
-        st.session_state[f"{key}_preset"] = preset_of(_read_settings(key))
-    except ValueError:
-        st.session_state[f"{key}_preset"] = CUSTOM
-
-
-def _theta_widget(key: str, theta: opt.Theta, explain: bool) -> None:
-    """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
-    common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key,), help=None if explain else theta.help)
-    if theta.enabled_by is not None:
-        other, value = theta.enabled_by
-        common["disabled"] = st.session_state[f"{key}_{other}"] != value
-    if theta.kind == "choice":
-        st.radio(theta.label, theta.choices, horizontal=True, **common)
-    elif theta.kind == "percent":
-        st.slider(theta.label, float(theta.low), float(theta.high), step=theta.step, **common)
-    elif theta.kind == "int":
-        st.number_input(theta.label, step=int(theta.step), **common)
-    else:
-        st.number_input(theta.label, step=theta.step, format="%g", **common)
-    if explain:
-        st.caption(theta.help)
-
-
-def settings_editor(key: str, default: int = 3, explain: bool = True) -> opt.Settings | None:
-    """A Table 1 preset selector and every θ; returns the settings, or ``None`` after one ``st.error`` line.
-
-    Choosing a preset fills in its θ; editing any θ turns the selector to "custom" (or to the preset it
-    now equals).  ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip).
+    The choice is kept in range when the layer changes (it falls back to unit 0).
     """
-    if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in opt.THETA):
-        set_settings(key, opt.preset(default))
-    st.selectbox("Settings", (*opt.PRESETS, CUSTOM), key=f"{key}_preset", on_change=_preset_chosen, args=(key,),
-                 format_func=lambda p: opt.PRESET_NAMES.get(p, "custom θ"),
-                 help="The paper's Table 1 rows (row 3 made most of its images), or your own θ.")
-    box = st.container() if explain else st.expander("Edit θ")
-    with box:
-        grid = st.columns(2) if explain else [st.container()]
-        for i, theta in enumerate(opt.THETA):
-            with grid[i * len(grid) // len(opt.THETA)]:
-                _theta_widget(key, theta, explain)
-    try:
-        return _read_settings(key)
-    except ValueError as exc:
-        st.error(f"Invalid settings: {exc}")
-        return None
-
-
-def color_header(index: int, title: str, caption: str) -> None:
-    """A column header in ``PALETTE[index]`` (the colour of its line in the charts)."""
-    color = PALETTE[index % len(PALETTE)]
-    st.markdown(f'<div style="border-top: 5px solid {color}; padding-top: 4px; color: {color}; font-weight: 600">'
-                f"{title}</div>", unsafe_allow_html=True)
-    st.caption(caption)
-
-
-def column_name(index: int, settings: opt.Settings | None) -> str:
-    """``A · Table 1 row 3``, ``B · custom``, … (the header and legend name of comparison column ``index``)."""
-    return f"{chr(ord('A') + index)} · {settings_name(settings) if settings else 'invalid settings'}"
-
-
-def run_live(key: str, start: Callable[[], Generator[opt.Snapshot, None, None]],
-             draw: Callable[[opt.Snapshot], None], names: Sequence[str], history: FrameHistory | None = None,
-             experiment: opt.Experiment | None = None, **extra: object) -> RunState | None:
-    """Start a run (``start()`` -> generator), store its ``RunState`` as ``st.session_state[f"{key}_run"]``
-    and stream it.  A ``ValueError`` at the start (bad settings, target, size) becomes one ``st.error`` line;
-    a failure during the run is kept in the state for ``run_status`` to show."""
-    try:
-        gen = start()
-    except ValueError as exc:
-        st.error(f"Cannot start: {exc}")
-        return None
-    st.session_state[f"{key}_runs"] = st.session_state.get(f"{key}_runs", 0) + 1
-    state = RunState(st.session_state[f"{key}_runs"], tuple(names), history or FrameHistory(), experiment,
-                     extra=dict(extra))
-    st.session_state[f"{key}_run"] = state
-    try:
-        stream(gen, state, draw)
-    except (ValueError, RuntimeError) as exc:  # RuntimeError: torch cannot run the network on this input
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (is the image too small for this network?)" if isinstance(exc, RuntimeError) else ""
-        state.status, state.error = "failed", f"{first_line}{hint}"
-    return state
-
-
-def wind_down(state: RunState) -> bool:
-    """While an interrupted run is still ending, say so and return True (the caller draws nothing more).
-
-    A click during a run starts a new script run at once, in a new thread; the old one keeps computing
-    until its next ``st`` call, where Streamlit stops it (its ``finally`` then marks the run stopped).
-    A small fragment polls until then and reruns the page, which then shows the kept history.
-    """
-    if state.status == "running" and not state.thread.is_alive():
-        state.status = "stopped"  # its thread ended without reaching the finally (e.g. the server stopped it)
-    if not state.active:
-        return False
-    st.info(f"Stopping… the run ends at its next snapshot (iteration {state.record.iteration if state.record else 0}"
-            f" of {state.total} so far); what it made is kept.")
-
-    @st.fragment(run_every=0.5)
-    def poll() -> None:
-        if not state.active:
-            st.rerun()
-
-    poll()
-    return True
-
-
-def run_status(state: RunState) -> None:
-    """One line on how the last run ended."""
-    shown = state.record.iteration + 1 if state.record else 0
-    seconds = state.record.seconds if state.record else 0.0
-    if state.status == "stopped":
-        st.info(f"Stopped after {shown} of {state.total} iterations; the images made so far are kept below.")
-    elif state.status == "finished":
-        st.caption(f"Finished {state.total} iterations in {seconds:.1f} s.")
-    elif state.status == "failed":
-        st.error(f"The run failed: {state.error}")
-
-
-def frame_view(image: np.ndarray, stretch: bool, min_size: int = 224) -> np.ndarray:
-    """What the pages show of a uint8 image: optionally contrast-stretched, small images enlarged (nearest)."""
-    from deepvis.render import upscale
-
-    shown = render.contrast_stretch(image) if stretch else image
-    return upscale(shown, min_size, smooth=False) if max(shown.shape[:2]) < min_size else shown
-
-
-def summary_rows(record: opt.RunRecord, names: Sequence[str]) -> list[dict]:
-    """Per row: final and best objective, best iteration, first argmax iteration, final norm and std."""
-    return [{"setting": name, "final objective": row.final, "best objective": row.best_objective,
-             "best iteration": row.best_step, "argmax from": row.argmax_step, "final norm": float(row.norms[-1]),
-             "final std": float(row.stds[-1]), "iterations": row.steps_done}
-            for row, name in zip(record.rows, names)]
-
-
-def sheet_image(images: np.ndarray, row_names: Sequence[str], col_names: Sequence[str], stretch: bool) -> np.ndarray:
-    """Rows x columns of ``(R*C, H, W, 3)`` uint8 images (row-major) as one labelled image (small ones enlarged)."""
-    shown = np.stack([frame_view(image, stretch, min_size=128) for image in images])
-    return render.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
-
-
-def apply_experiment(key: str, experiment: opt.Experiment) -> None:
-    """Put a loaded experiment into the comparison widgets (call from a callback, before they are drawn)."""
-    if experiment.model in REGISTRY:
-        st.session_state["model_name"] = experiment.model
-    first = experiment.targets[0]
-    st.session_state[f"{key}_layer_{experiment.model}"] = first.layer
-    st.session_state[f"{key}_class"] = st.session_state[f"{key}_unit"] = first.unit
-    st.session_state[f"{key}_units"] = [t.unit for t in experiment.targets]
-    st.session_state[f"{key}_objective"] = first.objective
-    st.session_state[f"{key}_mode"] = "sheet" if len(experiment.targets) > 1 else "side"
-    st.session_state[f"{key}_k"] = len(experiment.settings)
-    for j, settings in enumerate(experiment.settings):
-        set_settings(f"{key}_s{j}", settings)
-    st.session_state[f"{key}_seed"] = experiment.seed
-    size = experiment.size or REGISTRY.get(experiment.model, REGISTRY[DEFAULT_MODEL]).input_size
-    st.session_state[f"{key}_size_{experiment.model}"] = size
-
-
-def _experiment_uploaded(key: str) -> None:
-    upload = st.session_state.get(f"{key}_upload")
-    st.session_state.pop(f"{key}_load_error", None)
-    if upload is None:
-        return
-    try:
-        experiment = opt.Experiment.from_json(upload.getvalue())
-        if not 2 <= len(experiment.settings) <= 6:
-            raise ValueError(f"A comparison has 2 to 6 settings; this file has {len(experiment.settings)}.")
-        if len({t.layer for t in experiment.targets}) > 1 or len({t.objective for t in experiment.targets}) > 1:
-            raise ValueError("The units of a sheet must share one layer and one objective.")
-    except ValueError as exc:
-        st.session_state[f"{key}_load_error"] = f"Cannot load {upload.name}: {exc}"
-        return
-    apply_experiment(key, experiment)
-
-
-def experiment_loader(key: str) -> None:
-    """A file uploader that puts a saved comparison (JSON) back into the widgets; bad files -> one st.error."""
-    st.file_uploader("Load a saved comparison (JSON)", type=["json"], key=f"{key}_upload",
-                     on_change=_experiment_uploaded, args=(key,))
-    if st.session_state.get(f"{key}_load_error"):
-        st.error(st.session_state[f"{key}_load_error"])
+    unit_key, click_key = f"{key}_unit", f"{key}_last_click"
+    chart = st.session_state.get(chart_key)
+    if chart and chart.selection.points:
+        clicked = int(chart.selection.points[0]["x"])
+        if clicked != st.session_state.get(click_key):  # a new click, not the one still stored in the chart
+            st.session_state[click_key] = st.session_state[unit_key] = clicked
+    if st.session_state.get(unit_key, 0) >= channels:
+        st.session_state[unit_key] = 0
+    return int(st.number_input("Unit (channel)", 0, channels - 1, key=unit_key,
+                               help="Or click a bar in the overview below."))

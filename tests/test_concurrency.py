@@ -19,13 +19,12 @@ import numpy as np
 import pytest
 import torch
 
+from deepvis import backprop, optimize
 from deepvis.activations import LayerError, capture
 from deepvis.hooks import hook_count
 from deepvis.images import decode_image, preprocess, sample_bytes
 from tests import corpus
 
-backprop = pytest.importorskip("deepvis.backprop")
-optimize = pytest.importorskip("deepvis.optimize")
 
 THREADS = 8
 

@@ -483,3 +483,12 @@ def test_every_theta_setting_has_one_row_driving_validation_cli_and_help():
     args = build_parser().parse_args(["optimize", "--layer", "_fc", "--unit", "1", "--out", "x.png", "--blur-radius",
                                       "0.7", "--lr-policy", "progress", "--norm-pct", "12.5"])
     assert (args.blur_radius, args.lr_policy, args.norm_pct) == (0.7, "progress", 12.5)
+
+
+@pytest.mark.parametrize("target", [opt.Target("_fc", 130), opt.Target("_blocks.4", 3)], ids=["flamingo", "block 4"])
+def test_every_table_1_preset_raises_its_objective_on_the_embedded_model(lite0, target):
+    """All four rows, batched from the same noise (96 px, 40 iterations): each must climb, not only row 3."""
+    record = opt.run(lite0, target, [opt.preset(n).replace(steps=40) for n in opt.PRESETS], size=96)
+    for number, row in zip(opt.PRESETS, record.rows):
+        assert row.best_objective > row.initial + 3, (number, row.initial, row.best_objective)
+        assert row.best_step >= 10 and row.objectives[-10:].mean() > row.initial + 2, number

@@ -160,4 +160,19 @@ def test_unit_backward_image_follows_the_chosen_mode(new_page, reference) -> Non
     expect(page.locator('[data-testid="stImageCaption"]').filter(has_text=f"{other}, ")).to_have_count(1, timeout=60_000)
     app.wait_idle(page)
     assert assert_backward_image_matches(page, reference, expected, layer, unit) == other
+
+    # The seed and the filter change the picture too, each exactly as the library computes it.
+    def backward_src() -> str:
+        caption = page.locator('[data-testid="stImageCaption"]').filter(has_text=" filter").first.inner_text()
+        return app.image_by_caption(page, caption.strip()).get_attribute("src")
+
+    for group, option in (("Start from", "its strongest position"), ("Filter", "norm_blur")):
+        before = backward_src()
+        app.radio_option(page, group, option).click()
+        expect(page.locator('[data-testid="stImageCaption"]').filter(has_text=" filter").first).to_be_visible()
+        page.wait_for_function("src => ![...document.querySelectorAll('img')].some(i => i.getAttribute('src') == src)",
+                               arg=before, timeout=60_000)
+        app.wait_idle(page)
+        assert backward_src() != before, option
+        assert assert_backward_image_matches(page, reference, expected, layer, unit) == other
     app.assert_no_exception(page)

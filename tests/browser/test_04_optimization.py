@@ -6,8 +6,13 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
+import pytest
 from playwright.sync_api import expect
 
+from deepvis import optimize as opt
+from deepvis.models import load_model
+from deepvis.render import upscale
 from tests.browser import app
 
 CAPTION = r"^iteration (\d+) · objective (\S+)"
@@ -97,9 +102,19 @@ def test_stop_ends_a_long_run_and_keeps_its_history(new_page) -> None:
     app.wait_idle(page)
     done = int(re.search(r"after (\d+)", stopped.inner_text()).group(1))
     assert 3 <= done < steps
-    iteration, _ = shown(page)
+    iteration, objective = shown(page)
     assert iteration <= done
     expect(history_slider(page)).to_have_count(1)  # the history is there to browse
+    # What the real run kept is what the library computes for that iteration (same seed, unit and settings):
+    # the shown image is the one evaluated at `iteration`, i.e. the last image of a run of iteration + 1 steps.
+    loaded = load_model(device="cpu")
+    target = opt.Target(loaded.logits_layer, opt.resolve_unit(loaded, loaded.logits_layer, "flamingo"))
+    row = opt.run(loaded, target, opt.preset(3).replace(steps=iteration + 1), seed=0, size=64).rows[0]
+    assert objective == pytest.approx(row.final, rel=1e-3, abs=1e-3)
+    (caption,) = app.image_captions(page, CAPTION)
+    got = app.fetch_image(page, app.image_by_caption(page, caption))
+    want = upscale(row.last_image, 224, smooth=False)  # the page enlarges small images, nearest neighbour
+    assert got.shape == want.shape and np.mean(np.abs(got.astype(int) - want.astype(int)) > 2) < 1e-2
     expect(app.prediction_chart(page)).to_have_count(0)
     app.assert_no_exception(page)
 

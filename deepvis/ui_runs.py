@@ -1,0 +1,358 @@
+"""Streamlit widgets of the Optimization and Comparison pages: θ, their forms and live runs.
+
+One of the two modules that touch Streamlit (the other is :mod:`deepvis.ui`).  About 350 lines: both
+pages' forms share the θ editor and the live-run machinery, and splitting them would spread one page's
+session state over two modules.
+
+Conventions
+-----------
+* A page asks for its form (:func:`optimization_form`, :func:`comparison_form`) and
+  gets a frozen object holding what the person chose; the widgets keep their values
+  in ``st.session_state`` under keys that only this module spells (``{page}_…``,
+  with ``page`` one of :data:`OPT`, :data:`CMP`).
+* The θ editor is generated from :data:`deepvis.settings.THETA`.
+* Long runs stream into a ``RunState`` (:func:`run_live`), kept in the session as
+  each snapshot arrives, so what was made survives Stop, reruns and page switches;
+  :func:`last_run` gives it back.  History frames are uint8 and bounded
+  (``FrameHistory``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from deepvis import optimize as opt
+from deepvis import render, ui
+from deepvis.charts import PALETTE
+from deepvis.history import FrameHistory, RunState, stream
+from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel
+
+OPT, CMP = "opt", "cmp"  # the two pages' key prefixes
+CUSTOM = "custom"
+
+
+def preset_of(settings: opt.Settings) -> int | str:
+    """The Table 1 row these settings equal, else ``"custom"``."""
+    return next((n for n, p in opt.PRESETS.items() if p == settings), CUSTOM)
+
+
+def settings_name(settings: opt.Settings) -> str:
+    """``Table 1 row 3``, ``Table 1 row 3, 200 it`` (only the iterations changed) or ``custom``."""
+    found = preset_of(settings)
+    if found != CUSTOM:
+        return opt.PRESET_NAMES[found]
+    for number, preset in opt.PRESETS.items():
+        if preset.replace(steps=settings.steps) == settings:
+            return f"{opt.PRESET_NAMES[number]}, {settings.steps} it"
+    return "custom"
+
+
+def set_settings(key: str, settings: opt.Settings) -> None:
+    """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback)."""
+    for name, value in settings.to_dict().items():
+        st.session_state[f"{key}_{name}"] = value
+    st.session_state[f"{key}_preset"] = preset_of(settings)
+
+
+def _read_settings(key: str) -> opt.Settings:
+    return opt.Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in opt.THETA})
+
+
+def _preset_chosen(key: str) -> None:
+    chosen = st.session_state[f"{key}_preset"]
+    if chosen != CUSTOM:
+        set_settings(key, opt.preset(chosen))
+
+
+def _theta_edited(key: str) -> None:
+    try:
+        st.session_state[f"{key}_preset"] = preset_of(_read_settings(key))
+    except ValueError:
+        st.session_state[f"{key}_preset"] = CUSTOM
+
+
+def _theta_widget(key: str, theta: opt.Theta, explain: bool) -> None:
+    """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
+    common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key,), help=None if explain else theta.help)
+    if theta.enabled_by is not None:
+        other, value = theta.enabled_by
+        common["disabled"] = st.session_state[f"{key}_{other}"] != value
+    if theta.kind == "choice":
+        st.radio(theta.label, theta.choices, horizontal=True, **common)
+    elif theta.kind == "percent":
+        st.slider(theta.label, float(theta.low), float(theta.high), step=theta.step, **common)
+    elif theta.kind == "int":
+        st.number_input(theta.label, step=int(theta.step), **common)
+    else:
+        st.number_input(theta.label, step=theta.step, format="%g", **common)
+    if explain:
+        st.caption(theta.help)
+
+
+def settings_editor(key: str, default: int = 3, explain: bool = True) -> opt.Settings | None:
+    """A Table 1 preset selector and every θ; returns the settings, or ``None`` after one ``st.error`` line.
+
+    Choosing a preset fills in its θ; editing any θ turns the selector to "custom" (or to the preset it
+    now equals).  ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip).
+    """
+    if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in opt.THETA):
+        set_settings(key, opt.preset(default))
+    st.selectbox("Settings", (*opt.PRESETS, CUSTOM), key=f"{key}_preset", on_change=_preset_chosen, args=(key,),
+                 format_func=lambda p: opt.PRESET_NAMES.get(p, "custom θ"),
+                 help="The paper's Table 1 rows (row 3 made most of its images), or your own θ.")
+    box = st.container() if explain else st.expander("Edit θ")
+    with box:
+        grid = st.columns(2) if explain else [st.container()]
+        for i, theta in enumerate(opt.THETA):
+            with grid[i * len(grid) // len(opt.THETA)]:
+                _theta_widget(key, theta, explain)
+    try:
+        return _read_settings(key)
+    except ValueError as exc:
+        st.error(f"Invalid settings: {exc}")
+        return None
+
+
+def color_header(index: int, title: str, caption: str) -> None:
+    """A column header in ``PALETTE[index]`` (the colour of its line in the charts)."""
+    color = PALETTE[index % len(PALETTE)]
+    st.markdown(f'<div style="border-top: 5px solid {color}; padding-top: 4px; color: {color}; font-weight: 600">'
+                f"{title}</div>", unsafe_allow_html=True)
+    st.caption(caption)
+
+
+def column_name(index: int, settings: opt.Settings | None) -> str:
+    """``A · Table 1 row 3``, ``B · custom``, … (the header and legend name of comparison column ``index``)."""
+    return f"{chr(ord('A') + index)} · {settings_name(settings) if settings else 'invalid settings'}"
+
+
+def run_live(key: str, start: Callable[[], Generator[opt.Snapshot, None, None]],
+             draw: Callable[[opt.Snapshot], None], names: Sequence[str], history: FrameHistory | None = None,
+             experiment: opt.Experiment | None = None, **extra: object) -> RunState | None:
+    """Start a run (``start()`` -> generator), store its ``RunState`` as ``st.session_state[f"{key}_run"]``
+    and stream it.  A ``ValueError`` at the start (bad settings, target, size) becomes one ``st.error`` line;
+    a failure during the run is kept in the state for ``run_status`` to show."""
+    try:
+        gen = start()
+    except ValueError as exc:
+        st.error(f"Cannot start: {exc}")
+        return None
+    st.session_state[f"{key}_runs"] = st.session_state.get(f"{key}_runs", 0) + 1
+    state = RunState(st.session_state[f"{key}_runs"], tuple(names), history or FrameHistory(), experiment,
+                     extra=dict(extra))
+    st.session_state[f"{key}_run"] = state
+    try:
+        stream(gen, state, draw)
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: torch cannot run the network on this input
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (is the image too small for this network?)" if isinstance(exc, RuntimeError) else ""
+        state.status, state.error = "failed", f"{first_line}{hint}"
+    return state
+
+
+def wind_down(state: RunState) -> bool:
+    """While an interrupted run is still ending, say so and return True (the caller draws nothing more).
+
+    A click during a run starts a new script run at once, in a new thread; the old one keeps computing
+    until its next ``st`` call, where Streamlit stops it (its ``finally`` then marks the run stopped).
+    A small fragment polls until then and reruns the page, which then shows the kept history.
+    """
+    if state.status == "running" and not state.thread.is_alive():
+        state.status = "stopped"  # its thread ended without reaching the finally (e.g. the server stopped it)
+    if not state.active:
+        return False
+    st.info(f"Stopping… the run ends at its next snapshot (iteration {state.record.iteration if state.record else 0}"
+            f" of {state.total} so far); what it made is kept.")
+
+    @st.fragment(run_every=0.5)
+    def poll() -> None:
+        if not state.active:
+            st.rerun()
+
+    poll()
+    return True
+
+
+def run_status(state: RunState) -> None:
+    """One line on how the last run ended."""
+    shown = state.record.iteration + 1 if state.record else 0
+    seconds = state.record.seconds if state.record else 0.0
+    if state.status == "stopped":
+        st.info(f"Stopped after {shown} of {state.total} iterations; the images made so far are kept below.")
+    elif state.status == "finished":
+        st.caption(f"Finished {state.total} iterations in {seconds:.1f} s.")
+    elif state.status == "failed":
+        st.error(f"The run failed: {state.error}")
+
+
+def frame_view(image: np.ndarray, stretch: bool, min_size: int = 224) -> np.ndarray:
+    """What the pages show of a uint8 image: optionally contrast-stretched, small images enlarged (nearest)."""
+    from deepvis.render import upscale
+
+    shown = render.contrast_stretch(image) if stretch else image
+    return upscale(shown, min_size, smooth=False) if max(shown.shape[:2]) < min_size else shown
+
+
+def summary_rows(record: opt.RunRecord, names: Sequence[str]) -> list[dict]:
+    """Per row: final and best objective, best iteration, first argmax iteration, final norm and std."""
+    return [{"setting": name, "final objective": row.final, "best objective": row.best_objective,
+             "best iteration": row.best_step, "argmax from": row.argmax_step, "final norm": float(row.norms[-1]),
+             "final std": float(row.stds[-1]), "iterations": row.steps_done}
+            for row, name in zip(record.rows, names)]
+
+
+def sheet_image(images: np.ndarray, row_names: Sequence[str], col_names: Sequence[str], stretch: bool) -> np.ndarray:
+    """Rows x columns of ``(R*C, H, W, 3)`` uint8 images (row-major) as one labelled image (small ones enlarged)."""
+    shown = np.stack([frame_view(image, stretch, min_size=128) for image in images])
+    return render.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
+
+
+def apply_experiment(key: str, experiment: opt.Experiment) -> None:
+    """Put a loaded experiment into the comparison widgets (call from a callback, before they are drawn)."""
+    if experiment.model in REGISTRY:
+        st.session_state["model_name"] = experiment.model
+    first = experiment.targets[0]
+    st.session_state[f"{key}_layer_{experiment.model}"] = first.layer
+    st.session_state[f"{key}_class"] = st.session_state[f"{key}_unit"] = first.unit
+    st.session_state[f"{key}_units"] = [t.unit for t in experiment.targets]
+    st.session_state[f"{key}_objective"] = first.objective
+    st.session_state[f"{key}_mode"] = "sheet" if len(experiment.targets) > 1 else "side"
+    st.session_state[f"{key}_k"] = len(experiment.settings)
+    for j, settings in enumerate(experiment.settings):
+        set_settings(f"{key}_s{j}", settings)
+    st.session_state[f"{key}_seed"] = experiment.seed
+    size = experiment.size or REGISTRY.get(experiment.model, REGISTRY[DEFAULT_MODEL]).input_size
+    st.session_state[f"{key}_size_{experiment.model}"] = size
+
+
+def _experiment_uploaded(key: str) -> None:
+    upload = st.session_state.get(f"{key}_upload")
+    st.session_state.pop(f"{key}_load_error", None)
+    if upload is None:
+        return
+    try:
+        experiment = opt.Experiment.from_json(upload.getvalue())
+        if not 2 <= len(experiment.settings) <= 6:
+            raise ValueError(f"A comparison has 2 to 6 settings; this file has {len(experiment.settings)}.")
+        if len({t.layer for t in experiment.targets}) > 1 or len({t.objective for t in experiment.targets}) > 1:
+            raise ValueError("The units of a sheet must share one layer and one objective.")
+    except ValueError as exc:
+        st.session_state[f"{key}_load_error"] = f"Cannot load {upload.name}: {exc}"
+        return
+    apply_experiment(key, experiment)
+
+
+def experiment_loader(key: str) -> None:
+    """A file uploader that puts a saved comparison (JSON) back into the widgets; bad files -> one st.error."""
+    st.file_uploader("Load a saved comparison (JSON)", type=["json"], key=f"{key}_upload",
+                     on_change=_experiment_uploaded, args=(key,))
+    if st.session_state.get(f"{key}_load_error"):
+        st.error(st.session_state[f"{key}_load_error"])
+
+
+# --- The pages' forms -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OptimizationForm:
+    """What the Optimization page's person chose; ``settings`` is ``None`` after an invalid θ (error shown)."""
+
+    target: opt.Target
+    settings: opt.Settings | None
+    seed: int
+    size: int
+    stretch: bool
+
+
+def optimization_form(loaded: LoadedModel) -> OptimizationForm:
+    """The unit, seed, size and display on the left, θ on the right, the learning-rate rule below."""
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        target = ui.target_picker(loaded, OPT)
+        seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{OPT}_seed")
+        size = st.number_input("Image size (px)", opt.MIN_SIZE, opt.MAX_SIZE, loaded.spec.input_size, step=16,
+                               key=f"{OPT}_size_{loaded.spec.name}")
+        stretch = st.toggle("Contrast stretch", key=f"{OPT}_stretch",
+                            help="Stretch each image to the full 0–255 range (faint images become readable).")
+    with right:
+        settings = settings_editor(OPT)
+    st.caption(f"**Learning-rate rule:** {opt.LR_RULE}")
+    return OptimizationForm(target, settings, int(seed), int(size), stretch)
+
+
+@dataclass(frozen=True)
+class ComparisonForm:
+    """What the Comparison page's person chose: units (rows) x settings (columns) and how to show them."""
+
+    mode: str  # "side": one unit, settings side by side; "sheet": units x settings
+    targets: tuple[opt.Target, ...]
+    settings: tuple[opt.Settings | None, ...]  # None where a column's θ is invalid (its error is shown)
+    seed: int
+    size: int
+    stretch: bool
+    model: str
+
+    @property
+    def names(self) -> list[str]:
+        return [column_name(j, s) for j, s in enumerate(self.settings)]
+
+    @property
+    def experiment(self) -> opt.Experiment | None:
+        """The runnable experiment, or ``None`` while a unit is missing or a column's θ is invalid."""
+        if not self.targets or not all(self.settings):
+            return None
+        return opt.Experiment(self.targets, self.settings, self.seed, self.size, self.model)
+
+
+def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerator) -> ComparisonForm:
+    """Mode, units, columns, seed, size and one θ editor per column; ``files`` holds the load/save widgets."""
+    with files:
+        experiment_loader(CMP)
+    defaults = {f"{CMP}_mode": "side", f"{CMP}_k": 4, f"{CMP}_seed": 0,
+                f"{CMP}_size_{loaded.spec.name}": loaded.spec.input_size}
+    for key, value in defaults.items():  # not widget defaults, so that a loaded comparison can override them
+        st.session_state.setdefault(key, value)
+    mode = st.radio("Mode", ("side", "sheet"), key=f"{CMP}_mode", horizontal=True,
+                    format_func={"side": "one unit, settings side by side", "sheet": "units × settings sheet"}.get)
+    pick, shared = st.columns([2, 1], gap="large")
+    with pick:
+        targets = [ui.target_picker(loaded, CMP)] if mode == "side" else ui.units_picker(loaded, CMP)
+    with shared:
+        k = st.number_input("Settings (columns)", 2, 6, key=f"{CMP}_k")
+        seed = st.number_input("Seed (same noise for every column)", 0, 2**31 - 1, key=f"{CMP}_seed")
+        size = st.number_input("Image size (px)", opt.MIN_SIZE, opt.MAX_SIZE, step=16,
+                               key=f"{CMP}_size_{loaded.spec.name}")
+        stretch = st.toggle("Contrast stretch", key=f"{CMP}_stretch", help="Stretch each image to the full 0–255 range.")
+    settings = []
+    for j, column in enumerate(st.columns(k)):
+        with column:
+            header = st.empty()
+            settings.append(settings_editor(f"{CMP}_s{j}", default=j % 4 + 1, explain=False))
+            with header.container():
+                color_header(j, column_name(j, settings[j]), settings[j].label if settings[j] else "")
+    st.caption(f"**Learning-rate rule:** {opt.LR_RULE}")
+    form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), stretch, loaded.spec.name)
+    if not targets:
+        st.info("Choose at least one unit for the sheet's rows.")
+    elif form.experiment is not None:
+        with files:
+            st.download_button("Save this comparison (JSON)", form.experiment.to_json(), "comparison.json",
+                               "application/json", on_click="ignore")
+            st.code(form.experiment.to_json(), language="json")
+    return form
+
+
+def start_stop(page: str, ready: bool) -> bool:
+    """The Start and Stop buttons; True when Start was clicked (Stop just interrupts the running script)."""
+    start_col, stop_col, _ = st.columns([1, 1, 6])
+    start = start_col.button("Start", type="primary", key=f"{page}_start", disabled=not ready)
+    stop_col.button("Stop", key=f"{page}_stop", disabled=not start, help="Ends the run and keeps what was made.")
+    return start
+
+
+def last_run(page: str) -> RunState | None:
+    """The page's latest run in this session (running, stopped, finished or failed), if any."""
+    return st.session_state.get(f"{page}_run")
