@@ -70,7 +70,7 @@ def bare_loop(loaded, layer: str, unit: int, size: int, iterations: int) -> None
             if device.type == "cpu":  # the layout deepvis feeds on a CPU (faster there)
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             act = capture(loaded.module, inputs, [layer], keep_graph=True)[layer]
-            value = act[0, unit, act.shape[2] // 2, act.shape[3] // 2]
+            value = act[0, unit, act.shape[2] // 2, act.shape[3] // 2] if act.dim() == 4 else act[0, unit]
             (grad,) = torch.autograd.grad(value, image)
         x = image.detach() + grad  # keep a data dependence between iterations, as the real loop has
 

@@ -66,7 +66,6 @@ import torch
 
 from deepvis import regularizers as reg
 from deepvis.activations import capture
-from deepvis.images import normalize
 from deepvis.models import LoadedModel
 from deepvis.records import Recorder, RowRecord, RunRecord, Snapshot, to_uint8  # noqa: F401
 from deepvis.settings import (LR_POLICIES, LR_RULE, MAX_SIZE, MAX_STEPS, MIN_SIZE, OBJECTIVES, PRESET_NAMES,  # noqa: F401
@@ -187,12 +186,12 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
     return _optimize(model, target_list, settings_list, shapes, int(seed), int(size), int(every))
 
 
-def _evaluate(model: LoadedModel, x: torch.Tensor, rows: _Rows, layers: list[str], mean: torch.Tensor
+def _evaluate(model: LoadedModel, x: torch.Tensor, rows: _Rows, layers: list[str], std: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward to the deepest target layer and back: (objectives, is-argmax, d objective / d x), row by row."""
     xa = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        inputs = normalize(xa + mean, model.spec.normalization)
+        inputs = xa / std  # = normalize(xa + mean): the module docstring's "network" convention, in one op
         if inputs.device.type == "cpu":  # channels-last is faster on a CPU (module docstring)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         total, values, is_max = rows.objective(capture(model.module, inputs, layers, keep_graph=True))
@@ -227,6 +226,7 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
     std = torch.tensor(model.spec.normalization.std255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     steps = [s.steps for s in settings]
     total = max(steps)
+    low, high = -mean, 255 - mean  # the valid pixel range, in pixel space
     x = initial_image(size, seed, device).expand(len(targets), -1, -1, -1).clone()
     history = Recorder(x, total)
     plans: dict[tuple[int, ...], tuple[_Rows, list[str]]] = {}
@@ -236,9 +236,9 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
             layers = list(dict.fromkeys(targets[b].layer for b in active))
             plans[active] = (_Rows(active, targets, settings, shapes, device), layers)
         rows, layers = plans[active]
-        xa = (x[rows.rows] + mean).clamp(0, 255) - mean
-        x[rows.rows] = xa
-        values, is_max, grad = _evaluate(model, xa, rows, layers, mean)
+        xa = x[rows.rows].clamp(low, high)
+        x = _assign(x, rows, xa)
+        values, is_max, grad = _evaluate(model, xa, rows, layers, std)
         history.record(it, rows.rows, xa, values, is_max)
         snapshot_due = it % every == 0 or it == total - 1
         images = to_uint8(x + mean) if snapshot_due else None
@@ -246,10 +246,10 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         stepped, lr = _ascent_step(xa, grad, grad * std, rows, it)
         moving = [it < steps[b] - 1 for b in active]
         if all(moving):
-            x[rows.rows] = stepped
+            x = _assign(x, rows, stepped)
         else:  # a row's last iteration evaluates its image and does not change it
             moves = torch.tensor(moving, device=device)
-            x[rows.rows] = torch.where(moves.view(-1, 1, 1, 1), stepped, xa)
+            x = _assign(x, rows, torch.where(moves.view(-1, 1, 1, 1), stepped, xa))
             lr = torch.where(moves, lr, 0.0)
         history.record_lr(it, rows.rows, lr)
 
@@ -257,6 +257,14 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
             seconds += time.perf_counter() - started
             yield Snapshot(it, total, history.run_record(it, targets, settings, images, mean, seed, seconds))
             started = time.perf_counter()
+
+
+def _assign(x: torch.Tensor, rows: _Rows, values: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``rows`` replaced by ``values`` (no copy when every row is running)."""
+    if isinstance(rows.rows, slice):
+        return values
+    x[rows.rows] = values
+    return x
 
 
 def run(model: LoadedModel, targets: Target | Sequence[Target], settings: Settings | Sequence[Settings],

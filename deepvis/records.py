@@ -152,7 +152,10 @@ class Recorder:
         improved = values.double() > self.best[where]
         self.best[where] = torch.where(improved, values.double(), self.best[where])
         self.best_step[where] = torch.where(improved, it, self.best_step[where])
-        self.best_x[where] = torch.where(improved.view(-1, 1, 1, 1), x, self.best_x[where])
+        if isinstance(where, slice):
+            torch.where(improved.view(-1, 1, 1, 1), x, self.best_x, out=self.best_x)
+        else:
+            self.best_x[where] = torch.where(improved.view(-1, 1, 1, 1), x, self.best_x[where])
 
     def record_lr(self, it: int, where: slice | torch.Tensor, lr: torch.Tensor) -> None:
         """The lr of the step that followed iteration ``it`` (0 for a row's last iteration)."""
