@@ -262,6 +262,25 @@ def rectifier_top(traced_model: TracedModel, node: fx.Node) -> float | None | bo
     return False
 
 
+def rectifier_input(model: nn.Module, name: str) -> tuple[str, float | None] | None:
+    """For a rectifier node, ``(its input node's name, its cap)`` (cap ``None`` for ReLU); else ``None``.
+
+    The optimizer ascends a rectified unit through its input, as the authors' toolbox does: Caffe's
+    ``backward_from_layer("conv5")`` starts below the in-place ``relu5``, so a unit that is 0 on the starting
+    noise still has a gradient.  A network torch.fx cannot trace gives ``None``.
+    """
+    try:
+        traced_model = traced(model)
+    except UntraceableError:
+        return None
+    node = traced_model.resolve(name)
+    top = rectifier_top(traced_model, node)
+    source = node.args[0] if node.args else None
+    if top is False or not isinstance(source, fx.Node) or source not in traced_model.qualname:
+        return None
+    return traced_model.qualname[source], top
+
+
 def _conv_label(out_channels: int, in_per_group: int, groups: int, kernel: Sequence[int]) -> str:
     size = "×".join(map(str, kernel))
     if groups > 1 and in_per_group == 1:
@@ -403,5 +422,6 @@ def teaching_layer(layers: Sequence[LayerInfo], input_size: int) -> LayerInfo:
     return candidates[-1] if candidates else layers[len(layers) // 2]
 
 
-__all__ = ["LayerError", "LayerInfo", "TracedModel", "UntraceableError", "groups", "list_layers", "rectifier_top",
+__all__ = ["LayerError", "LayerInfo", "TracedModel", "UntraceableError", "groups", "list_layers", "rectifier_input",
+           "rectifier_top",
            "teaching_layer", "traced", "truncated"]

@@ -31,6 +31,10 @@ Conventions
   ``desired_prog / ||grad||^2``; ``desired_prog / ||g_in||^2`` would instead
   predict a gain of only ``desired_prog / s`` (2/128 per step for the embedded
   model: Table 1 rows 1 and 4 then leave the image grey).
+* **A rectified unit** (a ReLU/ReLU6 node) is ascended through its input, the
+  pre-activation, as the authors' toolbox does (Caffe's ``backward_from_layer``
+  starts below the in-place ReLU), so a unit that is 0 on the starting noise
+  still moves; its recorded objective is its own rectified value.
 * **Objective**, always maximized: for a conv layer one activation
   ``(c, y, x)`` (default the centre of the layer's output at the run's image
   size) or the channel's spatial mean; for a vector layer (logits) the element
@@ -66,6 +70,7 @@ import torch
 
 from deepvis import regularizers as reg
 from deepvis.activations import capture
+from deepvis.graph import rectifier_input
 from deepvis.models import LoadedModel
 from deepvis.records import Recorder, RowRecord, RunRecord, Snapshot, to_uint8  # noqa: F401
 from deepvis.settings import (LR_POLICIES, LR_RULE, MAX_SIZE, MAX_STEPS, MIN_SIZE, OBJECTIVES, PRESET_NAMES,  # noqa: F401
@@ -103,7 +108,8 @@ class _Rows:
     """The rows running at an iteration, with their settings as tensors (built once per set of rows)."""
 
     def __init__(self, active: tuple[int, ...], targets: list[Target], settings: list[Settings],
-                 shapes: Mapping[str, torch.Size], device: torch.device) -> None:
+                 shapes: Mapping[str, torch.Size], sources: Mapping[str, tuple[str, float | None] | None],
+                 device: torch.device) -> None:
         chosen = [settings[b] for b in active]
         self.active, self.settings = active, chosen
         self.index = torch.tensor(active, device=device)
@@ -117,7 +123,7 @@ class _Rows:
         self.lr, self.max_lr = per_row([s.lr for s in chosen]), per_row([s.max_lr for s in chosen])
         self.desired, self.keep = per_row([s.desired_prog for s in chosen]), per_row([1 - s.decay for s in chosen])
         self.norm_pcts, self.contrib_pcts = [s.norm_pct for s in chosen], [s.contrib_pct for s in chosen]
-        self.groups = []  # (layer, kind, members, units, ys, xs): one vectorized objective per layer and kind
+        self.groups = []  # (layer, kind, members, units, ys, xs, source): one objective per layer and kind
         key = lambda i: (targets[active[i]].layer, targets[active[i]].objective)  # noqa: E731
         for (layer, kind), members in itertools.groupby(sorted(range(len(active)), key=key), key=key):
             members = list(members)
@@ -126,7 +132,8 @@ class _Rows:
             positions = [_position(targets[active[i]], layer, shape) for i in members] if len(shape) == 3 else []
             self.groups.append((layer, kind if len(shape) == 3 else "vector", per_row(members, torch.long),
                                 per_row(units, torch.long), per_row([p[0] for p in positions], torch.long),
-                                per_row([p[1] for p in positions], torch.long)))
+                                per_row([p[1] for p in positions], torch.long), sources[layer]))
+        self.captured = list(dict.fromkeys(source[0] if source else layer for layer, *_, source in self.groups))
 
     def blur_sigmas(self, iteration: int) -> list[float]:
         return [s.blur_radius if reg.blur_due(s.blur_radius, s.blur_every, iteration) else 0.0 for s in self.settings]
@@ -138,20 +145,24 @@ class _Rows:
         values = torch.empty(n, device=self.index.device)
         is_max = torch.empty(n, dtype=torch.bool, device=self.index.device)
         parts = []
-        for layer, kind, members, units, ys, xs in self.groups:
-            act = acts[layer] if len(members) == n else acts[layer][members]
+        for layer, kind, members, units, ys, xs, source in self.groups:
+            name = source[0] if source else layer
+            act = acts[name] if len(members) == n else acts[name][members]
+            # A rectified unit: ascend its input (module docstring), report and rank its own rectified value.
+            shown = act if source is None else act.detach().clamp(0.0, source[1])
             batch = torch.arange(act.shape[0], device=act.device)
             if kind == "neuron":
-                value = act[batch, units, ys, xs]
-                flat = act.detach().flatten(1).argmax(dim=1)
+                value, reported = act[batch, units, ys, xs], shown[batch, units, ys, xs]
+                flat = shown.detach().flatten(1).argmax(dim=1)
                 hit = flat == (units * act.shape[2] + ys) * act.shape[3] + xs
             else:
-                scores = act.mean(dim=(2, 3)) if kind == "channel" else act
-                value, hit = scores[batch, units], scores.detach().argmax(dim=1) == units
-            parts.append((members, value, hit))
-        total = sum(value.sum() for _, value, _ in parts)
-        for members, value, hit in parts:
-            values[members], is_max[members] = value.detach(), hit
+                scores, reported_scores = ((a.mean(dim=(2, 3)) if kind == "channel" else a) for a in (act, shown))
+                value, reported = scores[batch, units], reported_scores[batch, units]
+                hit = reported_scores.detach().argmax(dim=1) == units
+            parts.append((members, value, reported, hit))
+        total = sum(value.sum() for _, value, _, _ in parts)
+        for members, _, reported, hit in parts:
+            values[members], is_max[members] = reported.detach(), hit
         return total, values, is_max
 
 
@@ -176,25 +187,26 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
     for target in target_list:
         resolve_unit(model, target.layer, target.unit)  # the layer exists and has this unit, or a plain error
     layers = list(dict.fromkeys(t.layer for t in target_list))
+    sources = {layer: rectifier_input(model.module, layer) for layer in layers}
     try:  # one dry pass, so a size the network cannot take fails here, in plain words
         acts = capture(model.module, torch.zeros(1, 3, size, size, device=model.device), layers)
     except RuntimeError:
         raise OptimizeError(f"A {size}-pixel image is too small for {', '.join(layers)} of "
                             f"{model.spec.title}; try a larger image size.") from None
     shapes = {layer: acts[layer].shape[1:] for layer in layers}
-    _Rows(tuple(range(len(target_list))), target_list, settings_list, shapes, model.device)  # bad positions fail here
-    return _optimize(model, target_list, settings_list, shapes, int(seed), int(size), int(every))
+    _Rows(tuple(range(len(target_list))), target_list, settings_list, shapes, sources, model.device)  # bad positions
+    return _optimize(model, target_list, settings_list, shapes, sources, int(seed), int(size), int(every))
 
 
-def _evaluate(model: LoadedModel, x: torch.Tensor, rows: _Rows, layers: list[str], std: torch.Tensor
+def _evaluate(model: LoadedModel, x: torch.Tensor, rows: _Rows, std: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward to the deepest target layer and back: (objectives, is-argmax, d objective / d x), row by row."""
     xa = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        inputs = xa / std  # = normalize(xa + mean): the module docstring's "network" convention, in one op
+        inputs = xa / std  # = normalize(xa + mean), the module docstring's "network" convention, in one op
         if inputs.device.type == "cpu":  # channels-last is faster on a CPU (module docstring)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        total, values, is_max = rows.objective(capture(model.module, inputs, layers, keep_graph=True))
+        total, values, is_max = rows.objective(capture(model.module, inputs, rows.captured, keep_graph=True))
         (grad,) = torch.autograd.grad(total, xa)
     return values, is_max, grad
 
@@ -218,27 +230,29 @@ def _ascent_step(x: torch.Tensor, grad: torch.Tensor, g_in: torch.Tensor, rows: 
     return x, lr
 
 
-def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings],
-              shapes: Mapping[str, torch.Size], seed: int, size: int, every: int) -> Generator[Snapshot, None, None]:
+def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings], shapes: Mapping[str, torch.Size],
+              sources: Mapping[str, tuple[str, float | None] | None], seed: int, size: int,
+              every: int) -> Generator[Snapshot, None, None]:
     started, seconds = time.perf_counter(), 0.0
     device = model.device
     mean = torch.tensor(model.spec.normalization.mean255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(model.spec.normalization.std255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     steps = [s.steps for s in settings]
     total = max(steps)
-    low, high = -mean, 255 - mean  # the valid pixel range, in pixel space
     x = initial_image(size, seed, device).expand(len(targets), -1, -1, -1).clone()
     history = Recorder(x, total)
-    plans: dict[tuple[int, ...], tuple[_Rows, list[str]]] = {}
+    plans: dict[tuple[int, ...], _Rows] = {}
     for it in range(total):
         active = tuple(b for b in range(len(targets)) if it < steps[b])
         if active not in plans:
-            layers = list(dict.fromkeys(targets[b].layer for b in active))
-            plans[active] = (_Rows(active, targets, settings, shapes, device), layers)
-        rows, layers = plans[active]
-        xa = x[rows.rows].clamp(low, high)
+            plans[active] = _Rows(active, targets, settings, shapes, sources, device)
+        rows = plans[active]
+        # Clipped through 0-255 and back, not x.clamp(-mean, 255 - mean): the round trip puts every pixel on the
+        # float grid of its 0-255 value, so a batch column stays equal to its single run (the kernels of a
+        # batch of 3 and of 1 differ by ~1e-7, which the clamp alone would let grow to 1e-3 in 5 steps).
+        xa = (x[rows.rows] + mean).clamp(0, 255) - mean
         x = _assign(x, rows, xa)
-        values, is_max, grad = _evaluate(model, xa, rows, layers, std)
+        values, is_max, grad = _evaluate(model, xa, rows, std)
         history.record(it, rows.rows, xa, values, is_max)
         snapshot_due = it % every == 0 or it == total - 1
         images = to_uint8(x + mean) if snapshot_due else None

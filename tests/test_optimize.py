@@ -492,3 +492,19 @@ def test_every_table_1_preset_raises_its_objective_on_the_embedded_model(lite0, 
     for number, row in zip(opt.PRESETS, record.rows):
         assert row.best_objective > row.initial + 3, (number, row.initial, row.best_objective)
         assert row.best_step >= 10 and row.objectives[-10:].mean() > row.initial + 2, number
+
+
+def test_a_rectified_unit_that_is_off_on_the_noise_still_rises_through_its_input(lite0):
+    """As in the authors' toolbox (backward from conv5 starts below the in-place relu5): the gradient of a
+    ReLU6 node's unit comes from its input, so a unit that is 0 on the starting noise still moves, while the
+    recorded objective is the node's own rectified value."""
+    node, channel = "_blocks.9._swish_1", 5
+    x0 = opt.initial_image(96, 0)
+    mean = torch.tensor(lite0.spec.normalization.mean255).view(1, 3, 1, 1)
+    std = torch.tensor(lite0.spec.normalization.std255).view(1, 3, 1, 1)
+    start = (x0 + mean).clamp(0, 255) - mean
+    acts = capture(lite0.module, start / std, [node, "_blocks.9._bn1"])
+    assert acts[node][0, channel].max() == 0 and acts["_blocks.9._bn1"][0, channel].max() < 0  # off, no gradient
+    row = opt.run(lite0, opt.Target(node, channel, "channel"), opt.preset(3).replace(steps=30), size=96).rows[0]
+    assert row.initial == pytest.approx(float(acts[node][0, channel].mean()), abs=1e-6)
+    assert row.best_objective > 0.5 and (row.objectives >= 0).all() and (row.objectives <= 6).all()
