@@ -1,5 +1,8 @@
 """Backward images of one unit: saliency, deconvnet and guided backprop.
 
+(About 320 lines: the three modes, their rectifier rule, its graph rewriting and the unit/seed validation
+belong together.)
+
 Conventions
 -----------
 * ``inputs`` is a preprocessed batch ``(N, C, H, W)`` (``C = 3`` for the

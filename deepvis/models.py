@@ -30,8 +30,9 @@ import torch
 import torchvision
 from torch import nn
 
-from deepvis.graph import LayerInfo, UntraceableError, teaching_layer, traced
-from deepvis.graph import list_layers as graph_layers
+from deepvis.graph import UntraceableError, traced
+from deepvis.layers import LayerInfo, teaching_layer
+from deepvis.layers import list_layers as graph_layers
 from deepvis.hooks import owned_hooks
 
 WEIGHT_CHOICES = ("default", "random")

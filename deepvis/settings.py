@@ -1,5 +1,8 @@
 """What an optimization run is asked to do: θ (one table), targets, experiments.
 
+(About 340 lines: the inputs of a run, each validated on construction and saved as JSON, are one concept;
+the θ table's labels and help texts are most of the length.)
+
 Conventions
 -----------
 * **θ is one table.**  Each field of :class:`Settings` carries its own label, help

@@ -24,7 +24,7 @@ from PIL import Image
 
 from deepvis import optimize as opt
 from deepvis.backprop import ModeSupport, mode_support
-from deepvis.graph import groups
+from deepvis.layers import groups
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
 
