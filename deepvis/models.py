@@ -107,7 +107,8 @@ class LoadedModel:
                 return info
         if self.notice is None and isinstance(name, str):
             try:
-                resolved = traced(self.module).qualname[traced(self.module).resolve(name)]
+                graph = traced(self.module)
+                resolved = graph.qualname[graph.resolve(name)]
             except ValueError:
                 resolved = None
             for info in self.layers:
