@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deepvis.graph import LayerError, UntraceableError, truncated
+from deepvis.graph import LayerError, UntraceableError, forward_pass, truncated
 from deepvis.hooks import StopForward, owned_hooks, run_until_stopped
 from deepvis.images import model_view, to_batch
 from deepvis.models import LoadedModel
@@ -46,7 +46,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | str,
         module = truncated(model, names)
     except UntraceableError:
         return _capture_with_hooks(model, inputs, names, keep_graph)
-    with nullcontext() if keep_graph else torch.no_grad():
+    with forward_pass(), nullcontext() if keep_graph else torch.no_grad():
         outputs = module(inputs)
     for name, value in outputs.items():
         if not isinstance(value, torch.Tensor):
@@ -97,7 +97,7 @@ class Prediction:
 
 def predict(model: nn.Module, inputs: torch.Tensor, class_names: Sequence[str], top: int = 5) -> list[list[Prediction]]:
     """Top-``top`` softmax predictions for each image in the batch, best first."""
-    with torch.no_grad():
+    with forward_pass(), torch.no_grad():
         logits = model(inputs)
     return [top_predictions(row, class_names, top) for row in logits]
 

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from deepvis.activations import capture
-from deepvis.graph import TracedModel, UntraceableError, node_name, rectifier_top, traced
+from deepvis.graph import TracedModel, UntraceableError, forward_pass, node_name, rectifier_top, traced
 
 MODES = ("saliency", "deconv", "guided")
 SEEDS = ("map", "point")
@@ -284,7 +284,9 @@ def backprop(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | in
         if mode == "saliency":
             output = capture(model, start, layer, keep_graph=True)[layer]
         else:
-            output = _rule_module(model, layer, mode)(start)[layer]
+            rule_module = _rule_module(model, layer, mode)
+            with forward_pass():
+                output = rule_module(start)[layer]
         gradient_at_layer = _seed(output, layer, parsed, seed)
         if not output.requires_grad:
             raise BackpropError(f"Layer {layer!r} does not depend differentiably on the input.")

@@ -26,6 +26,13 @@ Conventions
   a later in-place op (``nn.ReLU(inplace=True)``) cannot change it.
 * Which nodes are offered to a person, and how they are described, is
   :mod:`deepvis.layers`.
+* **Tracing excludes every forward pass.**  torch.fx traces by patching
+  ``nn.Module.__call__`` for the whole process, so a forward pass in another
+  thread during a trace would be recorded by (and break) that trace.  Every
+  forward pass deepvis runs holds :func:`forward_pass` (a shared lock; passes run
+  together) and every trace holds it exclusively; a trace waits for the passes in
+  flight and is the only thing running while it lasts (about 0.1-0.3 s, once per
+  model).
 * A model the tracer cannot follow (data-dependent control flow, say) raises
   :class:`UntraceableError`; callers fall back to module-level layers.
 """
@@ -38,7 +45,8 @@ import math
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 import torchvision
@@ -46,6 +54,60 @@ from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer
 
 CACHE_SIZE = 32
+
+class _SharedExclusiveLock:
+    """Many holders of the shared side at once, or one of the exclusive side.
+
+    A waiting exclusive holder goes first (new shared holders wait), so a stream of forward passes cannot
+    starve a trace; a thread that already holds the shared side may take it again (nested passes).
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0  # exclusive holders waiting
+        self._mine = threading.local()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        depth = getattr(self._mine, "depth", 0)
+        with self._condition:
+            while self._exclusive or (self._waiting and depth == 0):
+                self._condition.wait()
+            self._shared += 1
+        self._mine.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._mine.depth = depth
+            with self._condition:
+                self._shared -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting += 1
+            while self._exclusive or self._shared:
+                self._condition.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+_TRACING = _SharedExclusiveLock()
+
+
+def forward_pass() -> AbstractContextManager[None]:
+    """Hold this while running any model forward, so that no trace patches ``nn.Module`` meanwhile."""
+    return _TRACING.shared()
+
 
 class UntraceableError(RuntimeError):
     """torch.fx cannot trace this model; the message says where it stopped."""
@@ -76,7 +138,8 @@ class TracedModel:
         self.signature = _signature(model)
         tracer = _tracer()
         try:
-            self.graph = tracer.trace(self.twin)
+            with _TRACING.exclusive():
+                self.graph = tracer.trace(self.twin)
         except Exception as exc:  # torch.fx raises TraceError, TypeError, NotImplementedError, ...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UntraceableError(f"{type(exc).__name__}: {first[:160]}") from None
@@ -229,5 +292,5 @@ def rectifier_input(model: nn.Module, name: str) -> tuple[str, float | None] | N
     return traced_model.qualname[source], top
 
 
-__all__ = ["LayerError", "TracedModel", "UntraceableError", "node_name", "rectifier_input", "rectifier_top", "traced",
+__all__ = ["LayerError", "TracedModel", "UntraceableError", "forward_pass", "node_name", "rectifier_input", "rectifier_top", "traced",
            "truncated"]

@@ -75,8 +75,11 @@ def owned_hooks() -> Iterator[HookSet]:
 
 def run_until_stopped(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor | None:
     """Run ``model(inputs)``; return its output, or ``None`` if a hook stopped it."""
+    from deepvis.graph import forward_pass  # not at the top: graph does not import hooks, but keep it that way
+
     try:
-        return model(inputs)
+        with forward_pass():
+            return model(inputs)
     except StopForward:
         return None
 

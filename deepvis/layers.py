@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from deepvis.graph import TracedModel, node_name, rectifier_top, traced
+from deepvis.graph import TracedModel, forward_pass, node_name, rectifier_top, traced
 
 # Nodes that move or reshape data rather than compute a feature map: never offered.
 _PLUMBING_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten, nn.ZeroPad2d, nn.ConstantPad2d,
@@ -152,7 +152,7 @@ def list_layers(model: nn.Module, input_size: int, device: torch.device | str = 
     """The offered layers of ``model`` in forward order (see module docstring); one dry pass of zeros."""
     traced_model = traced(model)
     full = fx.GraphModule(traced_model.twin, copy.deepcopy(traced_model.graph))
-    with torch.no_grad():
+    with forward_pass(), torch.no_grad():  # ShapeProp calls the modules: no trace may run meanwhile
         ShapeProp(full).propagate(torch.zeros(1, 3, input_size, input_size, device=device))
     copies = dict(zip(traced_model.graph.nodes, full.graph.nodes))
     rectified: dict[fx.Node, bool] = {}

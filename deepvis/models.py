@@ -30,7 +30,7 @@ import torch
 import torchvision
 from torch import nn
 
-from deepvis.graph import UntraceableError, traced
+from deepvis.graph import UntraceableError, forward_pass, traced
 from deepvis.layers import LayerInfo, teaching_layer
 from deepvis.layers import list_layers as graph_layers
 from deepvis.hooks import owned_hooks
@@ -291,7 +291,8 @@ def module_layers(module: nn.Module, input_size: int, device: torch.device | str
     with owned_hooks() as hooks, torch.no_grad():
         for name, child in candidates.items():
             hooks.forward(child, recorder(name))
-        module(torch.zeros(1, 3, input_size, input_size, device=device))
+        with forward_pass():
+            module(torch.zeros(1, 3, input_size, input_size, device=device))
     return tuple(
         LayerInfo(name, shapes[name], type(candidates[name]).__name__, type(candidates[name]).__name__,
                   name.split(".")[0])

@@ -157,3 +157,35 @@ def test_failing_and_abandoned_work_beside_good_work_leaves_model_clean(lite0, i
     assert "no layer '_blocks.99'" in outcomes[2] and "no layer '_blocks.99'" in outcomes[3]
     assert outcomes[4] == outcomes[5] == 3
     assert model_fingerprint(lite0) == before
+
+
+def test_tracing_a_new_model_never_disturbs_forward_passes_in_other_threads(lite0, inputs) -> None:
+    """torch.fx traces by patching nn.Module.__call__ for the whole process: a forward pass in another thread
+    during a trace would be recorded into it and fail.  Traces of fresh models (as loading a model or a user's
+    own network does) run while 4 threads keep capturing from the shared model; all must succeed, unchanged."""
+    import torchvision
+
+    expected = capture(lite0.module, inputs["coffee"], ["_blocks.6.add"])["_blocks.6.add"]
+    stop, errors, results = threading.Event(), [], []
+
+    def capturing() -> None:
+        try:
+            while not stop.is_set():
+                results.append(torch.equal(capture(lite0.module, inputs["coffee"], ["_blocks.6.add"])["_blocks.6.add"],
+                                           expected))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=capturing) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(8):  # each new object is traced anew (a ResNet-18: ~60 modules, a trace of ~50 ms)
+            net = torchvision.models.resnet18(weights=None).eval()
+            assert capture(net, torch.zeros(1, 3, 32, 32), ["layer1.0.relu"])["layer1.0.relu"].shape == (1, 64, 8, 8)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert not errors and results and all(results)
+    assert hook_count(lite0.module) == 0
