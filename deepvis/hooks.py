@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepvis.graph import forward_pass
+
 ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 PreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
 
@@ -75,8 +77,6 @@ def owned_hooks() -> Iterator[HookSet]:
 
 def run_until_stopped(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor | None:
     """Run ``model(inputs)``; return its output, or ``None`` if a hook stopped it."""
-    from deepvis.graph import forward_pass  # not at the top: graph does not import hooks, but keep it that way
-
     try:
         with forward_pass():
             return model(inputs)

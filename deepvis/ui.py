@@ -16,7 +16,7 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
@@ -158,17 +158,13 @@ def layer_picker(loaded: LoadedModel, key: str, default: str, side_by_side: bool
     return name
 
 
-def _class_names(loaded: LoadedModel, layer: str) -> Sequence[str] | None:
-    return opt.class_names(loaded, layer)
-
-
 def _unit_format(loaded: LoadedModel, layer: str) -> Callable[[int], str]:
-    classes = _class_names(loaded, layer)
+    classes = opt.class_names(loaded, layer)
     return (lambda i: f"{i} · {classes[i]}") if classes else str
 
 
 def _default_unit(loaded: LoadedModel, layer: str) -> int:
-    classes = _class_names(loaded, layer)
+    classes = opt.class_names(loaded, layer)
     try:
         return opt.resolve_unit(loaded, layer, "flamingo") if classes else 0
     except ValueError:
@@ -188,7 +184,7 @@ def target_picker(loaded: LoadedModel, key: str) -> opt.Target:
     """Layer + unit (a class by name on the logits layer) + objective -> one ``opt.Target``."""
     layer = layer_picker(loaded, key, loaded.logits_layer, side_by_side=False)
     info = loaded.layer(layer)
-    if _class_names(loaded, layer):
+    if opt.class_names(loaded, layer):
         if st.session_state.get(f"{key}_class") not in range(info.channels):
             st.session_state[f"{key}_class"] = _default_unit(loaded, layer)
         unit = st.selectbox("Class (type to search)", range(info.channels), key=f"{key}_class",
@@ -203,7 +199,7 @@ def target_picker(loaded: LoadedModel, key: str) -> opt.Target:
 
 def target_name(loaded: LoadedModel, target: opt.Target) -> str:
     """``flamingo (class 130 of _fc)`` or ``_blocks.5 channel 12 · centre neuron`` (titles, sheet rows)."""
-    classes = _class_names(loaded, target.layer) if target.layer in {i.name for i in loaded.layers} else None
+    classes = opt.class_names(loaded, target.layer) if target.layer in {i.name for i in loaded.layers} else None
     if classes:
         return f"{classes[target.unit]} (class {target.unit} of {target.layer})"
     if len(loaded.layer(target.layer).shape) == 1:
@@ -217,7 +213,7 @@ def units_picker(loaded: LoadedModel, key: str) -> list[opt.Target]:
     info = loaded.layer(layer)
     chosen = [u for u in st.session_state.get(f"{key}_units", []) if u in range(info.channels)][:8]
     if not chosen:
-        classes = _class_names(loaded, layer)
+        classes = opt.class_names(loaded, layer)
         chosen = ([opt.resolve_unit(loaded, layer, n) for n in ("flamingo", "strawberry", "goldfish") if n in classes]
                   if classes else []) or list(range(min(3, info.channels)))
     st.session_state[f"{key}_units"] = chosen
