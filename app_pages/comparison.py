@@ -12,7 +12,7 @@ st.caption("The same unit, the same starting noise, different regularization: al
            "batch, so the settings are the only difference.")
 
 form = ui_runs.comparison_form(loaded, st.expander("Save or load a comparison"))
-names, targets, mode, stretch = form.names, form.targets, form.mode, form.stretch
+names, targets, mode, display = form.names, form.targets, form.mode, form.display
 start = ui_runs.start_stop(ui_runs.CMP, ready=form.experiment is not None)
 progress, live = st.empty(), st.empty()
 
@@ -22,10 +22,12 @@ def draw_live(snap: opt.Snapshot) -> None:
                       + (f" × {len(targets)} units" if mode == "sheet" else "") + " in one batch")
     with live.container():
         if mode == "sheet":
-            ui.show_png(ui_runs.sheet_image(snap.images, [ui.target_name(loaded, t) for t in targets], names, stretch))
+            ui.show_png(ui_runs.sheet_image(snap.pixels, snap.mean, [ui.target_name(loaded, t) for t in targets], names,
+                                            display))
             return
         for j, column in enumerate(st.columns(len(names))):
-            column.image(png_bytes(ui_runs.frame_view(snap.images[j], stretch)), output_format="PNG", width="stretch",
+            column.image(png_bytes(ui_runs.frame_view(snap.pixels[j], snap.mean, display)), output_format="PNG",
+                         width="stretch",
                          caption=f"{names[j][0]} · objective {snap.objectives[j]:.4g}")
         st.plotly_chart(charts.curves_figure(snap.record, names))
 
@@ -41,7 +43,7 @@ if start:
 
 
 @st.fragment
-def history_viewer(state: history.RunState, stretch: bool) -> None:
+def history_viewer(state: history.RunState, display: str, verdicts: list) -> None:
     iterations = state.history.iterations
     shown = iterations[-1]
     if len(iterations) > 1:
@@ -52,8 +54,9 @@ def history_viewer(state: history.RunState, stretch: bool) -> None:
         with column:
             ui_runs.color_header(j, state.names[j], state.experiment.settings[j].label)
             done = f" · finished after {frame.steps[j] + 1}" if frame.finished[j] else ""
-            st.image(png_bytes(ui_runs.frame_view(frame.images[j], stretch)), output_format="PNG", width="stretch",
-                     caption=f"iteration {frame.steps[j]} · objective {frame.objectives[j]:.4g}{done}")
+            st.image(png_bytes(ui_runs.frame_view(frame.pixels[j], frame.mean, display)), output_format="PNG",
+                     width="stretch", caption=f"iteration {frame.steps[j]} · objective {frame.objectives[j]:.4g}{done}")
+            st.markdown(ui_runs.quality_caption(verdicts[j], state.record.rows[j].best_step))
     st.plotly_chart(charts.curves_figure(state.record, state.names, marker=shown), key="cmp_chart")
 
 
@@ -64,10 +67,12 @@ if state is not None:
         st.stop()
     ui_runs.run_status(state)
 if state is not None and state.record is not None:
+    verdicts = ui_runs.run_quality(state, loaded)
     if state.extra["mode"] == "sheet":
-        sheet = ui_runs.sheet_image(state.history.frames[-1].images, state.extra["rows"], state.names, stretch)
+        last = state.history.frames[-1]
+        sheet = ui_runs.sheet_image(last.pixels, last.mean, state.extra["rows"], state.names, display)
         ui.show_png(sheet, caption="Rows: units · columns: settings (the paper's figure layout)")
         st.download_button("Download the sheet (PNG)", png_bytes(sheet), "sheet.png", "image/png", on_click="ignore")
     else:
-        history_viewer(state, stretch)
-        st.dataframe(ui_runs.summary_rows(state.record, state.names), hide_index=True)
+        history_viewer(state, display, verdicts)
+    st.dataframe(ui_runs.summary_rows(state.record, state.names, verdicts), hide_index=True)

@@ -1,5 +1,8 @@
 """Optimization: synthesize the image a unit "wants to see" (regularized gradient ascent, paper section 3)."""
 
+import io
+
+import numpy as np
 import streamlit as st
 
 from deepvis import charts, history, render, ui, ui_runs
@@ -19,7 +22,7 @@ def draw_live(snap: opt.Snapshot) -> None:
     progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total}")
     with live.container():
         image_col, chart_col = st.columns([1, 2])
-        image_col.image(png_bytes(ui_runs.frame_view(snap.images[0], form.stretch)), output_format="PNG",
+        image_col.image(png_bytes(ui_runs.frame_view(snap.pixels[0], snap.mean, form.display)), output_format="PNG",
                         caption=f"iteration {snap.iteration} · objective {snap.objectives[0]:.4g}")
         chart_col.plotly_chart(charts.curves_figure(snap.record, ["objective"], norms=True))
 
@@ -33,14 +36,14 @@ if start:
 
 
 @st.fragment
-def history_viewer(state: history.RunState, stretch: bool) -> None:
+def history_viewer(state: history.RunState, display: str) -> None:
     iterations = state.history.iterations
     shown = iterations[-1]
     if len(iterations) > 1:
         shown = st.select_slider("History (iteration)", iterations, value=shown, key=f"opt_history_{state.run_id}")
     frame, row = state.history.at(shown), state.record.rows[0]
     image_col, chart_col = st.columns([1, 2])
-    image_col.image(png_bytes(ui_runs.frame_view(frame.images[0], stretch)), output_format="PNG",
+    image_col.image(png_bytes(ui_runs.frame_view(frame.pixels[0], frame.mean, display)), output_format="PNG",
                     caption=f"iteration {shown} · objective {frame.objectives[0]:.4g}")
     with chart_col:
         st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=shown, norms=True), key="opt_chart")
@@ -59,13 +62,19 @@ if state is not None:
         st.stop()
     ui_runs.run_status(state)
 if state is not None and state.record is not None:
-    history_viewer(state, form.stretch)
+    history_viewer(state, form.display)
     row = state.record.rows[0]
+    st.markdown(ui_runs.quality_caption(ui_runs.run_quality(state, loaded)[0], row.best_step))
     name = f"{row.target.layer}_{row.target.unit}"
-    final, best = (png_bytes(ui_runs.frame_view(img, form.stretch, 0)) for img in (row.last_image, row.best_image))
-    a, b, c = st.columns(3)
+    final, best = (png_bytes(ui_runs.frame_view(x, row.mean, form.display, 0)) for x in (row.last_x, row.best_x))
+    npy = io.BytesIO()
+    np.save(npy, row.best_x)
+    a, b, c, d = st.columns(4)
     a.download_button("Final image (PNG)", final, f"{name}_final.png", "image/png", on_click="ignore")
     b.download_button("Best image (PNG)", best, f"{name}_best.png", "image/png", on_click="ignore")
-    c.download_button("History (animated GIF)", lambda: render.gif_bytes(
-        [ui_runs.frame_view(f.images[0], form.stretch, 0) for f in state.history.frames]), f"{name}.gif",
+    c.download_button("Best image (float .npy)", npy.getvalue(), f"{name}_best.npy", "application/octet-stream",
+                      on_click="ignore", help="x in the optimizer's pixel space: 0–255 units with the model's mean "
+                      f"{tuple(round(v, 1) for v in row.mean)} subtracted; (H, W, 3) float32.")
+    d.download_button("History (animated GIF)", lambda: render.gif_bytes(
+        [ui_runs.frame_view(f.pixels[0], f.mean, form.display, 0) for f in state.history.frames]), f"{name}.gif",
         "image/gif", on_click="ignore")

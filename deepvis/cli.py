@@ -1,7 +1,8 @@
 """Command line: ``deepvis <command> …`` (or ``python -m deepvis``); every command prints JSON on stdout.
 
 Errors a person can cause (a bad file, an unknown layer, weights that cannot be
-had) print one line on stderr and exit with status 2.
+had) print one line on stderr and exit with status 2.  (About 370 lines: one parser
+and one short function per command; the work itself is in the library.)
 """
 
 from __future__ import annotations
@@ -160,14 +161,21 @@ def _unit_run_options(parser: argparse.ArgumentParser) -> None:
                         "(e.g. flamingo)")
     parser.add_argument("--objective", default="neuron", choices=["neuron", "channel"],
                         help="one spatial position (the centre) or the channel's spatial mean (default: %(default)s)")
+    from deepvis.display import DISPLAYS
     from deepvis.settings import THETA
 
     steps = next(t for t in THETA if t.name == "steps")
     parser.add_argument(steps.flag, type=int, default=None, help=f"{steps.help} Default: the preset's.")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starting noise N(0, 10) (default: 0)")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
-    parser.add_argument("--out", required=True, help="PNG file to write: the best image (highest objective)")
+    parser.add_argument("--display", default="zero", choices=list(DISPLAYS),
+                        help="how images are written: " + "; ".join(f"{d.name} = {d.label}" for d in DISPLAYS.values())
+                        + " (default: %(default)s, as the paper's toolbox saves them)")
     _add_model_options(parser)
+
+
+PRESET_HELP = ("N = the model's calibrated row N (Table 1 row N for a model without calibrated rows); "
+               "table1:N = the paper's CaffeNet row N verbatim")
 
 
 def _target(loaded: LoadedModel, args: argparse.Namespace):
@@ -188,29 +196,36 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         "optimize", help="synthesize the image a unit wants to see (regularized gradient ascent)",
         description="Regularized gradient ascent from N(0, 10) noise (Yosinski et al. 2015). The JSON gives the "
         "objective at the first, last and best iteration, best_step (the iteration whose image scored highest: "
-        "the image --out holds), and argmax_step (the first iteration at which the unit was the largest of its "
-        "layer - for a class, the network's top-1 - or null if never).")
+        "the image --out holds), argmax_step (the first iteration at which the unit was the largest of its "
+        "layer - for a class, the network's top-1 - or null if never) and the image's quality (a judge "
+        "network's rank of the class, robustness to small shifts; see deepvis.quality).")
     from deepvis.settings import THETA
 
-    parser.add_argument("--preset", type=int, default=None, choices=[1, 2, 3, 4],
-                        help="Table 1 row of the paper (default: the default θ, which equals row 3)")
+    parser.add_argument("--preset", default="3", help=f"{PRESET_HELP} (default: %(default)s)")
     for theta in THETA:  # one flag per θ setting, from the θ table (deepvis.settings)
         if theta.name == "steps":
             continue  # --steps is a run option (compare takes it too)
         kind = {"int": int, "choice": str}.get(theta.kind, float)
         parser.add_argument(theta.flag, type=kind, default=None, choices=theta.choices or None,
                             help=f"{theta.help} Overrides the preset.")
+    parser.add_argument("--out", required=True, help="PNG file to write: the best image (highest objective)")
     parser.add_argument("--final", action="store_true",
                         help="write the final image to --out instead of the best one (the paper's output)")
+    parser.add_argument("--npy", default=None, help="also write that image as float32 (H, W, 3) .npy: x in the "
+                        "optimizer's pixel space (0-255 units, the model's mean subtracted; the JSON gives the mean)")
     parser.add_argument("--gif", default=None, help="also write the history as an animated GIF")
     _unit_run_options(parser)
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from deepvis import optimize as opt
+    from deepvis import presets, quality
+    from deepvis.display import show
     from deepvis.render import gif_bytes
 
-    settings = opt.preset(args.preset) if args.preset else opt.Settings()
+    settings = presets.resolve(args.model, args.preset)
     settings = settings.replace(**{t.name: getattr(args, t.name) for t in opt.THETA if getattr(args, t.name) is not None})
     loaded = _model(args)
     target = _target(loaded, args)
@@ -218,42 +233,109 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     frames = []
     for snapshot in opt.optimize(loaded, target, settings, seed=args.seed, size=args.size, every=every):
         if args.gif:
-            frames.append(snapshot.images[0])
+            frames.append(snapshot.view(args.display)[0])
     row = snapshot.record.rows[0]
-    _write_png(args.out, row.last_image if args.final else row.best_image)
+    which = "last" if args.final else "best"
+    x = row.last_x if args.final else row.best_x
+    _write_png(args.out, row.image(which, args.display))
+    if args.npy:
+        np.save(args.npy, x.astype(np.float32))
     if args.gif:
         Path(args.gif).write_bytes(gif_bytes(frames))
+    (verdict,) = quality.assess(loaded, x[None], [target])
     return _emit({**row.summary(), "out": args.out, "image": "final" if args.final else "best",
-                  "seconds": round(snapshot.record.seconds, 3)})
+                  "display": args.display, "npy": args.npy, "mean": list(row.mean), "settings": settings.to_dict(),
+                  "quality": verdict.to_dict(), "seconds": round(snapshot.record.seconds, 3)})
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("compare", help="one unit under several Table 1 presets, in one batched run")
-    parser.add_argument("--presets", default="1,2,3,4", help="comma-separated Table 1 rows (default: %(default)s)")
+    parser = sub.add_parser("compare", help="one unit under several presets, in one batched run")
+    parser.add_argument("--presets", default="1,2,3,4", help=f"comma-separated presets: {PRESET_HELP} "
+                        "(default: %(default)s)")
+    parser.add_argument("--out", required=True, help="PNG file to write: the sheet of final images")
+    parser.add_argument("--out-dir", default=None, help="also write each column's image (as displayed) here")
     _unit_run_options(parser)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from deepvis import optimize as opt
+    from deepvis import presets, quality
     from deepvis.render import compose_sheet
 
-    try:
-        numbers = [int(p) for p in args.presets.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"--presets must be preset numbers separated by commas, not {args.presets!r}") from None
-    if not numbers:
-        raise ValueError("--presets needs at least one preset number")
-    settings = [opt.preset(n) for n in numbers]
+    choices = [p.strip() for p in args.presets.split(",") if p.strip()]
+    if not choices:
+        raise ValueError("--presets needs at least one preset")
+    settings = [presets.resolve(args.model, c) for c in choices]
     if args.steps is not None:
         settings = [s.replace(steps=args.steps) for s in settings]
     loaded = _model(args)
     target = _target(loaded, args)
     record = opt.run(loaded, target, settings, seed=args.seed, size=args.size)
-    sheet = compose_sheet(record.last_images, 1, len(settings), [target.label],
-                              [f"preset {n}: {s.label}" for n, s in zip(numbers, settings)])
+    images = record.images("last", args.display)
+    verdicts = quality.assess(loaded, np.stack([row.last_x for row in record.rows]), [target] * len(settings))
+    names = [presets.name(args.model, c) for c in choices]
+    sheet = compose_sheet(images, 1, len(settings), [target.label],
+                          [f"{n}: {s.label} · {q.label}" for n, s, q in zip(names, settings, verdicts)])
     _write_png(args.out, sheet)
+    files = []
+    if args.out_dir:
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for j, (choice, image) in enumerate(zip(choices, images)):
+            files.append(str(out_dir / f"{chr(ord('A') + j)}_{choice.replace(':', '')}.png"))
+            _write_png(files[-1], image)
     seconds = round(record.seconds, 3)
-    return _emit([{**row.summary(), "preset": n, "seconds": seconds} for n, row in zip(numbers, record.rows)])
+    return _emit([{**row.summary(), "preset": c, "name": n, "settings": s.to_dict(), "quality": q.to_dict(),
+                   "image": files[j] if files else None, "display": args.display, "seconds": seconds}
+                  for j, (c, n, s, q, row) in enumerate(zip(choices, names, settings, verdicts, record.rows))])
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from deepvis.calibrate import DEFAULT_CLASSES, DEFAULT_STEPS
+
+    parser = sub.add_parser(
+        "calibrate", help="find a network's own presets: a random search over θ for each Table 1 row",
+        description="A random search over θ that keeps each Table 1 row's character and tunes its magnitudes, "
+        "scored by a judge network that took no part and by robustness (see deepvis.calibrate). Resumable: run "
+        "the same command again after an interruption. Writes the preset file and prints it as JSON.")
+    parser.add_argument("--trials", type=int, default=20, help="trials per row (default: %(default)s)")
+    parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
+                        help="comma-separated class names to optimize in every trial (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="preset file to write (default: presets-MODEL.json)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search and of the starting noise")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
+    parser.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)),
+                        help="iteration counts to draw from (default: %(default)s)")
+    _add_model_options(parser)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepvis.calibrate import search
+
+    try:
+        steps = [int(v) for v in args.steps.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--steps must be whole numbers separated by commas, not {args.steps!r}") from None
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    out = args.out or f"presets-{args.model}.json"
+    loaded = _model(args)
+    command = "python -m deepvis " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
+    progress = search(loaded, out, classes=classes, trials=args.trials, seed=args.seed, size=args.size,
+                      steps=steps, command=command)
+    with tqdm(total=args.trials * 4, desc="calibrate", unit="trial", file=sys.stderr) as bar:
+        try:
+            while True:
+                step = next(progress)
+                best = " ".join(f"r{r}={t.score:.2f}" for r, t in sorted(step.best.items()))
+                bar.set_postfix_str(f"row {step.trial.row} trial {step.trial.index}: {step.trial.score:.2f} · best {best}")
+                bar.update(1)
+        except StopIteration as stop:
+            found = stop.value
+    return _emit({"out": out, **json.loads(found.to_json())})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return globals()[f"cmd_{args.command}"](args)
+    except KeyboardInterrupt:
+        print(f"deepvis {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as exc:  # our errors are ValueError subclasses with plain messages
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         print(f"deepvis {args.command}: {message}", file=sys.stderr)

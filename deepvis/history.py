@@ -2,8 +2,14 @@
 
 Conventions
 -----------
-* A :class:`Frame` is one snapshot of a batch: ``images`` ``(B, H, W, 3)`` uint8
-  plus what each row scored.  Only uint8 frames are kept, never tensors.
+* A :class:`Frame` is one snapshot of a batch, kept as each image *scaled about
+  zero* in 8 bits plus its scale ``max|x|`` (one float per image), the model's
+  ``mean`` and what each row scored.  That is the default display exactly, and
+  ``x = (v / 255 - 0.5) · 2·max|x|`` back to within ``max|x| / 255`` — under one grey
+  level of the other displays even for a saturated image, and far finer than 8-bit
+  ``x + mean`` for a faint one.  :meth:`Frame.view` draws any display
+  (:mod:`deepvis.display`) without recomputing the run.  Never tensors; as small as
+  uint8 frames.
 * :class:`FrameHistory` keeps at most ``cap`` frames (from a byte budget and a
   frame limit), evenly spaced, always including the newest; a 1000-iteration
   run at 224 px stays within :data:`HISTORY_BYTES` (24 MB), so a session's two
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepvis import optimize as opt
+from deepvis.display import DEFAULT_DISPLAY, show
 
 HISTORY_BYTES = 24 * 2**20  # frames kept per run (one per page), so a session's histories stay under 64 MB
 HISTORY_FRAMES = 250
@@ -38,16 +45,40 @@ class Frame:
     """One recorded snapshot: the images of every row and what they scored."""
 
     iteration: int
-    images: np.ndarray  # (B, H, W, 3) uint8
+    scaled: np.ndarray  # (B, H, W, 3) uint8: each image scaled about zero
+    peaks: np.ndarray  # (B,) float32: each image's max|x|
+    mean: tuple[float, float, float]
     objectives: np.ndarray  # (B,)
     steps: tuple[int, ...]  # each row's own iteration of its image
     finished: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, snapshot: opt.Snapshot) -> Frame:
+        pixels = snapshot.pixels
+        rows = snapshot.record.rows
+        return cls(snapshot.iteration, show(pixels, snapshot.mean, "zero"),
+                   np.abs(pixels).max(axis=(1, 2, 3)).astype(np.float32), snapshot.mean,
+                   np.asarray(snapshot.objectives, dtype=np.float64).copy(),
+                   tuple(row.steps_done - 1 for row in rows), tuple(row.finished for row in rows))
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """``(B, H, W, 3)`` float32 in the optimizer's pixel space (module docstring)."""
+        return (self.scaled.astype(np.float32) / 255.0 - 0.5) * (2.0 * self.peaks.reshape(-1, 1, 1, 1))
+
+    def view(self, mode: str = DEFAULT_DISPLAY) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8: every row's image in display ``mode``."""
+        return self.scaled if mode == "zero" else show(self.pixels, self.mean, mode)
+
+    @property
+    def nbytes(self) -> int:
+        return self.scaled.nbytes + self.peaks.nbytes
 
 
 class FrameHistory:
     """Bounded history of a run's snapshots (pure; no Streamlit).
 
-    Keeps uint8 frames only, at most ``cap`` of them (from ``max_bytes`` and ``max_frames``, at least 2).
+    Keeps 8-bit frames (and one scale per image) only, at most ``cap`` of them (from ``max_bytes`` and ``max_frames``, at least 2).
     Snapshot number k (in arrival order) is kept while k is a multiple of the stride; when more than
     ``cap`` would be kept the stride doubles, so the kept frames stay evenly spaced.  The newest frame is
     always kept as well, so the end of a run, or what a Stop left, is never lost.
@@ -59,14 +90,11 @@ class FrameHistory:
         self._frames: list[tuple[int, Frame]] = []
 
     def add(self, snapshot: opt.Snapshot) -> None:
-        images = np.ascontiguousarray(snapshot.images, dtype=np.uint8)
+        frame = Frame.of(snapshot)
         if self.cap is None:
-            self.cap = max(2, min(self.max_frames, self.max_bytes // max(1, images.nbytes)))
+            self.cap = max(2, min(self.max_frames, self.max_bytes // max(1, frame.nbytes)))
         if self._frames and self._frames[-1][0] % self.stride:
             self._frames.pop()  # the previous newest frame was only kept for being the newest
-        rows = snapshot.record.rows
-        frame = Frame(snapshot.iteration, images, np.asarray(snapshot.objectives, dtype=np.float64).copy(),
-                      tuple(row.steps_done - 1 for row in rows), tuple(row.finished for row in rows))
         self._frames.append((self._count, frame))
         self._count += 1
         while len(self._frames) > self.cap:
@@ -90,7 +118,7 @@ class FrameHistory:
 
     @property
     def nbytes(self) -> int:
-        return sum(f.images.nbytes for _, f in self._frames)
+        return sum(f.nbytes for _, f in self._frames)
 
 
 @dataclass(eq=False)

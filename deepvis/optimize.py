@@ -10,8 +10,9 @@ Conventions
   space, so blur radii, percentiles, decay and the N(0, 10) start carry over.
   The start ``x0 ~ N(0, 10)`` per pixel comes from a CPU ``torch.Generator``
   seeded with ``seed`` and is the same for every row of a batch, so a row's
-  settings and unit are the only difference between rows.  Displayed images
-  are ``clip(x + mean, 0, 255)`` as uint8 ``(H, W, 3)``.
+  settings and unit are the only difference between rows.  Records keep ``x``
+  as float (:mod:`deepvis.records`); images are shown scaled about zero by
+  default (:mod:`deepvis.display`).
 * **The network** sees ``normalize(x + mean)`` = ``x / s_c`` with ``s_c`` the
   model's std of channel c in 0-255 units (128 for the embedded model, about
   58 for torchvision's ImageNet models).  On a CPU that input is handed over
@@ -72,7 +73,7 @@ from deepvis import regularizers as reg
 from deepvis.activations import capture
 from deepvis.graph import rectifier_input
 from deepvis.models import LoadedModel
-from deepvis.records import Recorder, RowRecord, RunRecord, Snapshot, to_uint8  # noqa: F401
+from deepvis.records import Recorder, RowRecord, RunRecord, Snapshot  # noqa: F401
 from deepvis.settings import (LR_POLICIES, LR_RULE, MAX_SIZE, MAX_STEPS, MIN_SIZE, OBJECTIVES, PRESET_NAMES,  # noqa: F401
                               PRESETS, THETA, Experiment, OptimizeError, Settings, Target, Theta, class_names, is_int,
                               preset, resolve_unit)
@@ -255,7 +256,7 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         values, is_max, grad = _evaluate(model, xa, rows, std)
         history.record(it, rows.rows, xa, values, is_max)
         snapshot_due = it % every == 0 or it == total - 1
-        images = to_uint8(x + mean) if snapshot_due else None
+        shown = x.clone() if snapshot_due else None  # each row's image at this iteration (x changes in place)
 
         stepped, lr = _ascent_step(xa, grad, grad * std, rows, it)
         moving = [it < steps[b] - 1 for b in active]
@@ -269,7 +270,7 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
 
         if snapshot_due:
             seconds += time.perf_counter() - started
-            yield Snapshot(it, total, history.run_record(it, targets, settings, images, mean, seed, seconds))
+            yield Snapshot(it, total, history.run_record(it, targets, settings, shown, mean, seed, seconds))
             started = time.perf_counter()
 
 

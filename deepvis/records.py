@@ -3,8 +3,11 @@
 Conventions
 -----------
 * Images handed in are ``(B, 3, H, W)`` float tensors in the optimizer's pixel
-  space (0-255 units, mean subtracted; see :mod:`deepvis.optimize`); images handed
-  out are ``(H, W, 3)`` uint8, ``clip(x + mean, 0, 255)``.
+  space (0-255 units, mean subtracted; see :mod:`deepvis.optimize`).  Records keep
+  them as float32 ``(H, W, 3)`` (``best_x``, ``last_x``, ``Snapshot.pixels``), so any
+  display (:mod:`deepvis.display`: scaled about zero, plus mean, clipped) can be drawn
+  later without recomputing; ``best_image``/``last_image`` are the clipped uint8
+  ``clip(x + mean, 0, 255)``, what the network saw.
 * A :class:`Recorder` keeps everything on the run's device and copies it to the
   CPU only when a :class:`RunRecord` is asked for (at a snapshot).
 * Records keep only what cannot be derived: a row's best objective, the first
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepvis.display import DEFAULT_DISPLAY, show
 from deepvis.settings import Settings, Target
 
 
@@ -36,9 +40,26 @@ class RowRecord:
     norms: np.ndarray = field(repr=False)  # (n,) L2 norm of x
     stds: np.ndarray = field(repr=False)  # (n,) std of x
     lrs: np.ndarray = field(repr=False)  # (n,) lr of the step after each iteration (0 after the last)
-    best_image: np.ndarray = field(repr=False)  # (H, W, 3) uint8, the image with the highest objective
+    best_x: np.ndarray = field(repr=False)  # (H, W, 3) float32 pixel space, the image with the highest objective
     best_step: int
-    last_image: np.ndarray = field(repr=False)  # (H, W, 3) uint8, the image evaluated last
+    last_x: np.ndarray = field(repr=False)  # (H, W, 3) float32 pixel space, the row's image at the snapshot
+    mean: tuple[float, float, float]  # the model's mean, 0-255 (x + mean is the picture)
+
+    def image(self, which: str = "best", mode: str = DEFAULT_DISPLAY) -> np.ndarray:
+        """The ``best`` or ``last`` image as ``(H, W, 3)`` uint8 in display ``mode`` (:mod:`deepvis.display`)."""
+        if which not in ("best", "last"):
+            raise ValueError(f"which must be 'best' or 'last', not {which!r}")
+        return show(self.best_x if which == "best" else self.last_x, self.mean, mode)
+
+    @property
+    def best_image(self) -> np.ndarray:
+        """``(H, W, 3)`` uint8, the best image as the network saw it (clipped)."""
+        return self.image("best", "clipped")
+
+    @property
+    def last_image(self) -> np.ndarray:
+        """``(H, W, 3)`` uint8, the last image as the network saw it (clipped)."""
+        return self.image("last", "clipped")
 
     @property
     def steps_done(self) -> int:
@@ -97,6 +118,10 @@ class RunRecord:
     def best_images(self) -> np.ndarray:
         return np.stack([row.best_image for row in self.rows])
 
+    def images(self, which: str = "last", mode: str = DEFAULT_DISPLAY) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8: every row's ``best`` or ``last`` image in display ``mode``."""
+        return np.stack([row.image(which, mode) for row in self.rows])
+
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
@@ -107,9 +132,22 @@ class Snapshot:
     record: RunRecord = field(repr=False)
 
     @property
+    def pixels(self) -> np.ndarray:
+        """``(B, H, W, 3)`` float32 pixel space: each row's image at this snapshot (see :mod:`deepvis.display`)."""
+        return np.stack([row.last_x for row in self.record.rows])
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.record.rows[0].mean
+
+    @property
     def images(self) -> np.ndarray:
-        """``(B, H, W, 3)`` uint8: each row's image at this snapshot."""
+        """``(B, H, W, 3)`` uint8: each row's image at this snapshot, as the network saw it (clipped)."""
         return self.record.last_images
+
+    def view(self, mode: str = DEFAULT_DISPLAY) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8: each row's image at this snapshot in display ``mode``."""
+        return show(self.pixels, self.mean, mode)
 
     @property
     def objectives(self) -> np.ndarray:
@@ -161,23 +199,22 @@ class Recorder:
         """The lr of the step that followed iteration ``it`` (0 for a row's last iteration)."""
         self.values["lr"][it, where] = lr.double()
 
-    def run_record(self, it: int, targets: Sequence[Target], settings: Sequence[Settings], images: np.ndarray,
+    def run_record(self, it: int, targets: Sequence[Target], settings: Sequence[Settings], x: torch.Tensor,
                    mean: torch.Tensor, seed: int, seconds: float) -> RunRecord:
-        """Everything recorded up to iteration ``it``; ``images`` are the rows' current uint8 images."""
+        """Everything recorded up to iteration ``it``; ``x`` ``(B, 3, H, W)`` are the rows' current images."""
         arrays = {name: values.cpu().numpy() for name, values in self.values.items()}
-        is_max, best_images = self.is_max.cpu().numpy(), to_uint8(self.best_x + mean)
+        is_max, best_xs, last_xs = self.is_max.cpu().numpy(), to_hwc(self.best_x), to_hwc(x)
+        mean_rgb = tuple(float(v) for v in mean.flatten().tolist())
         best_steps = self.best_step.cpu().tolist()
         rows = []
         for b, (target, row_settings) in enumerate(zip(targets, settings)):
             n = min(it + 1, row_settings.steps)
             rows.append(RowRecord(target, row_settings, arrays["objective"][:n, b].copy(), is_max[:n, b].copy(),
                                   arrays["norm"][:n, b].copy(), arrays["std"][:n, b].copy(),
-                                  arrays["lr"][:n, b].copy(), best_images[b], int(best_steps[b]), images[b].copy()))
-        return RunRecord(tuple(rows), seed, images.shape[1], it, seconds)
+                                  arrays["lr"][:n, b].copy(), best_xs[b], int(best_steps[b]), last_xs[b], mean_rgb))
+        return RunRecord(tuple(rows), seed, last_xs.shape[1], it, seconds)
 
 
-
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """``(B, 3, H, W)`` 0-255 floats -> ``(B, H, W, 3)`` uint8 on the CPU."""
-    return pixels.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def to_hwc(x: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` floats -> ``(B, H, W, 3)`` float32 numpy on the CPU (a copy)."""
+    return x.detach().permute(0, 2, 3, 1).to("cpu", torch.float32).numpy().copy()

@@ -270,20 +270,6 @@ def backprop_overlay(photo: np.ndarray, gradient: torch.Tensor | np.ndarray, blu
     return overlay(photo, gradient_norm(gradient, blur_sigma), alpha)
 
 
-def contrast_stretch(images: np.ndarray) -> np.ndarray:
-    """Min-max stretch each uint8 image, ``(H, W, 3)`` or ``(B, H, W, 3)``, to the full 0-255 range."""
-    array = np.asarray(images)
-    if array.ndim not in (3, 4) or array.shape[-1] != 3:
-        raise ValueError(f"contrast_stretch needs (H, W, 3) or (B, H, W, 3), got shape {array.shape}")
-    batch = array[None] if array.ndim == 3 else array
-    values = batch.astype(np.float64)
-    low = values.min(axis=(1, 2, 3), keepdims=True)
-    high = values.max(axis=(1, 2, 3), keepdims=True)
-    span = np.where(high - low > 0, high - low, 1.0)
-    out = np.clip((values - low) * (255.0 / span) + 0.5, 0, 255).astype(np.uint8)
-    return out[0] if array.ndim == 3 else out
-
-
 FONT_FILE = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"  # shipped: DejaVu Sans has "≤", "σ", "×", "·"
 
 

@@ -295,6 +295,20 @@ def resolve_unit(loaded: LoadedModel, layer: str, query: str | int) -> int:
 EXPERIMENT_FORMAT = "deepvis-experiment"
 
 
+def read_json_file(text: str | bytes, file_format: str, what: str) -> dict[str, Any]:
+    """A deepvis JSON file of ``file_format``, version 1, as a dict; a one-line ``ValueError`` naming ``what``
+    (e.g. "saved deepvis comparison") when it is not one."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"This is not a JSON file ({exc.__class__.__name__}).") from None
+    if not isinstance(data, dict) or data.get("format") != file_format:
+        raise ValueError(f"This JSON file is not a {what}.")
+    if data.get("version") != 1:
+        raise ValueError(f"Unsupported {what} file version {data.get('version')!r}.")
+    return data
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A comparison (one target, several settings) or a units x settings sheet; saved as JSON."""
@@ -331,14 +345,7 @@ class Experiment:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Experiment:
-        try:
-            data = json.loads(text)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"This is not a JSON file ({exc.__class__.__name__}).") from None
-        if not isinstance(data, dict) or data.get("format") != EXPERIMENT_FORMAT:
-            raise ValueError("This JSON file is not a saved deepvis comparison.")
-        if data.get("version") != 1:
-            raise ValueError(f"Unsupported comparison file version {data.get('version')!r}.")
+        data = read_json_file(text, EXPERIMENT_FORMAT, "saved deepvis comparison")
         try:
             targets = [Target.from_dict(t) for t in data["targets"]]
             settings = [Settings.from_dict(s) for s in data["settings"]]

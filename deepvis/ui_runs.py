@@ -1,6 +1,6 @@
 """Streamlit widgets of the Optimization and Comparison pages: θ, their forms and live runs.
 
-One of the two modules that touch Streamlit (the other is :mod:`deepvis.ui`).  About 350 lines: both
+One of the two modules that touch Streamlit (the other is :mod:`deepvis.ui`).  About 400 lines: both
 pages' forms share the θ editor and the live-run machinery, and splitting them would spread one page's
 session state over two modules.
 
@@ -10,10 +10,15 @@ Conventions
   gets a frozen object holding what the person chose; the widgets keep their values
   in ``st.session_state`` under keys that only this module spells (``{page}_…``,
   with ``page`` one of :data:`OPT`, :data:`CMP`).
-* The θ editor is generated from :data:`deepvis.settings.THETA`.
+* The θ editor is generated from :data:`deepvis.settings.THETA`; its preset selector
+  offers the model's calibrated rows and the paper's Table 1 rows (:mod:`deepvis.presets`).
+* Optimized images are drawn from the float history in the chosen display
+  (:mod:`deepvis.display`, scaled about zero by default), so switching it never
+  recomputes a run; a finished or stopped run's quality (:mod:`deepvis.quality`) is
+  computed once and kept with the run.
 * Long runs stream into a ``RunState`` (:func:`run_live`), kept in the session as
   each snapshot arrives, so what was made survives Stop, reruns and page switches;
-  :func:`last_run` gives it back.  History frames are uint8 and bounded
+  :func:`last_run` gives it back.  History frames are float16 and bounded
   (``FrameHistory``).
 """
 
@@ -26,8 +31,9 @@ import numpy as np
 import streamlit as st
 
 from deepvis import optimize as opt
-from deepvis import render, ui
+from deepvis import presets, quality, render, ui
 from deepvis.charts import PALETTE
+from deepvis.display import DISPLAYS, show
 from deepvis.history import FrameHistory, RunState, stream
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel
 
@@ -35,49 +41,54 @@ OPT, CMP = "opt", "cmp"  # the two pages' key prefixes
 CUSTOM = "custom"
 
 
-def preset_of(settings: opt.Settings) -> int | str:
-    """The Table 1 row these settings equal, else ``"custom"``."""
-    return next((n for n, p in opt.PRESETS.items() if p == settings), CUSTOM)
+def preset_of(settings: opt.Settings, model: str) -> str:
+    """The preset key (``"3"``, ``"table1:3"``, :mod:`deepvis.presets`) these settings equal, else ``"custom"``."""
+    return next((key for key, found in presets.choices(model).items() if found == settings), CUSTOM)
 
 
-def settings_name(settings: opt.Settings) -> str:
-    """``Table 1 row 3``, ``Table 1 row 3, 200 it`` (only the iterations changed) or ``custom``."""
-    found = preset_of(settings)
+def preset_label(model: str, key: str) -> str:
+    return "custom θ" if key == CUSTOM else presets.name(model, key)
+
+
+def settings_name(settings: opt.Settings, model: str) -> str:
+    """``Lite0 row 3 (calibrated)``, ``Table 1 row 3 (verbatim), 200 it`` (only the iterations changed), ``custom``."""
+    found = preset_of(settings, model)
     if found != CUSTOM:
-        return opt.PRESET_NAMES[found]
-    for number, preset in opt.PRESETS.items():
+        return presets.name(model, found)
+    for key, preset in presets.choices(model).items():
         if preset.replace(steps=settings.steps) == settings:
-            return f"{opt.PRESET_NAMES[number]}, {settings.steps} it"
+            return f"{presets.name(model, key)}, {settings.steps} it"
     return "custom"
 
 
-def set_settings(key: str, settings: opt.Settings) -> None:
+def set_settings(key: str, settings: opt.Settings, model: str) -> None:
     """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback)."""
     for name, value in settings.to_dict().items():
         st.session_state[f"{key}_{name}"] = value
-    st.session_state[f"{key}_preset"] = preset_of(settings)
+    st.session_state[f"{key}_preset"] = preset_of(settings, model)
 
 
 def _read_settings(key: str) -> opt.Settings:
     return opt.Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in opt.THETA})
 
 
-def _preset_chosen(key: str) -> None:
+def _preset_chosen(key: str, model: str) -> None:
     chosen = st.session_state[f"{key}_preset"]
     if chosen != CUSTOM:
-        set_settings(key, opt.preset(chosen))
+        set_settings(key, presets.resolve(model, chosen), model)
 
 
-def _theta_edited(key: str) -> None:
+def _theta_edited(key: str, model: str) -> None:
     try:
-        st.session_state[f"{key}_preset"] = preset_of(_read_settings(key))
+        st.session_state[f"{key}_preset"] = preset_of(_read_settings(key), model)
     except ValueError:
         st.session_state[f"{key}_preset"] = CUSTOM
 
 
-def _theta_widget(key: str, theta: opt.Theta, explain: bool) -> None:
+def _theta_widget(key: str, theta: opt.Theta, explain: bool, model: str) -> None:
     """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
-    common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key,), help=None if explain else theta.help)
+    common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key, model),
+                  help=None if explain else theta.help)
     if theta.enabled_by is not None:
         other, value = theta.enabled_by
         common["disabled"] = st.session_state[f"{key}_{other}"] != value
@@ -93,23 +104,31 @@ def _theta_widget(key: str, theta: opt.Theta, explain: bool) -> None:
         st.caption(theta.help)
 
 
-def settings_editor(key: str, default: int = 3, explain: bool = True) -> opt.Settings | None:
-    """A Table 1 preset selector and every θ; returns the settings, or ``None`` after one ``st.error`` line.
+PRESET_HELP = ("Calibrated rows: this network's own presets, found by `deepvis calibrate` (a random search over "
+               "θ that keeps each Table 1 row's character, judged by a second network). Table 1 rows: the paper's "
+               "CaffeNet values, verbatim. Or your own θ.")
+
+
+def settings_editor(key: str, model: str, default: str = "3", explain: bool = True) -> opt.Settings | None:
+    """A preset selector (calibrated rows and Table 1, :mod:`deepvis.presets`) and every θ; returns the
+    settings, or ``None`` after one ``st.error`` line.
 
     Choosing a preset fills in its θ; editing any θ turns the selector to "custom" (or to the preset it
     now equals).  ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip).
     """
     if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in opt.THETA):
-        set_settings(key, opt.preset(default))
-    st.selectbox("Settings", (*opt.PRESETS, CUSTOM), key=f"{key}_preset", on_change=_preset_chosen, args=(key,),
-                 format_func=lambda p: opt.PRESET_NAMES.get(p, "custom θ"),
-                 help="The paper's Table 1 rows (row 3 made most of its images), or your own θ.")
+        set_settings(key, presets.resolve(model, default), model)
+    options = (*presets.choices(model), CUSTOM)
+    if st.session_state[f"{key}_preset"] not in options:  # another model's preset: name what the θ now are
+        _theta_edited(key, model)
+    st.selectbox("Settings", options, key=f"{key}_preset", on_change=_preset_chosen, args=(key, model),
+                 format_func=lambda p: preset_label(model, p), help=PRESET_HELP)
     box = st.container() if explain else st.expander("Edit θ")
     with box:
         grid = st.columns(2) if explain else [st.container()]
         for i, theta in enumerate(opt.THETA):
             with grid[i * len(grid) // len(opt.THETA)]:
-                _theta_widget(key, theta, explain)
+                _theta_widget(key, theta, explain, model)
     try:
         return _read_settings(key)
     except ValueError as exc:
@@ -125,9 +144,9 @@ def color_header(index: int, title: str, caption: str) -> None:
     st.caption(caption)
 
 
-def column_name(index: int, settings: opt.Settings | None) -> str:
-    """``A · Table 1 row 3``, ``B · custom``, … (the header and legend name of comparison column ``index``)."""
-    return f"{chr(ord('A') + index)} · {settings_name(settings) if settings else 'invalid settings'}"
+def column_name(index: int, settings: opt.Settings | None, model: str) -> str:
+    """``A · Lite0 row 3 (calibrated)``, ``B · custom``, … (the header and legend name of column ``index``)."""
+    return f"{chr(ord('A') + index)} · {settings_name(settings, model) if settings else 'invalid settings'}"
 
 
 def run_live(key: str, start: Callable[[], Generator[opt.Snapshot, None, None]],
@@ -189,25 +208,49 @@ def run_status(state: RunState) -> None:
         st.error(f"The run failed: {state.error}")
 
 
-def frame_view(image: np.ndarray, stretch: bool, min_size: int = 224) -> np.ndarray:
-    """What the pages show of a uint8 image: optionally contrast-stretched, small images enlarged (nearest)."""
-    from deepvis.render import upscale
+def frame_view(pixels: np.ndarray, mean: Sequence[float], mode: str, min_size: int = 224) -> np.ndarray:
+    """What the pages show of one float image ``(H, W, 3)`` (pixel space): drawn in display ``mode``
+    (:mod:`deepvis.display`), small images enlarged (nearest neighbour) to ``min_size``."""
+    shown = show(pixels, mean, mode)
+    return render.upscale(shown, min_size, smooth=False) if max(shown.shape[:2]) < min_size else shown
 
-    shown = render.contrast_stretch(image) if stretch else image
-    return upscale(shown, min_size, smooth=False) if max(shown.shape[:2]) < min_size else shown
+
+def display_picker(page: str) -> str:
+    """How optimized images are shown (never recomputes a run): scaled about zero (default), plus mean, clipped."""
+    return st.radio("Show images", tuple(DISPLAYS), key=f"{page}_display", horizontal=True,
+                    format_func=lambda d: DISPLAYS[d].label,
+                    help=" · ".join(f"{d.label}: {d.help}" for d in DISPLAYS.values()))
 
 
-def summary_rows(record: opt.RunRecord, names: Sequence[str]) -> list[dict]:
-    """Per row: final and best objective, best iteration, first argmax iteration, final norm and std."""
-    return [{"setting": name, "final objective": row.final, "best objective": row.best_objective,
-             "best iteration": row.best_step, "argmax from": row.argmax_step, "final norm": float(row.norms[-1]),
+def run_quality(state: RunState, loaded: LoadedModel) -> list[quality.Quality]:
+    """The quality of every row's best image, computed once per finished or stopped run (about 0.25 s a row
+    on a CPU) and kept in the run's state."""
+    if state.extra.get("quality_at") != state.record.iteration:
+        with st.spinner("Scoring the images (judge network and robustness)…"):
+            state.extra["quality"] = quality.assess_record(loaded, state.record)
+        state.extra["quality_at"] = state.record.iteration
+    return state.extra["quality"]
+
+
+def quality_caption(verdict: quality.Quality, best_step: int) -> str:
+    mark = "legible" if verdict.legible else "not legible"
+    return f"**Quality** of the best image (iteration {best_step}) — {verdict.label} · {mark}"
+
+
+def summary_rows(record: opt.RunRecord, names: Sequence[str], verdicts: Sequence[quality.Quality]) -> list[dict]:
+    """Per row: objectives, best and argmax iterations, final norm and std, and the best image's quality."""
+    names = [names[b % len(names)] for b in range(len(record.rows))]  # a sheet: every unit under each setting
+    return [{"unit": row.target.unit, "setting": name, "final objective": row.final, "best objective": row.best_objective,
+             "best iteration": row.best_step, "argmax from": row.argmax_step, "judge rank": q.rank,
+             "judge p": q.prob, "robustness": q.robustness, "legible": q.legible, "final norm": float(row.norms[-1]),
              "final std": float(row.stds[-1]), "iterations": row.steps_done}
-            for row, name in zip(record.rows, names)]
+            for row, name, q in zip(record.rows, names, verdicts)]
 
 
-def sheet_image(images: np.ndarray, row_names: Sequence[str], col_names: Sequence[str], stretch: bool) -> np.ndarray:
-    """Rows x columns of ``(R*C, H, W, 3)`` uint8 images (row-major) as one labelled image (small ones enlarged)."""
-    shown = np.stack([frame_view(image, stretch, min_size=128) for image in images])
+def sheet_image(pixels: np.ndarray, mean: Sequence[float], row_names: Sequence[str], col_names: Sequence[str],
+                mode: str) -> np.ndarray:
+    """Rows x columns of ``(R*C, H, W, 3)`` float images (row-major) as one labelled image (small ones enlarged)."""
+    shown = np.stack([frame_view(image, mean, mode, min_size=128) for image in pixels])
     return render.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
 
 
@@ -223,7 +266,7 @@ def apply_experiment(key: str, experiment: opt.Experiment) -> None:
     st.session_state[f"{key}_mode"] = "sheet" if len(experiment.targets) > 1 else "side"
     st.session_state[f"{key}_k"] = len(experiment.settings)
     for j, settings in enumerate(experiment.settings):
-        set_settings(f"{key}_s{j}", settings)
+        set_settings(f"{key}_s{j}", settings, experiment.model)
     st.session_state[f"{key}_seed"] = experiment.seed
     size = experiment.size or REGISTRY.get(experiment.model, REGISTRY[DEFAULT_MODEL]).input_size
     st.session_state[f"{key}_size_{experiment.model}"] = size
@@ -264,7 +307,7 @@ class OptimizationForm:
     settings: opt.Settings | None
     seed: int
     size: int
-    stretch: bool
+    display: str
 
 
 def optimization_form(loaded: LoadedModel) -> OptimizationForm:
@@ -275,12 +318,11 @@ def optimization_form(loaded: LoadedModel) -> OptimizationForm:
         seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{OPT}_seed")
         size = st.number_input("Image size (px)", opt.MIN_SIZE, opt.MAX_SIZE, loaded.spec.input_size, step=16,
                                key=f"{OPT}_size_{loaded.spec.name}")
-        stretch = st.toggle("Contrast stretch", key=f"{OPT}_stretch",
-                            help="Stretch each image to the full 0–255 range (faint images become readable).")
+        display = display_picker(OPT)
     with right:
-        settings = settings_editor(OPT)
+        settings = settings_editor(OPT, loaded.spec.name)
     st.caption(f"**Learning-rate rule:** {opt.LR_RULE}")
-    return OptimizationForm(target, settings, int(seed), int(size), stretch)
+    return OptimizationForm(target, settings, int(seed), int(size), display)
 
 
 @dataclass(frozen=True)
@@ -292,12 +334,12 @@ class ComparisonForm:
     settings: tuple[opt.Settings | None, ...]  # None where a column's θ is invalid (its error is shown)
     seed: int
     size: int
-    stretch: bool
+    display: str
     model: str
 
     @property
     def names(self) -> list[str]:
-        return [column_name(j, s) for j, s in enumerate(self.settings)]
+        return [column_name(j, s, self.model) for j, s in enumerate(self.settings)]
 
     @property
     def experiment(self) -> opt.Experiment | None:
@@ -325,16 +367,16 @@ def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerato
         seed = st.number_input("Seed (same noise for every column)", 0, 2**31 - 1, key=f"{CMP}_seed")
         size = st.number_input("Image size (px)", opt.MIN_SIZE, opt.MAX_SIZE, step=16,
                                key=f"{CMP}_size_{loaded.spec.name}")
-        stretch = st.toggle("Contrast stretch", key=f"{CMP}_stretch", help="Stretch each image to the full 0–255 range.")
+        display = display_picker(CMP)
     settings = []
     for j, column in enumerate(st.columns(k)):
         with column:
             header = st.empty()
-            settings.append(settings_editor(f"{CMP}_s{j}", default=j % 4 + 1, explain=False))
+            settings.append(settings_editor(f"{CMP}_s{j}", loaded.spec.name, default=str(j % 4 + 1), explain=False))
             with header.container():
-                color_header(j, column_name(j, settings[j]), settings[j].label if settings[j] else "")
+                color_header(j, column_name(j, settings[j], loaded.spec.name), settings[j].label if settings[j] else "")
     st.caption(f"**Learning-rate rule:** {opt.LR_RULE}")
-    form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), stretch, loaded.spec.name)
+    form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), display, loaded.spec.name)
     if not targets:
         st.info("Choose at least one unit for the sheet's rows.")
     elif form.experiment is not None:

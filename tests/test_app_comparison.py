@@ -13,11 +13,11 @@ from streamlit.testing.v1 import AppTest
 
 from deepvis import charts
 from deepvis import optimize as opt
-from deepvis import ui
+from deepvis import presets, quality, ui
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 SIZE = 64
-STEPS = (3, 4, 5)  # presets 1, 2, 3 shortened; different lengths, so columns finish at different times
+STEPS = (3, 4, 5)  # Lite0's calibrated rows 1, 2, 3 shortened; different lengths, so columns finish at different times
 
 
 def page() -> AppTest:
@@ -33,7 +33,7 @@ def three_settings(at: AppTest) -> list[opt.Settings]:
         at.number_input(key=f"cmp_s{j}_steps").set_value(steps)
     at.number_input(key="cmp_size_efficientnet_lite0").set_value(SIZE).run()
     assert not at.exception and not at.error
-    return [opt.preset(j + 1).replace(steps=steps) for j, steps in enumerate(STEPS)]
+    return [presets.resolve("efficientnet_lite0", j + 1).replace(steps=steps) for j, steps in enumerate(STEPS)]
 
 
 def column_captions(at: AppTest) -> list[str]:
@@ -77,7 +77,7 @@ def test_three_settings_run_as_one_batch(compared, lite0):
                            f"finished after {row.steps_done}")
 
     table = at.dataframe[0].value
-    expected = [f"{c} · Table 1 row {j + 1}, {n} it" for j, (c, n) in enumerate(zip("ABC", STEPS))]
+    expected = [f"{c} · Lite0 row {j + 1} (calibrated), {n} it" for j, (c, n) in enumerate(zip("ABC", STEPS))]
     assert list(table["setting"]) == expected
     for (_, line), row in zip(table.iterrows(), state.record.rows):
         assert line["final objective"] == pytest.approx(row.final)
@@ -100,6 +100,19 @@ def test_chart_has_one_line_per_setting_in_the_header_colours(compared):
         assert line["name"] == state.names[j] and state.names[j] in shown[j]
         assert line["line"]["color"] == charts.PALETTE[j] and charts.PALETTE[j] in shown[j]
         np.testing.assert_allclose(line["y"], row.objectives)
+
+
+def test_every_column_shows_its_quality_and_the_table_agrees(compared, lite0):
+    at, _ = compared
+    state = at.session_state["cmp_run"]
+    want = quality.assess_record(lite0, state.record)
+    lines = [m.value for m in at.markdown if m.value.startswith("**Quality**")]
+    assert lines == [f"**Quality** of the best image (iteration {row.best_step}) — {q.label} · "
+                     f"{'legible' if q.legible else 'not legible'}" for row, q in zip(state.record.rows, want)]
+    table = at.dataframe[0].value
+    assert list(table["judge rank"]) == [q.rank for q in want]
+    np.testing.assert_allclose(table["robustness"].astype(float), [np.nan if q.robustness is None else q.robustness
+                                                                   for q in want])
 
 
 def test_one_slider_moves_every_column(compared):
@@ -135,7 +148,7 @@ def test_save_then_load_restores_the_comparison():
     assert experiment.settings[1].decay == 0.05 and experiment.seed == 7 and experiment.size == SIZE
 
     at.number_input(key="cmp_k").set_value(2)
-    at.selectbox(key="cmp_s0_preset").set_value(4)
+    at.selectbox(key="cmp_s0_preset").set_value("table1:4")
     at.number_input(key="cmp_seed").set_value(0).run()
     assert at.code[0].value != saved
 
@@ -169,4 +182,5 @@ def test_sheet_mode_renders_units_by_settings_as_one_image():
     (image,) = at.get("image")
     assert image.captions[0].startswith("Rows: units")
     assert len(at.get("download_button")) == 2  # the sheet and the comparison's JSON
+    assert list(at.dataframe[0].value["judge rank"].notna()) == [True] * 4  # every cell scored (logits: judged)
     assert state.extra["rows"] == ["flamingo (class 130 of _fc)", "goldfish (class 1 of _fc)"]

@@ -15,9 +15,11 @@ import pytest
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
+import deepvis.optimize
+from deepvis import display, history, presets, quality, ui_runs
 from deepvis import optimize as opt
-from deepvis import history
 from deepvis.hooks import hook_count
+from deepvis.render import upscale
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 SIZE, STEPS = 64, 5
@@ -39,6 +41,20 @@ def shown_image(at: AppTest) -> tuple[str, str]:
     return image.captions[0], image.value[0]
 
 
+@pytest.fixture
+def drawn(monkeypatch) -> list[np.ndarray]:
+    """Every image the page draws through ``ui_runs.frame_view``, in order (the viewer's comes first)."""
+    calls: list[np.ndarray] = []
+    real = ui_runs.frame_view
+
+    def recording(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(ui_runs, "frame_view", recording)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def finished() -> AppTest:
     """The default target (class 130, flamingo) with Table 1 row 3, shortened to STEPS iterations at SIZE px."""
@@ -56,7 +72,8 @@ def test_start_runs_the_library_and_shows_image_and_chart(finished, lite0):
     assert state.history.iterations == list(range(STEPS))  # snapshot every iteration for a short run
 
     # The page ran exactly what its widgets say: the same run done directly gives the same numbers.
-    direct = opt.run(lite0, opt.Target("_fc", 130), opt.preset(3).replace(steps=STEPS), seed=0, size=SIZE)
+    settings = presets.resolve("efficientnet_lite0", "3")  # the page's default: Lite0's calibrated row 3
+    direct = opt.run(lite0, opt.Target("_fc", 130), settings.replace(steps=STEPS), seed=0, size=SIZE)
     row = state.record.rows[0]
     np.testing.assert_allclose(row.objectives, direct.rows[0].objectives, rtol=1e-4, atol=1e-4)
     assert row.objectives[-1] > row.objectives[0] + 1  # the class's logit rises
@@ -68,8 +85,48 @@ def test_start_runs_the_library_and_shows_image_and_chart(finished, lite0):
     lines = {trace["name"]: trace for trace in chart(finished)["data"] if trace["mode"] == "lines"}
     np.testing.assert_allclose(lines["objective"]["y"], row.objectives)
     np.testing.assert_allclose(lines["image norm"]["y"], row.norms)
-    assert len(finished.get("download_button")) == 3  # final PNG, best PNG, GIF
+    assert len(finished.get("download_button")) == 4  # final PNG, best PNG, best .npy, GIF
     assert hook_count(lite0.module) == 0
+
+
+def test_the_image_is_shown_scaled_about_zero_with_its_quality_below(finished, lite0, drawn):
+    state = finished.session_state["opt_run"]
+    row = state.record.rows[0]
+    assert finished.radio(key="opt_display").value == "zero"  # the paper's way is the default
+    finished.run()
+    frame = state.history.at(STEPS - 1)
+    want = display.show(frame.pixels[0], frame.mean, "zero")
+    assert np.array_equal(drawn[0], upscale(want, 224, smooth=False))
+    assert want.min() == 0 or want.max() == 255  # the strongest pixel reaches black or white
+    (verdict,) = quality.assess(lite0, row.best_x[None], [row.target])
+    (line,) = [m.value for m in finished.markdown if m.value.startswith("**Quality**")]
+    assert line == f"**Quality** of the best image (iteration {row.best_step}) — {verdict.label} · " + \
+        ("legible" if verdict.legible else "not legible")
+    assert verdict.judge == "efficientnet_lite1" and verdict.rank is not None
+
+
+def test_switching_the_display_redraws_the_same_iteration_without_a_forward_pass(finished, monkeypatch, drawn):
+    state = finished.session_state["opt_run"]
+    finished.select_slider(key="opt_history_1").set_value(2).run()
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran")
+
+    for module, name in [(opt, "optimize"), (deepvis.optimize, "capture"), (quality, "capture"),
+                         (quality, "judge"), (quality, "assess_record")]:
+        monkeypatch.setattr(module, name, no_forward)
+    frame = state.history.at(2)
+    views = {}
+    for mode in ("mean", "clipped", "zero"):
+        drawn.clear()
+        finished.radio(key="opt_display").set_value(mode).run()
+        assert not finished.exception and not finished.error
+        assert shown_image(finished)[0].startswith("iteration 2 ·")
+        views[mode] = drawn[0]
+        assert np.array_equal(drawn[0], upscale(display.show(frame.pixels[0], frame.mean, mode), 224, smooth=False))
+    assert not np.array_equal(views["zero"], views["clipped"])  # the modes differ on this faint 5-step image
+    assert finished.session_state["opt_runs"] == 1
+    finished.select_slider(key="opt_history_1").set_value(STEPS - 1).run()  # as the other tests expect it
 
 
 def test_history_slider_browses_without_rerunning(finished):
@@ -134,18 +191,25 @@ def test_stop_keeps_the_history_and_leaves_the_model_clean(lite0):
     assert at.info[0].value.startswith("Stopped after 3 of 20 iterations")
     assert at.select_slider(key="opt_history_1").options == ["0", "1", "2"]
     assert shown_image(at)[0] == f"iteration 2 · objective {state.record.rows[0].objectives[2]:.4g}"
-    assert len(at.get("download_button")) == 3
+    assert len(at.get("download_button")) == 4
 
 
 def test_preset_fills_theta_and_editing_makes_it_custom():
     at = page()
-    at.selectbox(key="opt_preset").set_value(1).run()
+    labels = [f"Lite0 row {r} (calibrated)" for r in range(1, 5)] + [f"Table 1 row {r} (verbatim)" for r in range(1, 5)]
+    assert at.selectbox(key="opt_preset").options == labels + ["custom θ"]
+    at.selectbox(key="opt_preset").set_value("table1:1").run()
     assert at.number_input(key="opt_steps").value == 500 and at.slider(key="opt_norm_pct").value == 50
     assert at.radio(key="opt_lr_policy").value == "progress"
     at.number_input(key="opt_decay").set_value(0.01).run()
     assert at.selectbox(key="opt_preset").value == "custom"
     assert at.slider(key="opt_norm_pct").value == 50  # the other θ stay
     assert len(at.caption) >= len(opt.THETA)  # every θ explained in a line
+    calibrated = presets.resolve("efficientnet_lite0", "2")
+    at.selectbox(key="opt_preset").set_value("2").run()
+    assert at.number_input(key="opt_steps").value == calibrated.steps
+    assert at.number_input(key="opt_decay").value == calibrated.decay
+    assert at.slider(key="opt_norm_pct").value == calibrated.norm_pct
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
@@ -162,9 +226,9 @@ def test_bad_settings_give_one_error_line_and_no_start(key, value, message):
 
 
 def snapshot(iteration: int, rows: int, size: int) -> opt.Snapshot:
-    n, image = iteration + 1, np.zeros((size, size, 3), np.uint8)
+    n, image = iteration + 1, np.zeros((size, size, 3), np.float32)
     row = opt.RowRecord(opt.Target("_fc", 1), opt.preset(3), np.zeros(n), np.zeros(n, bool), np.zeros(n),
-                        np.zeros(n), np.zeros(n), image, 0, image)
+                        np.zeros(n), np.zeros(n), image, 0, image, (127.0, 127.0, 127.0))
     return opt.Snapshot(iteration, 1000, opt.RunRecord((row,) * rows, 0, size, iteration, 0.0))
 
 

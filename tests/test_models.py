@@ -27,8 +27,8 @@ def test_every_architecture_builds_with_random_weights_and_lists_resolvable_laye
     names = [info.name for info in loaded.layers]
     assert set(names) <= set(eval_nodes) and names == [n for n in eval_nodes if n in names]
     # One pass captures every offered layer, with the listed shape.
-    x = torch.zeros(1, 3, 224, 224)
-    got = capture(loaded.module, x, names)
+    size = loaded.spec.input_size  # 224, or 240 for EfficientNet-Lite1
+    got = capture(loaded.module, torch.zeros(1, 3, size, size), names)
     assert [tuple(got[n].shape[1:]) for n in names] == [info.shape for info in loaded.layers]
     # No weights, shape arithmetic or plumbing, and every layer has a group and an operation.
     assert not any(n.endswith(("weight", "size", "static_padding", "flatten", "dropout")) for n in names)

@@ -19,7 +19,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from deepvis import optimize as opt
-from deepvis import render
+from deepvis import display, presets, quality, render
 from deepvis.activations import capture
 from deepvis.cli import main as cli_main
 from deepvis.hooks import hook_count
@@ -261,12 +261,10 @@ def test_experiment_saves_and_loads_and_rejects_other_json():
             opt.Experiment.from_json(text)
 
 
-def test_display_helpers():
+def test_gif_of_frames():
     faint = np.full((2, 4, 4, 3), 120, np.uint8)
     faint[:, 0, 0] = 130
-    stretched = render.contrast_stretch(faint)
-    assert stretched.min() == 0 and stretched.max() == 255 and stretched.shape == faint.shape
-    gif = Image.open(io.BytesIO(render.gif_bytes([faint[0], stretched[0], faint[1]])))
+    gif = Image.open(io.BytesIO(render.gif_bytes([faint[0], 255 - faint[0], faint[1]])))
     assert gif.format == "GIF" and gif.n_frames == 3
 
 
@@ -379,43 +377,63 @@ def test_bad_targets_are_reported_plainly(lite0):
 # ---------------------------------------------------------------- command line
 
 
-def test_cli_optimize_writes_png_and_gif_and_prints_the_record(tmp_path, capsys):
-    out, gif = tmp_path / "unit.png", tmp_path / "unit.gif"
-    code = cli_main(["optimize", "--layer", "_blocks.5", "--unit", "3", "--preset", "1", "--decay", "0.01",
-                     "--steps", "3", "--size", "32", "--device", "cpu", "--out", str(out), "--gif", str(gif)])
+def test_cli_optimize_writes_png_npy_and_gif_and_prints_the_record(tmp_path, capsys):
+    out, gif, npy = tmp_path / "unit.png", tmp_path / "unit.gif", tmp_path / "unit.npy"
+    code = cli_main(["optimize", "--layer", "_blocks.5", "--unit", "3", "--preset", "table1:1", "--decay", "0.01",
+                     "--steps", "3", "--size", "32", "--device", "cpu", "--out", str(out), "--gif", str(gif),
+                     "--npy", str(npy)])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"layer", "unit", "objective", "steps", "initial", "final", "best", "best_step",
-                           "argmax_step", "seconds", "out", "image"}
+                           "argmax_step", "seconds", "out", "image", "display", "npy", "mean", "settings", "quality"}
     assert result["layer"] == "_blocks.5._bn2" and result["unit"] == 3 and result["steps"] == 3
     assert Image.open(out).size == (32, 32) and Image.open(gif).n_frames == 3
-    # --out holds the best image by default (the toolbox's headline output), and says so; --final the last one.
+    # --out holds the best image by default (the toolbox's headline output), scaled about zero, and says so;
+    # --npy the same image as floats; --final the last one.
     loaded = load_model(device="cpu")
     settings = opt.preset(1).replace(decay=0.01, steps=3)
+    assert opt.Settings.from_dict(result["settings"]) == settings
     row = opt.run(loaded, opt.Target("_blocks.5._bn2", 3), settings, size=32).rows[0]
-    assert result["image"] == "best" and result["best_step"] == row.best_step
-    assert np.array_equal(np.asarray(Image.open(out)), row.best_image)
-    code = cli_main(["optimize", "--layer", "_blocks.5", "--unit", "3", "--preset", "1", "--decay", "0.01",
-                     "--steps", "3", "--size", "32", "--device", "cpu", "--out", str(out), "--final"])
+    assert result["image"] == "best" and result["best_step"] == row.best_step and result["display"] == "zero"
+    np.testing.assert_allclose(np.load(npy), row.best_x, atol=1e-4)
+    assert np.array_equal(np.asarray(Image.open(out)), display.show(np.load(npy), result["mean"], "zero"))
+    assert np.array_equal(np.asarray(Image.open(out)), row.image("best", "zero"))
+    (verdict,) = quality.assess(loaded, row.best_x[None], [row.target])
+    assert result["quality"] == json.loads(json.dumps(verdict.to_dict()))
+    assert result["quality"]["rank"] is None and result["quality"]["judge"] is None  # not a class: robustness only
+    code = cli_main(["optimize", "--layer", "_blocks.5", "--unit", "3", "--preset", "table1:1", "--decay", "0.01",
+                     "--steps", "3", "--size", "32", "--device", "cpu", "--out", str(out), "--final",
+                     "--display", "clipped"])
     assert code == 0 and json.loads(capsys.readouterr().out)["image"] == "final"
     assert np.array_equal(np.asarray(Image.open(out)), row.last_image)
 
 
-def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet(tmp_path, capsys):
-    out = tmp_path / "sheet.png"
-    code = cli_main(["compare", "--layer", "_fc", "--unit", "flamingo", "--presets", "1,3", "--steps", "2",
-                     "--size", "32", "--device", "cpu", "--out", str(out)])
+def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet_and_columns(tmp_path, capsys, lite0):
+    out, columns = tmp_path / "sheet.png", tmp_path / "columns"
+    code = cli_main(["compare", "--layer", "_fc", "--unit", "flamingo", "--presets", "1,table1:3", "--steps", "2",
+                     "--size", "32", "--device", "cpu", "--out", str(out), "--out-dir", str(columns)])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert [r["preset"] for r in result] == [1, 3] and all(r["unit"] == 130 and r["steps"] == 2 for r in result)
+    assert [r["preset"] for r in result] == ["1", "table1:3"] and all(r["unit"] == 130 and r["steps"] == 2
+                                                                     for r in result)
+    assert [r["name"] for r in result] == ["Lite0 row 1 (calibrated)", "Table 1 row 3 (verbatim)"]
     assert len({r["seconds"] for r in result}) == 1
     assert Image.open(out).size[0] > 64
+    settings = [presets.resolve("efficientnet_lite0", p).replace(steps=2) for p in ("1", "table1:3")]
+    record = opt.run(lite0, opt.Target("_fc", 130), settings, size=32)
+    for r, row, verdict in zip(result, record.rows, quality.assess_record(lite0, record, "last")):
+        assert np.array_equal(np.asarray(Image.open(r["image"])), row.image("last", "zero"))  # as displayed
+        assert r["quality"]["rank"] == verdict.rank and r["quality"]["judge"] == "efficientnet_lite1"
+    assert sorted(p.name for p in columns.iterdir()) == ["A_1.png", "B_table13.png"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["optimize", "--layer", "_blocks.5", "--unit", "999", "--out", "x.png"], "channels"),
     (["optimize", "--layer", "_blocks.5", "--unit", "1", "--norm-pct", "120", "--out", "x.png"], "norm_pct must be in [0, 100]"),
-    (["compare", "--layer", "_fc", "--unit", "1", "--presets", "1,7", "--out", "x.png"], "preset"),
+    (["compare", "--layer", "_fc", "--unit", "1", "--presets", "1,7", "--out", "x.png"], "preset row is one of"),
+    (["optimize", "--layer", "_fc", "--unit", "1", "--preset", "table1:9", "--out", "x.png"], "preset row is one of"),
+    (["calibrate", "--trials", "0", "--out", "x.json"], "trials must be at least 1"),
+    (["calibrate", "--classes", "flamingo,unicorn", "--out", "x.json"], "No class called 'unicorn'"),
 ])
 def test_cli_errors_are_one_line_with_exit_status_2(argv, message, capsys, tmp_path):
     argv = [a if a != "x.png" else str(tmp_path / "x.png") for a in argv]

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from deepvis import optimize as opt
+from deepvis import presets
 from deepvis.models import load_model
 from deepvis.render import upscale
 from tests.browser import app
@@ -109,11 +110,13 @@ def test_stop_ends_a_long_run_and_keeps_its_history(new_page) -> None:
     # the shown image is the one evaluated at `iteration`, i.e. the last image of a run of iteration + 1 steps.
     loaded = load_model(device="cpu")
     target = opt.Target(loaded.logits_layer, opt.resolve_unit(loaded, loaded.logits_layer, "flamingo"))
-    row = opt.run(loaded, target, opt.preset(3).replace(steps=iteration + 1), seed=0, size=64).rows[0]
+    settings = presets.resolve("efficientnet_lite0", "3")  # the page's default: Lite0's calibrated row 3
+    row = opt.run(loaded, target, settings.replace(steps=iteration + 1), seed=0, size=64).rows[0]
     assert objective == pytest.approx(row.final, rel=1e-3, abs=1e-3)
     (caption,) = app.image_captions(page, CAPTION)
     got = app.fetch_image(page, app.image_by_caption(page, caption))
-    want = upscale(row.last_image, 224, smooth=False)  # the page enlarges small images, nearest neighbour
+    # Shown scaled about zero (the default display); the page enlarges small images, nearest neighbour.
+    want = upscale(row.image("last", "zero"), 224, smooth=False)
     assert got.shape == want.shape and np.mean(np.abs(got.astype(int) - want.astype(int)) > 2) < 1e-2
     expect(app.prediction_chart(page)).to_have_count(0)
     app.assert_no_exception(page)

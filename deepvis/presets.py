@@ -1,0 +1,117 @@
+"""Preset families: the paper's Table 1 verbatim, and each network's own calibrated rows.
+
+Conventions
+-----------
+* A preset is named by a string: ``"3"`` (or the int 3) is the model's calibrated
+  row 3 when it has calibrated presets, else Table 1 row 3; ``"table1:3"`` is always
+  the paper's CaffeNet row 3 verbatim (:data:`deepvis.settings.PRESETS`).
+* Calibrated rows keep Table 1's four characters (:mod:`deepvis.calibrate`); they
+  are made by ``python -m deepvis calibrate`` and saved as JSON (format
+  ``deepvis-presets``, version 1).  The embedded model's file ships in the package
+  (``deepvis/presets/<model>.json``).
+* Rows are numbered 1-4 as in Table 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepvis.settings import PRESETS, Settings, is_int, read_json_file
+
+PRESET_FORMAT = "deepvis-presets"
+SHIPPED = Path(__file__).parent / "presets"
+ROWS = (1, 2, 3, 4)
+TABLE1 = "table1"
+
+
+@dataclass(frozen=True)
+class PresetFile:
+    """A network's calibrated rows and how they were found."""
+
+    model: str
+    rows: Mapping[int, Settings]
+    judge: str | None = None
+    trials: int = 0  # per row
+    seconds: float = 0.0
+    classes: tuple[str, ...] = ()
+    scores: Mapping[int, float] = field(default_factory=dict)  # each row's best search score
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("a preset file names its model")
+        if set(self.rows) != set(ROWS) or not all(isinstance(s, Settings) for s in self.rows.values()):
+            raise ValueError("a preset file has settings for rows 1, 2, 3 and 4")
+        object.__setattr__(self, "rows", types.MappingProxyType(dict(sorted(self.rows.items()))))
+
+    def to_json(self) -> str:
+        return json.dumps({"format": PRESET_FORMAT, "version": 1, "model": self.model, "judge": self.judge,
+                           "trials": self.trials, "seconds": round(self.seconds, 1), "classes": list(self.classes),
+                           "command": self.command, "scores": {str(k): v for k, v in self.scores.items()},
+                           "rows": {str(k): s.to_dict() for k, s in self.rows.items()}}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PresetFile:
+        data = read_json_file(text, PRESET_FORMAT, "deepvis preset file")
+        try:
+            rows = {int(k): Settings.from_dict(v) for k, v in data["rows"].items()}
+            return cls(data["model"], rows, data.get("judge"), int(data.get("trials", 0)),
+                       float(data.get("seconds", 0.0)), tuple(data.get("classes", ())),
+                       {int(k): float(v) for k, v in data.get("scores", {}).items()}, data.get("command", ""))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"The preset file is incomplete ({exc.__class__.__name__}: {exc}).") from None
+
+    @classmethod
+    def read(cls, path: str | Path) -> PresetFile:
+        return cls.from_json(Path(path).read_bytes())
+
+
+@functools.lru_cache(maxsize=16)
+def shipped(model: str) -> PresetFile | None:
+    """The calibrated presets shipped for ``model``, or ``None``."""
+    path = SHIPPED / f"{model}.json"
+    return PresetFile.read(path) if path.exists() else None
+
+
+def _row(text: str) -> int:
+    if not text.isdigit() or int(text) not in ROWS:
+        raise ValueError(f"a preset row is one of {', '.join(map(str, ROWS))}, not {text!r}")
+    return int(text)
+
+
+def resolve(model: str, choice: str | int, calibrated: PresetFile | None = None) -> Settings:
+    """The settings a preset name stands for (module docstring); ``ValueError`` in one line otherwise."""
+    text = str(choice).strip().lower() if not is_int(choice) else str(choice)
+    if text.startswith(TABLE1 + ":"):
+        return PRESETS[_row(text.split(":", 1)[1])]
+    row = _row(text)
+    found = calibrated if calibrated is not None else shipped(model)
+    return found.rows[row] if found is not None else PRESETS[row]
+
+
+def name(model: str, choice: str | int) -> str:
+    """``Lite0 row 3 (calibrated)``, ``Table 1 row 3 (verbatim)`` (a model without calibrated rows says so)."""
+    text = str(choice).strip().lower()
+    if text.startswith(TABLE1 + ":"):
+        return f"Table 1 row {_row(text.split(':', 1)[1])} (verbatim)"
+    if shipped(model) is None:
+        return f"Table 1 row {_row(text)} (no calibrated rows for {model})"
+    return f"{short_model(model)} row {_row(text)} (calibrated)"
+
+
+def short_model(model: str) -> str:
+    return model.replace("efficientnet_lite", "Lite")
+
+
+def choices(model: str) -> dict[str, Settings]:
+    """Every named preset for ``model``: its calibrated rows ``"1"``-``"4"`` (if any), then Table 1's."""
+    found = shipped(model)
+    out = {str(r): found.rows[r] for r in ROWS} if found is not None else {}
+    out.update({f"{TABLE1}:{r}": PRESETS[r] for r in ROWS})
+    return out
+

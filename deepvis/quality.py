@@ -1,0 +1,191 @@
+"""How legible an optimized image is: a judge network's verdict and the image's robustness.
+
+Conventions
+-----------
+* Images in: the optimizer's float images ``x``, ``(B, H, W, 3)`` in its pixel space
+  (0-255 units, model mean subtracted; :mod:`deepvis.optimize`), one per target.
+* **Judge** (class units only: the visualized model's logits).  A second network that
+  took no part in making the image (:data:`JUDGES`: EfficientNet-Lite1 for every model
+  but itself, which Lite0 judges) looks at the image *as displayed by default*
+  (scaled about zero, :mod:`deepvis.display`), resized with antialiasing to its own
+  input size and normalized its own way.  It reports the target class's rank among
+  its 1000 classes (1 = its top class) and softmax probability.
+* **Robustness** (any unit).  The unit's value (the run's objective: the neuron at
+  its position, the channel mean, or the logit; a rectified node's own value) on 8
+  small transforms of the image as the network saw it (``clip(x + mean)``), averaged,
+  divided by its value on the image itself.  The transforms are jitter of
+  ``size/56`` px (4 px at 224) left, right, up and down, scale 0.95 and 1.05 and
+  rotation of ±5°, borders filled with the mean colour: transformation robustness
+  as in Olah, Mordvintsev & Schubert (2017), *Feature Visualization*, Distill.
+  About 1: the pattern survives small shifts, as a picture of a thing does; near 0
+  or below: it depends on exact pixels, as an adversarial noise pattern does.
+  ``None`` when the unit is not positive on the image itself.
+* **Score**, one number for ranking θ (:mod:`deepvis.calibrate`): with a judge
+  ``0.5·(1 − ln rank / ln K) + 0.25·p + 0.25·clip(robustness, 0, 1)`` (K = number of
+  classes); without one ``clip(robustness, 0, 1)``.  1 is best, 0 worst.
+* The shared model and the judge are only read (forward passes under
+  :func:`deepvis.graph.forward_pass`, no grad); the judge is loaded once per device.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from deepvis.activations import capture
+from deepvis.display import DEFAULT_DISPLAY, show
+from deepvis.graph import forward_pass
+from deepvis.models import LoadedModel, load_model
+from deepvis.settings import Target, class_names
+
+JUDGES = {"efficientnet_lite1": "efficientnet_lite0"}
+DEFAULT_JUDGE = "efficientnet_lite1"
+ROTATION_DEG, SCALES = 5.0, (0.95, 1.05)
+LEGIBLE_RANK = 5
+
+
+def judge_name(model: LoadedModel) -> str:
+    """The judge of ``model``'s class images (a network that took no part)."""
+    return JUDGES.get(model.spec.name, DEFAULT_JUDGE)
+
+
+@functools.lru_cache(maxsize=4)
+def judge_model(name: str, device: str) -> LoadedModel:
+    """The judge network on ``device``, loaded once (it is only read, like every shared model)."""
+    return load_model(name, device=device)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What the judge and the robustness test say about one image (see module docstring)."""
+
+    robustness: float | None
+    judge: str | None = None  # the judge's model name; None for a unit that is not a class
+    rank: int | None = None  # 1 = the judge's top class
+    prob: float | None = None
+    classes: int = 1000
+
+    @property
+    def legible(self) -> bool:
+        """The judge ranks the class in its top 5; without a judge, robustness at least 0.5."""
+        if self.rank is not None:
+            return self.rank <= LEGIBLE_RANK
+        return self.robustness is not None and self.robustness >= 0.5
+
+    @property
+    def score(self) -> float:
+        robust = 0.0 if self.robustness is None else min(1.0, max(0.0, self.robustness))
+        if self.rank is None:
+            return robust
+        return 0.5 * (1 - math.log(self.rank) / math.log(self.classes)) + 0.25 * self.prob + 0.25 * robust
+
+    @property
+    def label(self) -> str:
+        """``judge Lite1: rank 2 · p 0.31 · robustness 0.87`` (one line under an image)."""
+        robust = "robustness n/a (unit not active)" if self.robustness is None else f"robustness {self.robustness:.2f}"
+        if self.rank is None:
+            return robust
+        short = self.judge.replace("efficientnet_lite", "Lite") if self.judge else "judge"
+        return f"judge {short}: rank {self.rank} · p {self.prob:.2f} · {robust}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"judge": self.judge, "rank": self.rank, "prob": self.prob, "robustness": self.robustness,
+                "legible": self.legible, "score": round(self.score, 4)}
+
+
+def _variants(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> ``(B, 8, 3, H, W)``: the 8 transforms of the module docstring (fill: 0 = the mean)."""
+    size = x.shape[-1]
+    shift = max(1, round(size / 56))
+    params = [(0.0, (shift, 0), 1.0), (0.0, (-shift, 0), 1.0), (0.0, (0, shift), 1.0), (0.0, (0, -shift), 1.0),
+              (0.0, (0, 0), SCALES[0]), (0.0, (0, 0), SCALES[1]), (ROTATION_DEG, (0, 0), 1.0),
+              (-ROTATION_DEG, (0, 0), 1.0)]
+    out = [TF.affine(x, angle=a, translate=list(t), scale=s, shear=[0.0, 0.0],
+                     interpolation=TF.InterpolationMode.BILINEAR, fill=0.0) for a, t, s in params]
+    return torch.stack(out, dim=1)
+
+
+def _unit_values(acts: torch.Tensor, target: Target) -> torch.Tensor:
+    """The target's value for each image of a layer's activations ``(N, C, H, W)`` or ``(N, K)``."""
+    if acts.dim() == 2:
+        return acts[:, target.unit]
+    if target.objective == "channel":
+        return acts[:, target.unit].mean(dim=(1, 2))
+    y, x = target.position if target.position is not None else (acts.shape[2] // 2, acts.shape[3] // 2)
+    return acts[:, target.unit, y, x]
+
+
+def robustness(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target]) -> list[float | None]:
+    """Each image's robustness for its target (module docstring); ``pixels`` ``(B, H, W, 3)`` pixel space."""
+    norm = model.spec.normalization
+    mean = torch.tensor(norm.mean255, dtype=torch.float32, device=model.device).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std255, dtype=torch.float32, device=model.device).view(1, 3, 1, 1)
+    x = torch.as_tensor(np.asarray(pixels, dtype=np.float32), device=model.device).permute(0, 3, 1, 2)
+    x = (x + mean).clamp(0, 255) - mean  # as the network saw it
+    batch = torch.cat([x.unsqueeze(1), _variants(x)], dim=1)  # (B, 9, 3, H, W): the image, then its variants
+    count = batch.shape[1]
+    batch = ((batch.flatten(0, 1) + mean).clamp(0, 255) - mean) / std
+    if batch.device.type == "cpu":  # channels-last is faster on a CPU (as in deepvis.optimize)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    layers = list(dict.fromkeys(t.layer for t in targets))
+    with torch.no_grad():
+        acts = capture(model.module, batch, layers)
+    out: list[float | None] = []
+    for b, target in enumerate(targets):
+        values = _unit_values(acts[target.layer][b * count:(b + 1) * count], target).double()
+        itself = float(values[0])
+        out.append(float(values[1:].mean()) / itself if itself > 0 else None)
+    return out
+
+
+def judge(model: LoadedModel, pixels: np.ndarray, classes: Sequence[int], mode: str = DEFAULT_DISPLAY,
+          judge_with: LoadedModel | None = None) -> list[tuple[int, float]]:
+    """``(rank, probability)`` of each image's class under the judge (module docstring)."""
+    referee = judge_with or judge_model(judge_name(model), str(model.device))
+    mean = model.spec.normalization.mean255
+    shown = torch.as_tensor(show(np.asarray(pixels), mean, mode), device=referee.device)
+    images = shown.permute(0, 3, 1, 2).float()
+    size = referee.spec.input_size
+    images = TF.resize(images, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    norm = referee.spec.normalization
+    r_mean = torch.tensor(norm.mean255, device=referee.device).view(1, 3, 1, 1)
+    r_std = torch.tensor(norm.std255, device=referee.device).view(1, 3, 1, 1)
+    with forward_pass(), torch.no_grad():
+        probs = referee.module((images - r_mean) / r_std).double().softmax(dim=1)
+    out = []
+    for b, unit in enumerate(classes):
+        p = float(probs[b, unit])
+        out.append((int((probs[b] > probs[b, unit]).sum()) + 1, p))
+    return out
+
+
+def assess(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target],
+           judge_with: LoadedModel | None = None) -> list[Quality]:
+    """The :class:`Quality` of each image ``pixels[b]`` (pixel space) made for ``targets[b]``."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 4 or len(targets) != pixels.shape[0]:
+        raise ValueError(f"need one (H, W, 3) image per target, got {pixels.shape} for {len(targets)} targets")
+    robust = robustness(model, pixels, targets)
+    is_class = [class_names(model, t.layer) is not None for t in targets]
+    verdicts: dict[int, tuple[int, float]] = {}
+    if any(is_class):
+        chosen = [b for b, c in enumerate(is_class) if c]
+        referee = judge_with or judge_model(judge_name(model), str(model.device))
+        for b, verdict in zip(chosen, judge(model, pixels[chosen], [targets[b].unit for b in chosen],
+                                            judge_with=referee)):
+            verdicts[b] = verdict
+        name = referee.spec.name
+    return [Quality(robust[b], name, *verdicts[b], classes=len(model.class_names)) if b in verdicts
+            else Quality(robust[b]) for b in range(len(targets))]
+
+
+def assess_record(model: LoadedModel, record, which: str = "best") -> list[Quality]:
+    """The quality of every row's ``best`` (or ``last``) image of a :class:`deepvis.records.RunRecord`."""
+    pixels = np.stack([row.best_x if which == "best" else row.last_x for row in record.rows])
+    return assess(model, pixels, [row.target for row in record.rows])

@@ -1,0 +1,132 @@
+"""`deepvis calibrate`: the random search over θ, its preset file, resuming, and the shipped presets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepvis import calibrate, presets
+from deepvis import optimize as opt
+from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+
+NAMES = ("red", "green", "blue", "dark")
+SIZE, STEPS = 32, (4, 6)
+
+
+def tiny(seed: int) -> LoadedModel:
+    """conv 3->6 (3x3) -> ReLU -> global mean -> linear 6->4: a tiny classifier of 4 named classes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                               nn.Linear(6, 4))
+    module.eval().requires_grad_(False)
+    spec = ModelSpec(f"tiny{seed}", "tiny", lambda pretrained: module, Normalization((0.5,) * 3, (0.25,) * 3),
+                     input_size=SIZE)
+    return LoadedModel(spec, module, "random", seed, torch.device("cpu"), list_layers(module, SIZE)[0], NAMES)
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return tiny(0)
+
+
+@pytest.fixture(scope="module")
+def judge() -> LoadedModel:
+    return tiny(1)  # another network: it took no part in making the images
+
+
+def search(model, judge, out, trials=3):
+    return calibrate.search(model, out, classes=("red", "blue"), trials=trials, steps=STEPS, judge_with=judge)
+
+
+def finish(progress) -> presets.PresetFile:
+    while True:
+        try:
+            next(progress)
+        except StopIteration as stop:
+            return stop.value
+
+
+def test_three_trials_write_a_preset_file_that_loads_back_and_drives_a_run(model, judge, tmp_path):
+    out = tmp_path / "tiny.json"
+    found = finish(search(model, judge, out))
+    loaded = presets.PresetFile.read(out)
+    assert loaded.rows == found.rows and loaded.trials == 3 and loaded.judge == "tiny1"
+    assert loaded.classes == ("red", "blue") and set(loaded.scores) == {1, 2, 3, 4}
+    log = (tmp_path / "tiny.json.trials.jsonl").read_text().splitlines()
+    assert json.loads(log[0])["classes"] == ["red", "blue"] and len(log) == 1 + 3 * 4
+    best = {}
+    for line in log[1:]:
+        trial = calibrate.Trial.from_json(line)
+        assert trial.settings == calibrate.trial_settings(trial.row, trial.index, 0, STEPS)  # reproducible draws
+        if trial.row not in best or trial.score > best[trial.row].score:
+            best[trial.row] = trial
+    assert {r: t.settings for r, t in best.items()} == dict(loaded.rows)  # each row's best trial is its preset
+
+    # Each row keeps its Table 1 character; only magnitudes moved.
+    one, two, three, four = (loaded.rows[r] for r in (1, 2, 3, 4))
+    assert one.lr_policy == "progress" and one.norm_pct > 0 and one.blurs and one.decay == 0
+    assert two.lr_policy == "constant" and two.decay >= 0.01 and two.norm_pct > 0 and not two.blurs
+    assert three.decay <= 0.01 and three.blurs and three.norm_pct == three.contrib_pct == 0
+    assert four.lr_policy == "progress" and four.contrib_pct >= 50 and four.blurs and four.norm_pct == 0
+    assert all(s.steps in STEPS for s in loaded.rows.values())
+
+    settings = presets.resolve("tiny0", "2", calibrated=loaded)
+    record = opt.run(model, opt.Target(model.logits_layer, 1), settings, size=SIZE)
+    assert record.rows[0].final > record.rows[0].initial
+
+
+def test_an_interrupted_search_resumes_without_redoing_finished_trials(model, judge, tmp_path, monkeypatch):
+    out = tmp_path / "resumed.json"
+    progress = search(model, judge, out, trials=2)
+    for _ in range(5):
+        next(progress)
+    progress.close()  # as Ctrl-C would leave it: five trials logged, the preset file from the rows' first trials
+    assert len((tmp_path / "resumed.json.trials.jsonl").read_text().splitlines()) == 1 + 5
+    assert presets.PresetFile.read(out).trials == 2
+
+    ran = []
+    real = calibrate.run_trial
+    monkeypatch.setattr(calibrate, "run_trial", lambda *a, **k: ran.append(a[2]) or real(*a, **k))
+    steps = list(search(model, judge, out, trials=2))
+    assert [s.resumed for s in steps] == [True] * 5 + [False] * 3
+    assert ran == [calibrate.trial_settings(r, i, 0, STEPS) for i, r in [(1, 2), (1, 3), (1, 4)]]
+
+    monkeypatch.setattr(calibrate, "run_trial", real)
+    fresh = finish(search(model, judge, tmp_path / "fresh.json", trials=2))
+    assert presets.PresetFile.read(out).rows == fresh.rows  # the same result as an uninterrupted search
+
+
+def test_a_log_from_another_search_is_refused_in_one_line(model, judge, tmp_path):
+    out = tmp_path / "p.json"
+    finish(search(model, judge, out, trials=1))
+    with pytest.raises(ValueError, match="made by a different search") as error:
+        calibrate.search(model, out, classes=("green",), trials=1, steps=STEPS, judge_with=judge)
+    assert "\n" not in str(error.value)
+
+
+def test_preset_names_resolve_to_calibrated_rows_or_table1_verbatim():
+    shipped = presets.shipped("efficientnet_lite0")
+    assert shipped is not None and shipped.judge == "efficientnet_lite1" and shipped.trials >= 10
+    for row in (1, 2, 3, 4):
+        assert presets.resolve("efficientnet_lite0", row) == shipped.rows[row]
+        assert presets.resolve("efficientnet_lite0", f"table1:{row}") == opt.PRESETS[row]
+        assert presets.resolve("alexnet", str(row)) == opt.PRESETS[row]  # no calibrated rows: Table 1
+    assert presets.name("efficientnet_lite0", "2") == "Lite0 row 2 (calibrated)"
+    assert presets.name("efficientnet_lite0", "table1:2") == "Table 1 row 2 (verbatim)"
+    for bad in ("5", "table1:0", "row2", "table1:"):
+        with pytest.raises(ValueError, match="a preset row is one of 1, 2, 3, 4"):
+            presets.resolve("efficientnet_lite0", bad)
+
+
+@pytest.mark.parametrize("row", [1, 2, 3, 4])
+def test_every_shipped_calibrated_row_raises_its_objective_on_the_embedded_model(lite0, row):
+    settings = presets.resolve("efficientnet_lite0", row)
+    target = opt.Target(lite0.logits_layer, opt.resolve_unit(lite0, lite0.logits_layer, "goldfish"))
+    record = opt.run(lite0, target, settings.replace(steps=min(settings.steps, 40)), size=96)
+    objectives = record.rows[0].objectives
+    assert objectives[-1] > objectives[0] + 2 and np.isfinite(objectives).all()
