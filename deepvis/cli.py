@@ -332,7 +332,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 step = next(progress)
                 best = " ".join(f"r{r}={t.score:.2f}" for r, t in sorted(step.best.items()))
                 bar.set_postfix_str(f"row {step.trial.row} trial {step.trial.index}: {step.trial.score:.2f} · best {best}")
-                bar.update(1)
+                if step.resumed:  # read back from the log: count it as done before this run, not in its rate
+                    bar.initial = bar.n = step.done
+                    bar.refresh()
+                else:
+                    bar.update(1)
         except StopIteration as stop:
             found = stop.value
     return _emit({"out": out, **json.loads(found.to_json())})
