@@ -20,7 +20,12 @@ Conventions
   search is reproducible and a resumed one draws the same trials.  Trials run
   interleaved (trial 0 of rows 1-4, then trial 1, ...), so an interrupted search has
   every row early.
-* **Resumable.**  Every finished trial is one JSON line in ``<out>.trials.jsonl``
+* **Validation** (against the winner's curse: with a few classes, a row's best trial
+  is partly luck).  After the search, each row's ``top`` best trials run again on a
+  second set of classes (:data:`DEFAULT_VALIDATION`, apart from the calibration classes
+  and from the README's report classes); the row's preset is the candidate with the
+  best mean score over both sets (weighted by their number of classes).
+* **Resumable.**  Every finished trial (and validation run) is one JSON line in ``<out>.trials.jsonl``
   (after a header line naming the model, judge, classes, seed, size and iterations);
   a search started again with the same ``out`` skips logged trials.  After each
   trial the preset file ``out`` (:class:`deepvis.presets.PresetFile`) is rewritten
@@ -29,6 +34,7 @@ Conventions
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -46,6 +52,7 @@ from deepvis.presets import ROWS, PresetFile
 from deepvis.settings import Settings, resolve_unit
 
 DEFAULT_CLASSES = ("ladybug", "lemon", "volcano")  # kept apart from the README's report classes
+DEFAULT_VALIDATION = ("hummingbird", "pizza", "pineapple", "jellyfish", "tree frog", "ambulance")  # apart from both
 DEFAULT_STEPS = (100, 200, 300, 400)
 EVERY = (2, 3, 4, 6, 8)
 
@@ -102,17 +109,23 @@ class Trial:
     ranks: tuple[int | None, ...]
     robustness: tuple[float | None, ...]
     seconds: float
+    stage: str = "search"  # or "validate": the same θ re-run on the validation classes
+    classes: tuple[str, ...] = ()  # the validation classes (a validation line only)
 
     def to_json(self) -> str:
-        return json.dumps({"row": self.row, "trial": self.index, "score": self.score, "ranks": list(self.ranks),
-                           "robustness": list(self.robustness), "seconds": round(self.seconds, 2),
-                           "settings": self.settings.to_dict()})
+        data = {"row": self.row, "trial": self.index, "score": self.score, "ranks": list(self.ranks),
+                "robustness": list(self.robustness), "seconds": round(self.seconds, 2),
+                "settings": self.settings.to_dict()}
+        if self.stage != "search":
+            data.update(stage=self.stage, classes=list(self.classes))
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, line: str) -> Trial:
         data = json.loads(line)
         return cls(int(data["row"]), int(data["trial"]), Settings.from_dict(data["settings"]), float(data["score"]),
-                   tuple(data["ranks"]), tuple(data["robustness"]), float(data["seconds"]))
+                   tuple(data["ranks"]), tuple(data["robustness"]), float(data["seconds"]),
+                   data.get("stage", "search"), tuple(data.get("classes", ())))
 
 
 @dataclass(frozen=True)
@@ -166,7 +179,8 @@ def _read_log(path: Path, header: dict) -> list[Trial]:
 
 def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFAULT_CLASSES, trials: int = 20,
            seed: int = 0, size: int | None = None, steps: Sequence[int] = DEFAULT_STEPS,
-           judge_with: LoadedModel | None = None, command: str = "") -> Generator[Progress, None, PresetFile]:
+           validate: Sequence[str] = DEFAULT_VALIDATION, top: int = 3, judge_with: LoadedModel | None = None,
+           command: str = "") -> Generator[Progress, None, PresetFile]:
     """Run (or resume) the search; yield :class:`Progress` after each trial; write ``out`` (module docstring).
 
     Bad arguments (no trials, an unknown class, an iteration count below 1, a log of another search) raise
@@ -174,51 +188,92 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFA
     """
     if not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be at least 1, not {trials}")
+    if not isinstance(top, int) or top < 0:
+        raise ValueError(f"top must be a whole number of at least 0, not {top}")
     if not steps or any(not isinstance(n, int) or n < 1 for n in steps):
         raise ValueError(f"iteration counts must be whole numbers of at least 1, not {list(steps)}")
     if not classes:
         raise ValueError("calibrate needs at least one class")
+    if top and not validate:
+        raise ValueError("validation needs at least one class (or top 0 for none)")
     out = Path(out)
     units = [resolve_unit(model, model.logits_layer, name) for name in classes]
+    checks = [resolve_unit(model, model.logits_layer, name) for name in validate] if top else []
     referee = judge_with or quality.judge_model(quality.judge_name(model), str(model.device))
     header = {"format": "deepvis-calibration-log", "model": model.spec.name, "judge": referee.spec.name,
               "classes": list(classes), "seed": seed, "size": size, "steps": list(steps)}
-    logged = {(t.row, t.index): t for t in _read_log(_log_path(out), header)}
-    return _search(model, referee, out, units, list(classes), trials, seed, size, list(steps), logged, command)
+    logged = {}
+    for t in _read_log(_log_path(out), header):
+        if t.stage == "search" or t.classes == tuple(validate):
+            logged[(t.stage, t.row, t.index)] = t
+    run = _Run(model, referee, out, seed, size, logged, command, list(classes), list(validate) if top else [])
+    return run.search(units, checks, trials, list(steps), top)
 
 
-def _search(model: LoadedModel, referee: LoadedModel, out: Path, units: list[int], classes: list[str], trials: int,
-            seed: int, size: int | None, steps: list[int], logged: dict[tuple[int, int], Trial],
-            command: str) -> Generator[Progress, None, PresetFile]:
-    best: dict[int, Trial] = {}
-    order = [(index, row) for index in range(trials) for row in ROWS]
-    spent = sum(t.seconds for (row, index), t in logged.items() if index < trials)  # compute time of the trials
-    for done, (index, row) in enumerate(order, start=1):
-        resumed = (row, index) in logged
-        if resumed:
-            trial = logged[(row, index)]
-        else:
-            settings = trial_settings(row, index, seed, steps)
-            began = time.perf_counter()
-            score, scores = run_trial(model, units, settings, seed=seed, size=size, judge_with=referee)
-            trial = Trial(row, index, settings, score, tuple(q.rank for q in scores),
-                          tuple(q.robustness for q in scores), time.perf_counter() - began)
-            with _log_path(out).open("a") as log:
-                log.write(trial.to_json() + "\n")
-            spent += trial.seconds
-        if row not in best or trial.score > best[row].score:
-            best[row] = trial
-        if len(best) == len(ROWS) and not resumed:
-            _write(out, model, referee, best, trials, classes, command, spent)
-        yield Progress(done, len(order), trial, resumed, dict(best))
-    return _write(out, model, referee, best, trials, classes, command, spent)
+class _Run:
+    """One search (and its validation) in progress: what is logged, what it has spent, what it writes."""
 
+    def __init__(self, model: LoadedModel, referee: LoadedModel, out: Path, seed: int, size: int | None,
+                 logged: dict, command: str, classes: list[str], validate: list[str]) -> None:
+        self.model, self.referee, self.out, self.seed, self.size = model, referee, out, seed, size
+        self.logged, self.command, self.classes, self.validate = logged, command, classes, validate
+        self.spent = 0.0
 
-def _write(out: Path, model: LoadedModel, referee: LoadedModel, best: dict[int, Trial], trials: int,
-           classes: Sequence[str], command: str, seconds: float) -> PresetFile:
-    found = PresetFile(model.spec.name, {r: t.settings for r, t in best.items()}, referee.spec.name, trials, seconds,
-                       tuple(classes), {r: round(t.score, 4) for r, t in best.items()}, command)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(found.to_json() + "\n")
-    partial.replace(out)
-    return found
+    def trial(self, stage: str, row: int, index: int, settings: Settings, units: list[int]) -> tuple[Trial, bool]:
+        """The logged trial, or a new one run now and logged; and whether it was logged already."""
+        key = (stage, row, index)
+        if key in self.logged:
+            self.spent += self.logged[key].seconds
+            return self.logged[key], True
+        began = time.perf_counter()
+        score, scores = run_trial(self.model, units, settings, seed=self.seed, size=self.size,
+                                  judge_with=self.referee)
+        trial = Trial(row, index, settings, score, tuple(q.rank for q in scores), tuple(q.robustness for q in scores),
+                      time.perf_counter() - began, stage, tuple(self.validate) if stage == "validate" else ())
+        with _log_path(self.out).open("a") as log:
+            log.write(trial.to_json() + "\n")
+        self.spent += trial.seconds
+        return trial, False
+
+    def search(self, units: list[int], checks: list[int], trials: int, steps: list[int],
+               top: int) -> Generator[Progress, None, PresetFile]:
+        best: dict[int, Trial] = {}
+        finished: dict[int, list[Trial]] = {row: [] for row in ROWS}
+        order = [(index, row) for index in range(trials) for row in ROWS]
+        total = len(order) + top * len(ROWS)
+        for done, (index, row) in enumerate(order, start=1):
+            trial, resumed = self.trial("search", row, index, trial_settings(row, index, self.seed, steps), units)
+            finished[row].append(trial)
+            if row not in best or trial.score > best[row].score:
+                best[row] = trial
+            if len(best) == len(ROWS) and not resumed:
+                self.write(best, trials)
+            yield Progress(done, total, trial, resumed, dict(best))
+        if not top:
+            return self.write(best, trials)
+        # Validation: each row's `top` best trials again on other classes; the best mean over all classes wins.
+        candidates = {row: sorted(finished[row], key=lambda t: -t.score)[:top] for row in ROWS}
+        validated: dict[int, Trial] = {}
+        weight = len(units) / (len(units) + len(checks))
+        for rank in range(top):
+            for row in ROWS:
+                done += 1
+                if rank >= len(candidates[row]):
+                    continue
+                found = candidates[row][rank]
+                check, resumed = self.trial("validate", row, found.index, found.settings, checks)
+                combined = dataclasses.replace(found, score=weight * found.score + (1 - weight) * check.score)
+                if row not in validated or combined.score > validated[row].score:
+                    validated[row] = combined
+                self.write({**best, **validated}, trials)
+                yield Progress(done, total, check, resumed, {**best, **validated})
+        return self.write({**best, **validated}, trials)
+
+    def write(self, best: dict[int, Trial], trials: int) -> PresetFile:
+        found = PresetFile(self.model.spec.name, {r: t.settings for r, t in best.items()}, self.referee.spec.name,
+                           trials, self.spent, tuple(self.classes), {r: round(t.score, 4) for r, t in best.items()},
+                           self.command, tuple(self.validate))
+        partial = self.out.with_name(self.out.name + ".partial")
+        partial.write_text(found.to_json() + "\n")
+        partial.replace(self.out)
+        return found

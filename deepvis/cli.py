@@ -293,7 +293,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    from deepvis.calibrate import DEFAULT_CLASSES, DEFAULT_STEPS
+    from deepvis.calibrate import DEFAULT_CLASSES, DEFAULT_STEPS, DEFAULT_VALIDATION
 
     parser = sub.add_parser(
         "calibrate", help="find a network's own presets: a random search over θ for each Table 1 row",
@@ -303,6 +303,11 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--trials", type=int, default=20, help="trials per row (default: %(default)s)")
     parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
                         help="comma-separated class names to optimize in every trial (default: %(default)s)")
+    parser.add_argument("--validate", default=",".join(DEFAULT_VALIDATION),
+                        help="comma-separated classes each row's best trials are checked on before one is chosen "
+                        "(default: %(default)s)")
+    parser.add_argument("--top", type=int, default=3, help="how many of each row's best trials to check on the "
+                        "--validate classes; 0 = choose by the search alone (default: %(default)s)")
     parser.add_argument("--out", default=None, help="preset file to write (default: presets-MODEL.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and of the starting noise")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
@@ -321,17 +326,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--steps must be whole numbers separated by commas, not {args.steps!r}") from None
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    validate = [c.strip() for c in args.validate.split(",") if c.strip()]
     out = args.out or f"presets-{args.model}.json"
     loaded = _model(args)
     command = "python -m deepvis " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     progress = search(loaded, out, classes=classes, trials=args.trials, seed=args.seed, size=args.size,
-                      steps=steps, command=command)
-    with tqdm(total=args.trials * 4, desc="calibrate", unit="trial", file=sys.stderr) as bar:
+                      steps=steps, validate=validate, top=args.top, command=command)
+    with tqdm(total=(args.trials + args.top) * 4, desc="calibrate", unit="trial", file=sys.stderr) as bar:
         try:
             while True:
                 step = next(progress)
                 best = " ".join(f"r{r}={t.score:.2f}" for r, t in sorted(step.best.items()))
-                bar.set_postfix_str(f"row {step.trial.row} trial {step.trial.index}: {step.trial.score:.2f} · best {best}")
+                stage = "validating " if step.trial.stage == "validate" else ""
+                bar.set_postfix_str(f"{stage}row {step.trial.row} trial {step.trial.index}: {step.trial.score:.2f} · "
+                                    f"best {best}")
                 if step.resumed:  # read back from the log: count it as done before this run, not in its rate
                     bar.initial = bar.n = step.done
                     bar.refresh()

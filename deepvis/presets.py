@@ -39,8 +39,9 @@ class PresetFile:
     trials: int = 0  # per row
     seconds: float = 0.0
     classes: tuple[str, ...] = ()
-    scores: Mapping[int, float] = field(default_factory=dict)  # each row's best search score
+    scores: Mapping[int, float] = field(default_factory=dict)  # each row's score (over all classes if validated)
     command: str = ""
+    validation: tuple[str, ...] = ()  # the classes each row's best trials were checked on
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -52,7 +53,8 @@ class PresetFile:
     def to_json(self) -> str:
         return json.dumps({"format": PRESET_FORMAT, "version": 1, "model": self.model, "judge": self.judge,
                            "trials": self.trials, "seconds": round(self.seconds, 1), "classes": list(self.classes),
-                           "command": self.command, "scores": {str(k): v for k, v in self.scores.items()},
+                           "validation": list(self.validation), "command": self.command,
+                           "scores": {str(k): v for k, v in self.scores.items()},
                            "rows": {str(k): s.to_dict() for k, s in self.rows.items()}}, indent=2)
 
     @classmethod
@@ -62,7 +64,8 @@ class PresetFile:
             rows = {int(k): Settings.from_dict(v) for k, v in data["rows"].items()}
             return cls(data["model"], rows, data.get("judge"), int(data.get("trials", 0)),
                        float(data.get("seconds", 0.0)), tuple(data.get("classes", ())),
-                       {int(k): float(v) for k, v in data.get("scores", {}).items()}, data.get("command", ""))
+                       {int(k): float(v) for k, v in data.get("scores", {}).items()}, data.get("command", ""),
+                       tuple(data.get("validation", ())))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"The preset file is incomplete ({exc.__class__.__name__}: {exc}).") from None
 

@@ -39,8 +39,9 @@ def judge() -> LoadedModel:
     return tiny(1)  # another network: it took no part in making the images
 
 
-def search(model, judge, out, trials=3):
-    return calibrate.search(model, out, classes=("red", "blue"), trials=trials, steps=STEPS, judge_with=judge)
+def search(model, judge, out, trials=3, top=0):
+    return calibrate.search(model, out, classes=("red", "blue"), trials=trials, steps=STEPS, validate=("green", "dark"),
+                            top=top, judge_with=judge)
 
 
 def finish(progress) -> presets.PresetFile:
@@ -101,17 +102,41 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(model, ju
     assert presets.PresetFile.read(out).rows == fresh.rows  # the same result as an uninterrupted search
 
 
+def test_validation_picks_each_rows_best_candidate_over_both_class_sets(model, judge, tmp_path, monkeypatch):
+    out = tmp_path / "validated.json"
+    found = finish(search(model, judge, out, trials=3, top=2))
+    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "validated.json.trials.jsonl").read_text()
+             .splitlines()[1:]]
+    searched = {(t.row, t.index): t for t in lines if t.stage == "search"}
+    checked = {(t.row, t.index): t for t in lines if t.stage == "validate"}
+    assert len(searched) == 12 and len(checked) == 8
+    assert all(t.classes == ("green", "dark") and len(t.ranks) == 2 for t in checked.values())
+    for row in (1, 2, 3, 4):
+        best_two = sorted((t for (r, _), t in searched.items() if r == row), key=lambda t: -t.score)[:2]
+        assert {t.index for t in best_two} == {i for (r, i) in checked if r == row}  # the row's two best were checked
+        combined = {t.index: 0.5 * t.score + 0.5 * checked[(row, t.index)].score for t in best_two}  # 2 + 2 classes
+        chosen = max(combined, key=combined.get)
+        assert found.rows[row] == searched[(row, chosen)].settings and found.scores[row] == round(combined[chosen], 4)
+    assert presets.PresetFile.read(out).validation == ("green", "dark")
+
+    ran = []
+    monkeypatch.setattr(calibrate, "run_trial", lambda *a, **k: ran.append(a) or pytest.fail("ran a logged trial"))
+    again = finish(search(model, judge, out, trials=3, top=2))
+    assert ran == [] and again.rows == found.rows  # a finished, validated search resumes to the same file
+
+
 def test_a_log_from_another_search_is_refused_in_one_line(model, judge, tmp_path):
     out = tmp_path / "p.json"
     finish(search(model, judge, out, trials=1))
     with pytest.raises(ValueError, match="made by a different search") as error:
-        calibrate.search(model, out, classes=("green",), trials=1, steps=STEPS, judge_with=judge)
+        calibrate.search(model, out, classes=("green",), trials=1, steps=STEPS, top=0, judge_with=judge)
     assert "\n" not in str(error.value)
 
 
 def test_preset_names_resolve_to_calibrated_rows_or_table1_verbatim():
     shipped = presets.shipped("efficientnet_lite0")
     assert shipped is not None and shipped.judge == "efficientnet_lite1" and shipped.trials >= 10
+    assert len(shipped.validation) >= 3 and not set(shipped.validation) & set(shipped.classes)
     for row in (1, 2, 3, 4):
         assert presets.resolve("efficientnet_lite0", row) == shipped.rows[row]
         assert presets.resolve("efficientnet_lite0", f"table1:{row}") == opt.PRESETS[row]
