@@ -25,8 +25,9 @@ def draw_live(snap: opt.Snapshot) -> None:
             ui.show_png(ui_runs.sheet_image(snap.pixels, snap.mean, [ui.target_name(loaded, t) for t in targets], names,
                                             display))
             return
+        pixels = snap.pixels  # (B, H, W, 3), stacked once per snapshot
         for j, column in enumerate(st.columns(len(names))):
-            column.image(png_bytes(ui_runs.frame_view(snap.pixels[j], snap.mean, display)), output_format="PNG",
+            column.image(png_bytes(ui_runs.frame_view(pixels[j], snap.mean, display)), output_format="PNG",
                          width="stretch",
                          caption=f"{names[j][0]} · objective {snap.objectives[j]:.4g}")
         st.plotly_chart(charts.curves_figure(snap.record, names))
@@ -50,11 +51,12 @@ def history_viewer(state: history.RunState, display: str, verdicts: list) -> Non
         shown = st.select_slider("History (iteration), all columns", iterations, value=shown,
                                  key=f"cmp_history_{state.run_id}")
     frame = state.history.at(shown)
+    pixels = frame.pixels
     for j, column in enumerate(st.columns(len(state.names))):
         with column:
             ui_runs.color_header(j, state.names[j], state.experiment.settings[j].label)
             done = f" · finished after {frame.steps[j] + 1}" if frame.finished[j] else ""
-            st.image(png_bytes(ui_runs.frame_view(frame.pixels[j], frame.mean, display)), output_format="PNG",
+            st.image(png_bytes(ui_runs.frame_view(pixels[j], frame.mean, display)), output_format="PNG",
                      width="stretch", caption=f"iteration {frame.steps[j]} · objective {frame.objectives[j]:.4g}{done}")
             st.markdown(ui_runs.quality_caption(verdicts[j], state.record.rows[j].best_step))
     st.plotly_chart(charts.curves_figure(state.record, state.names, marker=shown), key="cmp_chart")

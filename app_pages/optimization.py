@@ -1,12 +1,10 @@
 """Optimization: synthesize the image a unit "wants to see" (regularized gradient ascent, paper section 3)."""
 
-import io
-
-import numpy as np
 import streamlit as st
 
 from deepvis import charts, history, render, ui, ui_runs
 from deepvis import optimize as opt
+from deepvis.display import npy_bytes
 from deepvis.render import png_bytes
 
 loaded = ui.model_sidebar()
@@ -67,12 +65,10 @@ if state is not None and state.record is not None:
     st.markdown(ui_runs.quality_caption(ui_runs.run_quality(state, loaded)[0], row.best_step))
     name = f"{row.target.layer}_{row.target.unit}"
     final, best = (png_bytes(ui_runs.frame_view(x, row.mean, form.display, 0)) for x in (row.last_x, row.best_x))
-    npy = io.BytesIO()
-    np.save(npy, row.best_x)
     a, b, c, d = st.columns(4)
     a.download_button("Final image (PNG)", final, f"{name}_final.png", "image/png", on_click="ignore")
     b.download_button("Best image (PNG)", best, f"{name}_best.png", "image/png", on_click="ignore")
-    c.download_button("Best image (float .npy)", npy.getvalue(), f"{name}_best.npy", "application/octet-stream",
+    c.download_button("Best image (float .npy)", npy_bytes(row.best_x), f"{name}_best.npy", "application/octet-stream",
                       on_click="ignore", help="x in the optimizer's pixel space: 0–255 units with the model's mean "
                       f"{tuple(round(v, 1) for v in row.mean)} subtracted; (H, W, 3) float32.")
     d.download_button("History (animated GIF)", lambda: render.gif_bytes(

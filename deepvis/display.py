@@ -20,6 +20,7 @@ Conventions
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,3 +82,10 @@ def show(x: np.ndarray, mean: Sequence[float], mode: str = DEFAULT_DISPLAY) -> n
         unit = np.clip(batch + mean_rgb, 0, 255) / 255.0
     out = np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
     return out[0] if np.asarray(x).ndim == 3 else out
+
+
+def npy_bytes(x: np.ndarray) -> bytes:
+    """``x`` as the bytes of a float32 ``.npy`` file (what ``np.load`` reads back)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(x, dtype=np.float32))
+    return buffer.getvalue()

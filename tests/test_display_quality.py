@@ -59,6 +59,9 @@ def test_plus_mean_and_clipped_and_a_batch():
     np.testing.assert_array_equal(display.show(np.zeros((2, 2, 3)), MEAN, "zero"), np.full((2, 2, 3), 128))
     with pytest.raises(ValueError, match="display must be one of zero, mean, clipped"):
         display.show(x, MEAN, "stretch")
+    import io
+
+    np.testing.assert_array_equal(np.load(io.BytesIO(display.npy_bytes(x))), x.astype(np.float32))
 
 
 # ------------------------------------------------------------- quality on tiny networks
