@@ -258,8 +258,6 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from deepvis import optimize as opt
     from deepvis import presets, quality
     from deepvis.render import compose_sheet
@@ -274,7 +272,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     target = _target(loaded, args)
     record = opt.run(loaded, target, settings, seed=args.seed, size=args.size)
     images = record.images("last", args.display)
-    verdicts = quality.assess(loaded, np.stack([row.last_x for row in record.rows]), [target] * len(settings))
+    verdicts = quality.assess_record(loaded, record, "last")  # the images the sheet shows
     names = [presets.name(args.model, c) for c in choices]
     sheet = compose_sheet(images, 1, len(settings), [target.label],
                           [f"{n}: {s.label} · {q.label}" for n, s, q in zip(names, settings, verdicts)])

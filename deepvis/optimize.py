@@ -168,7 +168,7 @@ class _Rows:
 
 
 def _position(target: Target, layer: str, shape: torch.Size) -> tuple[int, int]:
-    y, x = target.position if target.position is not None else (shape[1] // 2, shape[2] // 2)
+    y, x = target.centre_or_position(shape[1], shape[2])
     if y >= shape[1] or x >= shape[2]:
         raise OptimizeError(f"position {(y, x)} is outside {layer}'s {shape[1]} x {shape[2]} output at this image size.")
     return y, x

@@ -117,7 +117,7 @@ def _unit_values(acts: torch.Tensor, target: Target) -> torch.Tensor:
         return acts[:, target.unit]
     if target.objective == "channel":
         return acts[:, target.unit].mean(dim=(1, 2))
-    y, x = target.position if target.position is not None else (acts.shape[2] // 2, acts.shape[3] // 2)
+    y, x = target.centre_or_position(acts.shape[2], acts.shape[3])
     return acts[:, target.unit, y, x]
 
 

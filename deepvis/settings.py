@@ -234,6 +234,10 @@ class Target:
                 raise ValueError(f"position must be two non-negative whole numbers (y, x), not {self.position!r}")
             object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
 
+    def centre_or_position(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(y, x)`` of a neuron objective on a ``height x width`` map: ``position``, else the centre."""
+        return self.position if self.position is not None else (height // 2, width // 2)
+
     @property
     def label(self) -> str:
         if self.objective == "channel":
