@@ -78,11 +78,16 @@ class Space:
         values["steps"] = int(rng.choice(tuple(steps)))
         return Settings(**values)
 
+    def to_dict(self) -> dict:
+        """The space as JSON data (part of a log's header: a log drawn from other ranges is refused)."""
+        return {"fixed": dict(self.fixed), "log_uniform": [list(r) for r in self.log_uniform],
+                "uniform": [list(r) for r in self.uniform], "lists": {n: list(o) for n, o in self.lists}}
+
 
 SPACES: dict[int, Space] = {
     1: Space("norm clip + small blur + progress lr",
              (("lr_policy", "progress"), ("decay", 0.0), ("contrib_pct", 0.0)),
-             (("desired_prog", 0.5, 64.0), ("max_lr", 10.0, 1e4)),
+             (("desired_prog", 2.0, 512.0), ("max_lr", 100.0, 1e6)),
              (("blur_radius", 0.3, 1.0), ("norm_pct", 5.0, 60.0)), (("blur_every", EVERY),)),
     2: Space("strong decay + norm clip, no blur",
              (("lr_policy", "constant"), ("blur_radius", 0.0), ("blur_every", 0), ("contrib_pct", 0.0)),
@@ -93,7 +98,7 @@ SPACES: dict[int, Space] = {
              (("blur_every", (1, 2, 3, 4, 6, 8)),)),
     4: Space("contribution clip + small blur + progress lr",
              (("lr_policy", "progress"), ("decay", 0.0), ("norm_pct", 0.0)),
-             (("desired_prog", 0.5, 64.0), ("max_lr", 100.0, 1e8)),
+             (("desired_prog", 2.0, 512.0), ("max_lr", 100.0, 1e8)),
              (("blur_radius", 0.3, 1.0), ("contrib_pct", 50.0, 95.0)), (("blur_every", EVERY),)),
 }
 
@@ -201,7 +206,8 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFA
     checks = [resolve_unit(model, model.logits_layer, name) for name in validate] if top else []
     referee = judge_with or quality.judge_model(quality.judge_name(model), str(model.device))
     header = {"format": "deepvis-calibration-log", "model": model.spec.name, "judge": referee.spec.name,
-              "classes": list(classes), "seed": seed, "size": size, "steps": list(steps)}
+              "classes": list(classes), "seed": seed, "size": size, "steps": list(steps),
+              "spaces": {str(r): SPACES[r].to_dict() for r in ROWS}}
     logged = {}
     for t in _read_log(_log_path(out), header):
         if t.stage == "search" or t.classes == tuple(validate):
