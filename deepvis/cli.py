@@ -354,16 +354,24 @@ def build_parser() -> argparse.ArgumentParser:
         "prints JSON on stdout; bad input prints one line on stderr and exits with status 2.",
         epilog="Run `deepvis COMMAND --help` for a command's options; `deepvis info` lists a model's layers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, value in list(globals().items()):
-        if name.startswith("_add_") and name != "_add_model_options":
+    for name, value in _commands("_add_"):
+        if name != "_add_model_options":
             value(sub)
     return parser
+
+
+def _commands(prefix: str) -> list[tuple[str, object]]:
+    """This module's and :mod:`deepvis.cli_collections`' functions whose names start with ``prefix``."""
+    from deepvis import cli_collections
+
+    found = list(globals().items()) + list(vars(cli_collections).items())
+    return [(name, value) for name, value in found if name.startswith(prefix) and callable(value)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return globals()[f"cmd_{args.command}"](args)
+        return dict(_commands("cmd_"))[f"cmd_{args.command}"](args)
     except KeyboardInterrupt:
         print(f"deepvis {args.command}: interrupted", file=sys.stderr)
         return 130

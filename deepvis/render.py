@@ -123,13 +123,34 @@ def channel_grid(activation: torch.Tensor | np.ndarray, scaling: str = "channel"
         glyphs = _digit_glyphs()
         for c in range(channels):
             _stamp_number(canvas, layout, c, glyphs)
-    if highlight is not None and 0 <= highlight < channels:
-        y, x = layout.origin(highlight)
-        edge = layout.pad
-        canvas[y - edge:y, x - edge:x + layout.tile + edge] = 255
-        canvas[y + layout.tile:y + layout.tile + edge, x - edge:x + layout.tile + edge] = 255
-        canvas[y:y + layout.tile, x - edge:x] = 255
-        canvas[y:y + layout.tile, x + layout.tile:x + layout.tile + edge] = 255
+    _frame(canvas, layout, highlight)
+    return canvas, layout
+
+
+def _frame(canvas: np.ndarray, layout: GridLayout, channel: int | None) -> None:
+    """Draw a white frame (in the padding) around ``channel``'s tile, if it is one."""
+    if channel is None or not 0 <= channel < layout.channels:
+        return
+    y, x = layout.origin(channel)
+    edge, tile = layout.pad, layout.tile
+    canvas[y - edge:y, x - edge:x + tile + edge] = 255
+    canvas[y + tile:y + tile + edge, x - edge:x + tile + edge] = 255
+    canvas[y:y + tile, x - edge:x] = 255
+    canvas[y:y + tile, x + tile:x + tile + edge] = 255
+
+
+def image_grid(images: Sequence[np.ndarray | None], tile: int, highlight: int | None = None,
+               pad: int = 2) -> tuple[np.ndarray, GridLayout]:
+    """``(h, w, 3)`` uint8 images, one per channel, resized to ``tile`` pixels and laid out like
+    :func:`channel_grid` (near-square, row-major) as one ``(H, W, 3)`` image; ``None`` (not computed yet) is
+    left as the dark background.  ``highlight`` frames one channel."""
+    layout = grid_layout(len(images), tile, tile, pad=pad)
+    tiles = np.full((len(images), layout.tile, layout.tile, 3), _BACKGROUND, np.uint8)
+    for c, image in enumerate(images):
+        if image is not None:
+            tiles[c] = np.asarray(Image.fromarray(image).resize((layout.tile, layout.tile), Image.Resampling.BILINEAR))
+    canvas = _compose(tiles, layout)
+    _frame(canvas, layout, highlight)
     return canvas, layout
 
 

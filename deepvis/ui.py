@@ -119,14 +119,14 @@ def _init(key: str, value: object) -> None:
         st.session_state[key] = value
 
 
-def _layer_key(loaded: LoadedModel, key: str) -> str:
+def layer_key(loaded: LoadedModel, key: str) -> str:
     return f"{key}_layer_{loaded.spec.name}"
 
 
 def _group_chosen(loaded: LoadedModel, key: str) -> None:
     """A new block was chosen: show its last rectified layer (else its last layer)."""
     members = groups(loaded.layers)[st.session_state[f"{key}_group_{loaded.spec.name}"]]
-    st.session_state[_layer_key(loaded, key)] = next(
+    st.session_state[layer_key(loaded, key)] = next(
         (i.name for i in reversed(members) if i.rectified and i.is_spatial and i.shape[1] > 1), members[-1].name)
 
 
@@ -137,20 +137,20 @@ def layer_picker(loaded: LoadedModel, key: str, default: str, side_by_side: bool
     node name is shown under the pickers.  A stored module path (``_blocks.9``) becomes its output node.
     ``side_by_side=False`` stacks the two pickers (for a narrow column).
     """
-    layer_key, group_key = _layer_key(loaded, key), f"{key}_group_{loaded.spec.name}"
+    widget_key, group_key = layer_key(loaded, key), f"{key}_group_{loaded.spec.name}"
     by_group = groups(loaded.layers)
     try:
-        current = loaded.layer(st.session_state.get(layer_key, default))
+        current = loaded.layer(st.session_state.get(widget_key, default))
     except ValueError:
         current = loaded.layer(default)
-    st.session_state[layer_key] = current.name
+    st.session_state[widget_key] = current.name
     st.session_state[group_key] = current.group
     left, right = st.columns([1, 2]) if side_by_side else (st.container(), st.container())
     left.selectbox("Block", list(by_group), key=group_key, on_change=_group_chosen, args=(loaded, key),
                    format_func=lambda g: f"{g} · {len(by_group[g])} layers",
                    help="Blocks and stages in the order the network computes them.")
     members = {info.name: info for info in by_group[st.session_state[group_key]]}
-    name = right.selectbox("Layer (type to search)", list(members), key=layer_key,
+    name = right.selectbox("Layer (type to search)", list(members), key=widget_key,
                            format_func=lambda n: f"{members[n].short_name} — {members[n].description}",
                            help="Every operation of the traced forward graph. Rectified layers (after a "
                                 "ReLU/ReLU6) show the sparse maps of the paper's live view.")
@@ -223,18 +223,12 @@ def units_picker(loaded: LoadedModel, key: str) -> list[opt.Target]:
     return [opt.Target(layer, int(u), objective) for u in units]
 
 
-def unit_picker(key: str, channels: int, chart_key: str) -> int:
-    """The unit (channel) number box; a click on a bar of the chart drawn with ``chart_key`` chooses it too.
-
-    The choice is kept in range when the layer changes (it falls back to unit 0).
-    """
-    unit_key, click_key = f"{key}_unit", f"{key}_last_click"
+def chart_click(unit_key: str, chart_key: str) -> None:
+    """A click on a bar of the chart drawn with ``chart_key`` makes that bar's channel the unit (a new click
+    only, not the one the chart still stores)."""
+    click_key = f"{unit_key}_last_click"
     chart = st.session_state.get(chart_key)
     if chart and chart.selection.points:
         clicked = int(chart.selection.points[0]["x"])
-        if clicked != st.session_state.get(click_key):  # a new click, not the one still stored in the chart
+        if clicked != st.session_state.get(click_key):
             st.session_state[click_key] = st.session_state[unit_key] = clicked
-    if st.session_state.get(unit_key, 0) >= channels:
-        st.session_state[unit_key] = 0
-    return int(st.number_input("Unit (channel)", 0, channels - 1, key=unit_key,
-                               help="Or click a bar in the overview below."))

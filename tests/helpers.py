@@ -30,3 +30,13 @@ class Untraceable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu(self.conv(x))
         return self.head(y) if y.sum() > 0 else self.head(-y)
+
+
+def drain(generator):
+    """Run a generator to its end: ``(its return value, everything it yielded)``."""
+    steps = []
+    while True:
+        try:
+            steps.append(next(generator))
+        except StopIteration as stop:
+            return stop.value, steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,11 @@ def prediction_labels(at: AppTest) -> list[str]:
 
 
 def grid_shown(at: AppTest) -> bool:
-    return any("Each tile is one channel" in caption for img in at.get("image") for caption in img.captions)
+    return any("one tile each in channel order" in c.value for c in at.caption)
+
+
+def unit_summary(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("**Unit "))
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +55,9 @@ def test_sample_photo_shows_predictions_grid_and_unit(app, lite0):
     expected = analysis.stats.as_records()
     app.number_input(key="act_unit").set_value(7).run()
     assert not app.exception
-    assert app.metric[0].value == f"{expected[7]['max']:.3g}"
-    assert app.metric[2].value == str(tuple(expected[7]["argmax"]))
+    y, x = expected[7]["argmax"]
+    assert unit_summary(app) == (f"**Unit 7** · max {expected[7]['max']:.3g} · mean {expected[7]['mean']:.3g} · "
+                                 f"strongest at (y {y}, x {x})")
 
 
 def test_upload_then_bad_file_then_good_file(photos):
@@ -86,7 +92,7 @@ def test_random_weights_and_another_layer():
     assert not at.exception and grid_shown(at)
     assert at.selectbox(key="act_layer_efficientnet_lite0").value == "_swish_1"  # the block's last rectified map
     at.selectbox(key="act_layer_efficientnet_lite0").set_value("_fc").run()
-    assert not at.exception and grid_shown(at) and "All 1000 channels of _fc" in [h.value for h in at.subheader]
+    assert not at.exception and grid_shown(at) and any("All 1000 channels of _fc" in c.value for c in at.caption)
 
 
 def backward_caption(at: AppTest) -> str | None:
@@ -126,3 +132,89 @@ def test_missing_weights_fall_back_then_functional_relus_offer_every_mode(tmp_pa
     assert not any("only saliency" in i.value for i in at.info)
     at.radio(key="act_bp_mode").set_value("guided").run()
     assert not at.exception and backward_caption(at) == "guided, raw filter"
+
+
+# ------------------------------------------------------------- the unit column (issue 12)
+
+def _captions(at: AppTest) -> list[str]:
+    return [c for img in at.get("image") for c in img.captions]
+
+
+def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypatch):
+    from deepvis import index, patterns, presets
+    from deepvis import optimize as opt
+
+    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
+    at = start()
+    layer = at.selectbox(key="act_layer_efficientnet_lite0").value
+    index_button = next(b for b in at.button if b.label.startswith("Index 17 photos"))
+    index_button.click().run()
+    for _ in range(240):  # the index is built on a background worker; the page polls it
+        if any(c.value.startswith("Top 9") for c in at.caption):
+            break
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception and not at.error
+    analysis = analyze(lite0, decode_image(sample_bytes("chelsea")), layer)
+    path = index.index_path(lite0, "samples")
+    for unit in (1, 2):
+        at.button(key="act_unit_next").click().run()
+        assert not at.exception and at.number_input(key="act_unit").value == unit
+        assert unit_summary(at).startswith(f"**Unit {unit}** · max {analysis.stats.max[unit].item():.3g}")
+        hits = index.top(path, layer, unit, 9)
+        shown = [c for c in _captions(at) if c.startswith("#")]
+        assert shown == [f"#{i + 1} · {h.value:.3g} · {Path(h.path).name}" for i, h in enumerate(hits)]
+        assert dict(at.query_params)["unit"] == str(unit)
+    # The optimized image: on request, then from the disk cache (no button on the next visit).
+    choices = presets.choices(lite0.spec.name)
+    quickest = min(choices, key=lambda c: choices[c].steps)
+    at.selectbox(key="act_preset").set_value(quickest).run()
+    settings = choices[quickest]
+    target = opt.Target(layer, 2)
+    assert patterns.load(lite0, target, settings) is None
+    optimize = next(b for b in at.button if b.label.startswith("Optimize unit 2"))
+    optimize.click().run()
+    assert not at.exception and patterns.load(lite0, target, settings) is not None
+    at.button(key="act_unit_prev").click().run()
+    at.button(key="act_unit_next").click().run()
+    assert not any(b.label.startswith("Optimize unit 2") for b in at.button)
+    assert any(c.startswith(f"Optimized ({presets.name(lite0.spec.name, quickest)})") for c in _captions(at))
+
+
+def test_the_url_names_the_unit_and_a_bad_link_warns_once():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(model="efficientnet_lite0", weights="default", layer="_blocks.5._swish_1", unit="7")
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="act_layer_efficientnet_lite0").value == "_blocks.5._swish_1"
+    assert at.number_input(key="act_unit").value == 7 and unit_summary(at).startswith("**Unit 7**")
+    at.number_input(key="act_unit").set_value(11).run()
+    assert dict(at.query_params) == {"model": "efficientnet_lite0", "weights": "default",
+                                     "layer": "_blocks.5._swish_1", "unit": "11"}
+    bad = AppTest.from_file(APP, default_timeout=120)
+    bad.query_params.update(layer="no_such_layer", unit="99999")
+    bad.run()
+    assert not bad.exception and grid_shown(bad)
+    assert [w.value.split(";")[0] for w in bad.warning] == [
+        "The link's layer 'no_such_layer' is not a layer of EfficientNet-Lite0 (embedded)",
+        "The link's unit 99999 does not exist here (units 0-671)"]
+
+
+def test_pattern_mode_offers_the_missing_patterns_and_stops_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
+    at = start()
+    at.toggle(key="act_patterns").set_value(True).run()
+    assert not at.exception and any("showing its optimized image" in c.value for c in at.caption)
+    fill = next(b for b in at.button if b.label.startswith("Optimize the 672 missing patterns"))
+    fill.click().run()
+    assert not at.exception
+    stop = next(b for b in at.button if b.label == "Stop")
+    stop.click().run()
+    for _ in range(600):  # the worker stops after the batch in progress
+        if any("stopped; what was finished is kept" in i.value for i in at.info):
+            break
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception and not at.error
+    assert any("stopped; what was finished is kept" in i.value for i in at.info)
+    assert any(b.label.startswith("Optimize the ") for b in at.button)  # it can be started again

@@ -8,6 +8,7 @@ library's own numbers instead of trusting that "something" appeared.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import time
@@ -230,3 +231,65 @@ def checked_option(page: Page, group_label: str) -> str:
     """The text of the chosen option of the radio group labelled ``group_label``."""
     group = page.locator('[data-testid="stRadio"]').filter(has=page.get_by_text(group_label, exact=True))
     return group.locator("input:checked").evaluate("el => el.closest('label').innerText").strip()
+
+
+# --- the Activations dashboard: the clickable channel grid and the unit column ----------------------------
+
+GRID_IFRAME = 'iframe[title*="image_coordinates"]'
+SUMMARY = re.compile(r"^Unit (\d+) · max (\S+) · mean (\S+)")
+
+
+def grid_iframe(page: Page) -> Locator:
+    """The ``streamlit-image-coordinates`` iframe that draws the channel grid."""
+    return page.locator(GRID_IFRAME)
+
+
+def grid_img(page: Page) -> Locator:
+    return page.frame_locator(GRID_IFRAME).locator("img")
+
+
+def fetch_grid(page: Page, not_src: str | None = None, timeout_ms: float = 60_000) -> tuple[np.ndarray, str]:
+    """The grid's pixels (decoded from the ``data:`` URL the component shows) and that URL.
+
+    With ``not_src``, first wait until the component shows a different picture than that one.
+    """
+    expect(grid_iframe(page)).to_have_count(1, timeout=timeout_ms)
+    img = grid_img(page)
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/png;base64,"), timeout=timeout_ms)
+    if not_src is not None:
+        expect(img).not_to_have_attribute("src", not_src, timeout=timeout_ms)
+    img.evaluate("el => el.decode ? el.decode() : true")
+    assert img.evaluate("el => el.complete && el.naturalWidth > 0"), "the grid did not load in the browser"
+    src = img.get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))), src
+
+
+def summary_line(page: Page) -> Locator:
+    """The unit column's ``**Unit 7** · max 1.87 · mean 0.246 · strongest at (y 13, x 8)`` line."""
+    return page.locator('[data-testid="stMarkdownContainer"]').filter(has_text=SUMMARY)
+
+
+def shown_unit(page: Page) -> tuple[int, float]:
+    """(unit, max) as the summary line shows them."""
+    line = summary_line(page)
+    expect(line).to_have_count(1)
+    match = SUMMARY.match(line.inner_text().strip())
+    assert match, line.inner_text()
+    return int(match[1]), float(match[2])
+
+
+def wait_for_unit(page: Page, unit: int, timeout_ms: float = 60_000) -> None:
+    """Wait until the summary line shows ``unit`` and the page is idle."""
+    expect(summary_line(page)).to_have_text(re.compile(rf"^Unit {unit} · "), timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def open_expander(page: Page, label: str) -> Locator:
+    """Open the expander titled ``label`` (if closed) and return it."""
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text=label)
+    expect(expander).to_have_count(1)
+    details = expander.locator("details")
+    if details.count() and details.get_attribute("open") is None:
+        expander.locator("summary").click()
+        expect(details).to_have_attribute("open", re.compile(".*"))
+    return expander

@@ -77,8 +77,8 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, url: str, log: Path, process: subprocess.Popen) -> None:
-        self.url, self.log, self.process = url, log, process
+    def __init__(self, url: str, log: Path, process: subprocess.Popen, cache: Path) -> None:
+        self.url, self.log, self.process, self.cache = url, log, process, cache
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -88,7 +88,7 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def app_server() -> Iterator[Server]:
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     OUTPUT.mkdir(exist_ok=True)
     port = _free_port()
     log_path = OUTPUT / "streamlit-server.log"
@@ -97,12 +97,14 @@ def app_server() -> Iterator[Server]:
                "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
     # Address, XSRF, upload cap and usage statistics come from .streamlit/config.toml, so the
     # safety tests (test_06_safety.py) check the configuration users get.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Indexes and optimized images go to an empty cache of this test session (``server.cache``).
+    cache = tmp_path_factory.mktemp("deepvis-cache")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEEPVIS_CACHE": str(cache)}
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     url = f"http://localhost:{port}"
-    server = Server(url, log_path, process)
+    server = Server(url, log_path, process, cache)
     try:
         deadline = time.monotonic() + SERVER_START_S
         while True:

@@ -1,0 +1,103 @@
+"""Command line for image collections: ``deepvis index``, ``deepvis top`` and ``deepvis merge``.
+
+Kept apart from :mod:`deepvis.cli` (which collects the ``_add_*`` / ``cmd_*`` pairs of
+both modules) so each file stays readable.  Every command prints JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+COLLECTION_HELP = "a folder on this machine (subfolders included), or `samples` for the bundled photos"
+
+
+def _cli():  # deepvis.cli imports this module; import it lazily to avoid a cycle
+    from deepvis import cli
+
+    return cli
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "index", help="index a folder of photos: each unit's top images, kept on disk (incremental)",
+        description="Reads every image under DIR once and stores, per layer and channel, each image's maximum "
+        "and its position (SQLite; see deepvis.index). Run again after adding photos: only new or changed "
+        "files are read. Broken files are skipped and listed.")
+    parser.add_argument("directory", metavar="DIR", help=COLLECTION_HELP)
+    layers = parser.add_mutually_exclusive_group()
+    layers.add_argument("--layers", default=None, help="comma-separated layers (default: the model's default layer)")
+    layers.add_argument("--all", action="store_true", help="every offered layer (large: 8 bytes per channel per "
+                        "image per layer)")
+    parser.add_argument("--batch", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--db", default=None, help="index file (default: one per model and folder in the cache)")
+    _cli()._add_model_options(parser)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepvis.index import build
+
+    loaded = _cli()._model(args)
+    if args.all:
+        layers = [info.name for info in loaded.layers]
+    elif args.layers:
+        layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    else:
+        layers = [loaded.default_layer]
+    progress = build(loaded, args.directory, layers, path=args.db, batch=args.batch)
+    with tqdm(desc="index", unit="image", file=sys.stderr) as bar:
+        try:
+            while True:
+                step = next(progress)
+                bar.total = step.total
+                bar.update(step.done - bar.n)
+        except StopIteration as stop:
+            summary = stop.value
+    return _cli()._emit(summary.to_dict())
+
+
+def _add_top(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("top", help="a unit's top images in an indexed folder, best first, and a sheet of crops")
+    parser.add_argument("directory", metavar="DIR", help=COLLECTION_HELP)
+    parser.add_argument("--layer", required=True, help=_cli().LAYER_HELP)
+    parser.add_argument("--unit", type=int, required=True, help="channel of the layer")
+    parser.add_argument("--k", type=int, default=9, help="how many images (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="write a sheet (PNG) of each image's crop: the part of the "
+                        "network's view the unit's strongest position sees")
+    parser.add_argument("--db", default=None, help="index file (default: the one `index DIR` wrote)")
+    _cli()._add_model_options(parser)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from deepvis import index, units
+
+    if args.k < 1:
+        raise ValueError(f"--k must be at least 1, not {args.k}")
+    loaded = _cli()._model(args)
+    layer = loaded.layer(args.layer).name
+    path = Path(args.db) if args.db else index.index_path(loaded, args.directory)
+    hits = index.top(path, layer, args.unit, args.k)
+    if args.out:
+        from deepvis.render import png_bytes
+
+        Path(args.out).write_bytes(png_bytes(units.top_sheet(loaded, layer, args.unit, hits)))
+    return _cli()._emit([hit.to_dict() for hit in hits])
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("merge", help="merge indexes made on shards of a collection into one",
+                            description="The merged index equals indexing every shard's images at once.")
+    parser.add_argument("out", metavar="OUT.sqlite")
+    parser.add_argument("shards", metavar="SHARD.sqlite", nargs="+")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from deepvis.index import merge
+
+    for shard in args.shards:
+        if not Path(shard).is_file():
+            raise ValueError(f"there is no index file {shard}")
+    return _cli()._emit({"index": str(merge(args.out, args.shards)), "shards": args.shards})

@@ -1,0 +1,361 @@
+"""Streamlit widgets of the unit view: the clickable grid, unit stepping, links, collections and indexing.
+
+The third module that touches Streamlit (with :mod:`deepvis.ui` and :mod:`deepvis.ui_runs`): the
+Activations page's dashboard widgets, apart so each stays readable.
+
+Conventions
+-----------
+* **Links.**  The URL's query parameters ``model``, ``weights``, ``layer`` and ``unit``
+  say which unit is shown.  :func:`open_link` reads them once per session, before any
+  widget is drawn, and puts them into the widgets' state; :func:`write_link` keeps the
+  URL in step afterwards.  A parameter that names nothing (an unknown model, a layer
+  the model lacks, a unit out of range) is dropped with one ``st.warning`` line.
+* **Indexing runs on a background worker**: one thread per (index file, layers),
+  shared by every session that asks for the same index, so the page stays responsive;
+  the page polls its progress in a small fragment and reruns when it ends.  An
+  interrupted or failed job keeps what it committed (:mod:`deepvis.index`).
+* **Uploaded photos** are written once to ``<cache>/uploads/<sha1 of their names and
+  bytes>/`` and indexed as a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from streamlit_image_coordinates import streamlit_image_coordinates
+
+from deepvis import collection as coll
+from deepvis import index
+from deepvis.models import REGISTRY, LoadedModel
+from deepvis.render import GridLayout
+
+COLLECTIONS = ("Bundled photos", "A folder on this machine", "Upload photos")
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+def open_link(page: str) -> None:
+    """Put the URL's model, weights, layer and unit into the widgets' state, once per session."""
+    if st.session_state.get(f"{page}_link_read"):
+        return
+    st.session_state[f"{page}_link_read"] = True
+    params = st.query_params
+    model = params.get("model")
+    if model is not None and model not in REGISTRY:
+        st.warning(f"The link names an unknown model {model!r}; showing the default one.")
+        return
+    if model:
+        st.session_state["model_name"] = model
+    if params.get("weights") in ("default", "random"):
+        st.session_state["model_weights"] = params["weights"]
+    if params.get("layer"):
+        st.session_state[f"{page}_link_layer"] = params["layer"]
+    if params.get("unit", "").isdigit():
+        st.session_state[f"{page}_link_unit"] = int(params["unit"])
+
+
+def linked_layer(loaded: LoadedModel, page: str, layer_key: str) -> None:
+    """Apply a linked layer (after the model is known); one warning if the model has no such layer."""
+    wanted = st.session_state.pop(f"{page}_link_layer", None)
+    if wanted is None:
+        return
+    try:
+        st.session_state[layer_key] = loaded.layer(wanted).name
+    except ValueError:
+        st.warning(f"The link's layer {wanted!r} is not a layer of {loaded.spec.title}; showing the default one.")
+
+
+def linked_unit(page: str, unit_key: str, channels: int) -> None:
+    wanted = st.session_state.pop(f"{page}_link_unit", None)
+    if wanted is None:
+        return
+    if wanted < channels:
+        st.session_state[unit_key] = wanted
+    else:
+        st.warning(f"The link's unit {wanted} does not exist here (units 0-{channels - 1}); showing unit 0.")
+
+
+def write_link(loaded: LoadedModel, layer: str, unit: int) -> None:
+    """Keep the URL on the unit shown (so it can be bookmarked, shared and reopened)."""
+    wanted = {"model": loaded.spec.name, "weights": loaded.weights, "layer": layer, "unit": str(unit)}
+    if {k: st.query_params.get(k) for k in wanted} != wanted:
+        st.query_params.update(wanted)
+
+
+# ------------------------------------------------------------------------------------------------ units
+
+def _step(unit_key: str, delta: int, channels: int) -> None:
+    st.session_state[unit_key] = (int(st.session_state.get(unit_key, 0)) + delta) % channels
+
+
+def unit_stepper(unit_key: str, channels: int, label: str = "Unit (channel)") -> int:
+    """◀ / number / ▶: the unit, stepping round the layer's channels."""
+    if st.session_state.get(unit_key, 0) >= channels:
+        st.session_state[unit_key] = 0
+    back, number, forward = st.columns([1, 3, 1], vertical_alignment="bottom")
+    back.button("◀", key=f"{unit_key}_prev", on_click=_step, args=(unit_key, -1, channels), help="Previous unit",
+                width="stretch")
+    forward.button("▶", key=f"{unit_key}_next", on_click=_step, args=(unit_key, 1, channels), help="Next unit",
+                   width="stretch")
+    return int(number.number_input(label, 0, channels - 1, key=unit_key))
+
+
+def clickable_grid(image: np.ndarray, layout: GridLayout, unit_key: str, key: str) -> None:
+    """Show the grid; a click on a tile makes its channel the unit (in the click's callback, which runs before
+    the next script run draws the unit's widgets)."""
+    def chosen() -> None:
+        click = st.session_state.get(key)
+        if click:
+            scale = image.shape[1] / max(1, click["width"])
+            channel = layout.channel_at(int(click["y"] * scale), int(click["x"] * scale))
+            if channel is not None:
+                st.session_state[unit_key] = channel
+
+    streamlit_image_coordinates(image, key=key, width="stretch", on_click=chosen)
+
+
+# ------------------------------------------------------------------------------------------------ collections
+
+def _save_uploads(files: list) -> Path:
+    digest = hashlib.sha1()
+    for upload in files:
+        digest.update(upload.name.encode())
+        digest.update(upload.getvalue())
+    folder = coll.cache_dir() / "uploads" / digest.hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, upload in enumerate(files):
+        name = Path(upload.name).name or f"upload_{number}"
+        target = folder / f"{number:05d}_{name}"
+        if not target.exists():
+            target.write_bytes(upload.getvalue())
+    return folder
+
+
+def collection_picker(key: str) -> str | None:
+    """The collection whose top images are shown: ``"samples"``, a folder path, or None while none is given."""
+    kind = st.radio("Top images from", COLLECTIONS, key=f"{key}_collection", horizontal=True)
+    if kind == COLLECTIONS[0]:
+        return coll.DEFAULT_NAME
+    if kind == COLLECTIONS[1]:
+        path = st.text_input("Folder (searched with its subfolders)", key=f"{key}_folder",
+                             placeholder="/data/my_photos")
+        return path.strip() or None
+    files = st.file_uploader("Photos", accept_multiple_files=True, key=f"{key}_uploads")
+    return str(_save_uploads(files)) if files else None
+
+
+@dataclass
+class Job:
+    """Background work (indexing a collection, optimizing a layer's patterns), shared by every session that
+    asks for the same thing; ``progress`` has ``done`` and ``total``."""
+
+    thread: threading.Thread | None = None
+    progress: index.Progress | None = None
+    summary: index.Summary | None = None
+    error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+@st.cache_resource(show_spinner=False)
+def _jobs() -> dict[tuple, Job]:
+    return {}
+
+
+def _work(job: Job, progress) -> None:
+    try:
+        while True:
+            job.progress = next(progress)
+            if job.stop.is_set():
+                progress.close()
+                job.error = "stopped; what was finished is kept, and the next start goes on from there"
+                return
+    except StopIteration as stop:
+        job.summary = stop.value
+    except (ValueError, OSError, RuntimeError) as exc:
+        job.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def indexed(loaded: LoadedModel, source: str, layer: str) -> Path | None:
+    """The collection's index path once it covers ``layer``; meanwhile offer, run and show the indexing."""
+    path = index.index_path(loaded, source)
+    job = _jobs().setdefault(("index", str(path), layer), Job())
+    if job.running:
+        _poll(job, "Indexing…", "photos")
+        return None
+    _report(job, "Indexing")
+    try:
+        listing = coll.entries(source)
+    except coll.CollectionError as exc:
+        st.error(str(exc))
+        return None
+    state = index.status(path, listing, layer)
+    if job.summary is not None and job.summary.skipped:
+        names = ", ".join(Path(p).name for p, _ in job.summary.skipped[:5])
+        more = f" and {len(job.summary.skipped) - 5} more" if len(job.summary.skipped) > 5 else ""
+        st.caption(f"Skipped {len(job.summary.skipped)} unreadable file(s): {names}{more}.")
+    if state.ready:
+        return path
+    if not listing:
+        st.info("This collection has no images (JPEG, PNG, GIF, WebP, BMP or TIFF files).")
+        return None
+    what = f"{state.to_read} of {len(listing)} photos" if state.to_read < len(listing) else f"{len(listing)} photos"
+    if st.button(f"Index {what} for {layer}", key=f"index_{path}_{layer}", type="primary",
+                 help="Reads each photo once, on a background worker, and keeps each unit's best images on disk."):
+        _start(job, lambda: index.build(loaded, source, [layer], path=path))
+        _poll(job, "Indexing…", "photos")
+    return None
+
+
+def _report(job: Job, what: str) -> None:
+    """One line on how the job's last run ended, if it did not finish."""
+    if job.error and job.error.startswith("stopped"):
+        st.info(f"{what} {job.error}.")
+    elif job.error:
+        st.error(f"{what} stopped: {job.error}")
+
+
+def _start(job: Job, work) -> None:
+    """Run the generator ``work()`` makes on a background thread, unless the job runs already."""
+    with job.lock:
+        if not job.running:
+            job.error, job.summary, job.progress = None, None, None
+            job.stop.clear()
+            job.thread = threading.Thread(target=_work, args=(job, work()), daemon=True, name="deepvis-job")
+            job.thread.start()
+
+
+def _poll(job: Job, doing: str, noun: str) -> None:
+    @st.fragment(run_every=0.5)
+    def show() -> None:
+        step = job.progress
+        done, total = (step.done, step.total) if step else (0, 1)
+        bar, stop = st.columns([5, 1], vertical_alignment="bottom")
+        bar.progress(done / max(1, total), text=f"{doing} {done} of {total} {noun}")
+        if stop.button("Stop", key=f"stop_{id(job)}", help="Stops after the step in progress; finished work is kept."):
+            job.stop.set()
+        if not job.running:
+            st.rerun()
+
+    show()
+
+
+def pattern_grid(loaded: LoadedModel, layer: str, unit: int, key: str) -> tuple[np.ndarray, GridLayout]:
+    """Pattern mode (the toolbox's ``s`` key): each channel's optimized image under the chosen preset, from the
+    disk cache; the missing ones are optimized on request, in batches, on a background worker."""
+    from deepvis import optimize as opt
+    from deepvis import patterns
+    from deepvis.render import image_grid
+
+    choice, settings = _preset(loaded, key)
+    targets = [opt.Target(layer, c) for c in range(loaded.layer(layer).shape[0])]
+    thumbs = patterns.thumbnails(loaded, targets, settings)
+    missing = sum(t is None for t in thumbs)
+    job = _jobs().setdefault(("patterns", coll.model_key(loaded), layer, choice, settings), Job())
+    if job.running:
+        _poll(job, "Optimizing…", "channels")
+    elif missing:
+        _report(job, "Optimizing")
+        if st.button(f"Optimize the {missing} missing patterns ({settings.steps} iterations each)", key=f"{key}_fill",
+                     type="primary", help="In batches of 8 on a background worker; each batch is kept on disk as it "
+                     "ends, so an interruption loses at most one batch."):
+            _start(job, lambda: patterns.compute(loaded, targets, settings))
+            _poll(job, "Optimizing…", "channels")
+    return image_grid(thumbs, patterns.THUMB, highlight=unit)
+
+
+def _preset(loaded: LoadedModel, key: str) -> tuple[str, object]:
+    """The chosen preset's name and settings (the unit column's choice; calibrated row 3 by default)."""
+    from deepvis import presets
+
+    options = presets.choices(loaded.spec.name)
+    if st.session_state.get(f"{key}_preset") not in options:  # the model's calibrated row 3, else Table 1's
+        st.session_state[f"{key}_preset"] = "3" if "3" in options else "table1:3"
+    return st.session_state[f"{key}_preset"], options[st.session_state[f"{key}_preset"]]
+
+
+# ------------------------------------------------------------------------------------------------ unit column
+
+def unit_summary(result, unit: int) -> str:
+    """``**Unit 7** · max 1.87 · mean 0.246 · strongest at (y 13, x 5)`` for an :class:`ImageAnalysis`."""
+    record = result.stats.as_records()[unit]
+    where = f" · strongest at (y {record['argmax'][0]}, x {record['argmax'][1]})" if result.is_spatial else ""
+    return f"**Unit {unit}** · max {record['max']:.3g} · mean {record['mean']:.3g}{where}"
+
+
+def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> None:
+    """The unit's optimized image under the chosen preset: from the disk cache at once, else on request."""
+    from deepvis import optimize as opt
+    from deepvis import patterns, presets
+    from deepvis.display import show
+
+    _preset(loaded, key)
+    choice = st.selectbox("Preset", list(presets.choices(loaded.spec.name)), key=f"{key}_preset",
+                          format_func=lambda c: presets.name(loaded.spec.name, c),
+                          help="Also the preset of pattern mode's grid.")
+    settings = presets.choices(loaded.spec.name)[choice]
+    target = opt.Target(layer, unit)
+    found = patterns.load(loaded, target, settings)
+    if found is None and st.button(f"Optimize unit {unit} ({settings.steps} iterations)", key=f"{key}_optimize",
+                                   help="Gradient ascent from seeded noise with this preset; kept on disk, so "
+                                        "the next visit shows it at once."):
+        bar = st.progress(0.0, text="Optimizing…")
+        work = patterns.compute_one(loaded, target, settings)
+        try:
+            while True:
+                bar.progress(next(work), text="Optimizing…")
+        except StopIteration as stop:
+            found = stop.value
+        except ValueError as exc:
+            st.error(f"Cannot optimize this unit: {exc}")
+        bar.empty()
+    if found is not None:
+        st.image(show(found.x, found.mean), output_format="PNG", caption=f"Optimized ({presets.name(loaded.spec.name, choice)}), "
+                 f"objective {found.objective:.3g}; scaled about zero", width="stretch")
+
+
+@st.cache_data(show_spinner="Cropping the top images…", max_entries=64)
+def _top_pictures(name: str, weights: str, seed: int, device: str, hits: tuple[index.Hit, ...], layer: str,
+                  unit: int, mode: str) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """The hits' crops and backward images, once per (model, hits, unit, mode): not again on every rerun."""
+    from deepvis import units
+    from deepvis.ui import shared_model
+
+    loaded = shared_model(name, weights, seed, device)
+    backward, used = units.top_backward(loaded, layer, unit, hits, mode)
+    return units.top_crops(loaded, layer, hits), backward, used
+
+
+def top_images(loaded: LoadedModel, layer: str, unit: int, key: str, mode: str) -> None:
+    """The unit's top-9 crops from the chosen collection and their backward images (``mode``)."""
+    from deepvis import units
+
+    source = collection_picker(key)
+    if source is None:
+        return
+    path = indexed(loaded, source, layer)
+    if path is None:
+        return
+    hits = index.top(path, layer, unit, 9)
+    if not hits:
+        st.info("No readable photo in this collection.")
+        return
+    crops, backward, used = _top_pictures(loaded.spec.name, loaded.weights, loaded.seed, str(loaded.device),
+                                          tuple(hits), layer, unit, mode)
+    for title, pictures in (("Top 9: the part each photo's strongest position sees", crops),
+                            (f"Their {used} images", backward)):
+        st.caption(title)
+        for row in range(0, len(pictures), 3):
+            cells = st.columns(3, gap="small")
+            for cell, picture, hit, rank in zip(cells, pictures[row:row + 3], hits[row:row + 3], range(row, row + 3)):
+                cell.image(picture, caption=units.hit_label(rank + 1, hit) if pictures is crops else None,
+                           output_format="PNG", width="stretch")
