@@ -64,7 +64,7 @@ with unit_col:
     st.subheader("What it wants to see")
     ui_units.optimized_image(loaded, layer, unit, "act")
     st.subheader("What excites it most")
-    ui_units.top_images(loaded, layer, unit, "act", "guided")
+    ui_units.top_images(loaded, layer, unit, "act", support.modes)
 
     st.subheader("Which pixels of this photo drive it")
     if support.reason:

@@ -13,7 +13,9 @@ Conventions
   weights can never be served an old image.
 * Next to each ``.npz`` is a ``.png`` thumbnail (:data:`THUMB` pixels, scaled about
   zero, :mod:`deepvis.display`) for pattern mode's grid, which reads hundreds at once
-  (:func:`thumbnails`).
+  (:func:`thumbnails`).  It shows the part of the image the unit sees (:func:`field_of`:
+  the neuron's effective receptive field), as the toolbox crops its lower layers' images:
+  an early unit's pattern is a few pixels in the middle of a grey square.
 * **Writes are atomic** (a temporary file renamed into place): an interrupted run
   leaves whole entries or none.  :func:`compute` optimizes the missing units in
   batches and writes each batch as soon as it finishes, so an interrupted pattern
@@ -36,6 +38,7 @@ from PIL import Image
 
 from deepvis import collection as coll
 from deepvis import optimize as opt
+from deepvis import receptive
 from deepvis.display import show
 from deepvis.models import LoadedModel
 from deepvis.render import png_bytes
@@ -88,11 +91,30 @@ def _write(path: Path, data: bytes) -> None:
     partial.replace(path)
 
 
-def _save(path: Path, pattern: Pattern) -> None:
+def field_of(loaded: LoadedModel, target: opt.Target, size: int) -> receptive.Box:
+    """The part of an optimized image its unit sees: the centre neuron's (or ``position``'s) effective receptive
+    field (:mod:`deepvis.receptive`); the whole image for a channel-mean objective or a vector layer."""
+    shape = loaded.layer(target.layer).shape
+    if target.objective == "channel" or len(shape) != 3:
+        return (0, 0, size, size)
+    y, x = target.centre_or_position(shape[1], shape[2]) if size == loaded.spec.input_size else (None, None)
+    if y is None:  # another size: the map's shape differs from the listed one
+        _, (height, width) = receptive.centre_field(loaded, target.layer, size)
+        y, x = target.centre_or_position(height, width)
+    return receptive.field(loaded, target.layer, y, x, size)
+
+
+def shown(pattern: Pattern, box: receptive.Box | None = None) -> np.ndarray:
+    """The pattern as ``(h, w, 3)`` uint8, scaled about zero, cropped to ``box`` if given (the scale is the crop's)."""
+    x = pattern.x if box is None else receptive.crop(pattern.x, box, fill=0.0)
+    return show(x, pattern.mean)
+
+
+def _save(path: Path, pattern: Pattern, box: receptive.Box) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, x=pattern.x, objective=pattern.objective, mean=np.asarray(pattern.mean))
-    thumb = Image.fromarray(show(pattern.x, pattern.mean)).resize((THUMB, THUMB), Image.Resampling.BILINEAR)
+    thumb = Image.fromarray(shown(pattern, box)).resize((THUMB, THUMB), Image.Resampling.BILINEAR)
     _write(path.with_suffix(".png"), png_bytes(np.asarray(thumb)))
     _write(path, buffer.getvalue())  # last: an entry exists once both files do
 
@@ -130,7 +152,7 @@ def _one(loaded: LoadedModel, target: opt.Target, settings: opt.Settings, seed: 
         yield (last.iteration + 1) / last.total
     row = last.record.rows[0]
     found = Pattern(row.best_x, float(row.best_objective), row.mean)
-    _save(entry_path(loaded, target, settings, seed, size), found)
+    _save(entry_path(loaded, target, settings, seed, size), found, field_of(loaded, target, size))
     return found
 
 
@@ -160,7 +182,7 @@ def _compute(loaded: LoadedModel, targets: list[opt.Target], settings: opt.Setti
             if last.iteration + 1 < last.total:
                 yield Progress(done, len(targets))  # during a batch too, so a consumer can stop it promptly
         for i, row in zip(chunk, last.record.rows):
-            _save(paths[i], Pattern(row.best_x, float(row.best_objective), row.mean))
+            _save(paths[i], Pattern(row.best_x, float(row.best_objective), row.mean), field_of(loaded, targets[i], size))
         done += len(chunk)
         yield Progress(done, len(targets))
     found = [load(loaded, target, settings, seed, size) for target in targets]

@@ -297,6 +297,7 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
     from deepvis import optimize as opt
     from deepvis import patterns, presets
     from deepvis.display import show
+    from deepvis.render import upscale
 
     _preset(loaded, key)
     choice = st.selectbox("Preset", list(presets.choices(loaded.spec.name)), key=f"{key}_preset",
@@ -319,8 +320,15 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
             st.error(f"Cannot optimize this unit: {exc}")
         bar.empty()
     if found is not None:
-        st.image(show(found.x, found.mean), output_format="PNG", caption=f"Optimized ({presets.name(loaded.spec.name, choice)}), "
-                 f"objective {found.objective:.3g}; scaled about zero", width="stretch")
+        name = presets.name(loaded.spec.name, choice)
+        box = patterns.field_of(loaded, target, found.x.shape[0])
+        whole, part = st.columns(2) if box != (0, 0, *found.x.shape[:2]) else (st.container(), None)
+        whole.image(show(found.x, found.mean), output_format="PNG", width="stretch",
+                    caption=f"Optimized ({name}), objective {found.objective:.3g}; scaled about zero")
+        if part is not None:
+            crop = patterns.shown(found, box)
+            part.image(upscale(crop, 224, smooth=False), output_format="PNG", width="stretch",
+                       caption=f"The {box[2] - box[0]} × {box[3] - box[1]} px the unit sees, enlarged")
 
 
 @st.cache_data(show_spinner="Cropping the top images…", max_entries=64)
@@ -335,8 +343,9 @@ def _top_pictures(name: str, weights: str, seed: int, device: str, hits: tuple[i
     return units.top_crops(loaded, layer, hits), backward, used
 
 
-def top_images(loaded: LoadedModel, layer: str, unit: int, key: str, mode: str) -> None:
-    """The unit's top-9 crops from the chosen collection and their backward images (``mode``)."""
+def top_images(loaded: LoadedModel, layer: str, unit: int, key: str, modes: tuple[str, ...]) -> None:
+    """The unit's top-9 crops from the chosen collection and their backward images (a mode of ``modes``;
+    guided backprop by default: on Lite0 the toolbox's deconvnet gives a checkerboard, see README)."""
     from deepvis import units
 
     source = collection_picker(key)
@@ -349,6 +358,12 @@ def top_images(loaded: LoadedModel, layer: str, unit: int, key: str, mode: str) 
     if not hits:
         st.info("No readable photo in this collection.")
         return
+    default = "guided" if "guided" in modes else modes[0]
+    if st.session_state.get(f"{key}_top_mode") not in modes:
+        st.session_state[f"{key}_top_mode"] = default
+    mode = st.radio("Backward images of the top 9", modes, key=f"{key}_top_mode", horizontal=True,
+                    help="The toolbox shows deconvnet images here; guided backprop (the default) is clearer on "
+                         "networks with stride-2 depthwise convolutions, where deconvnet makes a checkerboard.")
     crops, backward, used = _top_pictures(loaded.spec.name, loaded.weights, loaded.seed, str(loaded.device),
                                           tuple(hits), layer, unit, mode)
     for title, pictures in (("Top 9: the part each photo's strongest position sees", crops),

@@ -165,6 +165,9 @@ def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypat
         shown = [c for c in _captions(at) if c.startswith("#")]
         assert shown == [f"#{i + 1} · {h.value:.3g} · {Path(h.path).name}" for i, h in enumerate(hits)]
         assert dict(at.query_params)["unit"] == str(unit)
+    assert any(c.value == "Their guided images" for c in at.caption)  # guided backprop by default
+    at.radio(key="act_top_mode").set_value("deconv").run()
+    assert not at.exception and any(c.value == "Their deconv images" for c in at.caption)
     # The optimized image: on request, then from the disk cache (no button on the next visit).
     choices = presets.choices(lite0.spec.name)
     quickest = min(choices, key=lambda c: choices[c].steps)

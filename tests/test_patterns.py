@@ -90,3 +90,18 @@ def test_bad_targets_fail_before_anything_runs(cache):
         patterns.compute(model, [opt.Target("1", 99)], SETTINGS)
     with pytest.raises(ValueError):
         patterns.compute_one(model, opt.Target("nope", 0), SETTINGS)
+
+
+def test_a_thumbnail_shows_the_part_of_the_image_its_neuron_sees(cache):
+    from PIL import Image
+
+    model = tiny_model()
+    target = opt.Target("0", 2)  # the 3 x 3 convolution itself: the centre neuron (8, 8) sees rows/cols 7-9
+    assert patterns.field_of(model, target, SIZE) == (7, 7, 10, 10)
+    assert patterns.field_of(model, opt.Target("0", 2, "channel"), SIZE) == (0, 0, SIZE, SIZE)
+    found, _ = drain(patterns.compute_one(model, target, SETTINGS))
+    (thumb,) = patterns.thumbnails(model, [target], SETTINGS)
+    want = Image.fromarray(patterns.shown(found, (7, 7, 10, 10))).resize((patterns.THUMB,) * 2,
+                                                                           Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(thumb, np.asarray(want))
+    assert patterns.shown(found, (7, 7, 10, 10)).shape == (3, 3, 3)
