@@ -222,7 +222,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
     from deepvis import optimize as opt
     from deepvis import presets, quality
-    from deepvis.display import show
     from deepvis.render import gif_bytes
 
     settings = presets.resolve(args.model, args.preset)

@@ -136,14 +136,18 @@ def _open_for(loaded: LoadedModel, path: Path) -> sqlite3.Connection:
     return db
 
 
-def _read(entry: coll.Entry, loaded: LoadedModel) -> np.ndarray | str:
-    """The network's view of one file, or the one-line reason it cannot be read."""
+def read_view(path: str | Path, loaded: LoadedModel) -> np.ndarray | str:
+    """The network's ``(S, S, 3)`` uint8 view of one file, or the one-line reason it cannot be read."""
     try:
-        return model_view(decode_image(Path(entry.path).read_bytes()), loaded.spec)
+        return model_view(decode_image(Path(path).read_bytes()), loaded.spec)
     except ImageDecodeError as error:
         return str(error)
     except OSError as error:
         return f"The file cannot be read ({error.strerror or error})."
+
+
+def _read(entry: coll.Entry, loaded: LoadedModel) -> np.ndarray | str:
+    return read_view(entry.path, loaded)
 
 
 def _maxima(activation: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

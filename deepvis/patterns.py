@@ -94,13 +94,10 @@ def _write(path: Path, data: bytes) -> None:
 def field_of(loaded: LoadedModel, target: opt.Target, size: int) -> receptive.Box:
     """The part of an optimized image its unit sees: the centre neuron's (or ``position``'s) effective receptive
     field (:mod:`deepvis.receptive`); the whole image for a channel-mean objective or a vector layer."""
-    shape = loaded.layer(target.layer).shape
-    if target.objective == "channel" or len(shape) != 3:
+    if target.objective == "channel" or len(loaded.layer(target.layer).shape) != 3:
         return (0, 0, size, size)
-    y, x = target.centre_or_position(shape[1], shape[2]) if size == loaded.spec.input_size else (None, None)
-    if y is None:  # another size: the map's shape differs from the listed one
-        _, (height, width) = receptive.centre_field(loaded, target.layer, size)
-        y, x = target.centre_or_position(height, width)
+    _, (height, width) = receptive.centre_field(loaded, target.layer, size)  # the map's shape at this size
+    y, x = target.centre_or_position(height, width)
     return receptive.field(loaded, target.layer, y, x, size)
 
 

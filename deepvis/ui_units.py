@@ -155,7 +155,7 @@ class Job:
     asks for the same thing; ``progress`` has ``done`` and ``total``."""
 
     thread: threading.Thread | None = None
-    progress: index.Progress | None = None
+    progress: index.Progress | object | None = None  # an index.Progress or a patterns.Progress
     summary: index.Summary | None = None
     error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -296,14 +296,14 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
     """The unit's optimized image under the chosen preset: from the disk cache at once, else on request."""
     from deepvis import optimize as opt
     from deepvis import patterns, presets
-    from deepvis.display import show
     from deepvis.render import upscale
 
-    _preset(loaded, key)
-    choice = st.selectbox("Preset", list(presets.choices(loaded.spec.name)), key=f"{key}_preset",
+    _preset(loaded, key)  # puts the default into the widget's state
+    options = presets.choices(loaded.spec.name)
+    choice = st.selectbox("Preset", list(options), key=f"{key}_preset",
                           format_func=lambda c: presets.name(loaded.spec.name, c),
                           help="Also the preset of pattern mode's grid.")
-    settings = presets.choices(loaded.spec.name)[choice]
+    settings = options[choice]
     target = opt.Target(layer, unit)
     found = patterns.load(loaded, target, settings)
     if found is None and st.button(f"Optimize unit {unit} ({settings.steps} iterations)", key=f"{key}_optimize",
@@ -323,7 +323,7 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
         name = presets.name(loaded.spec.name, choice)
         box = patterns.field_of(loaded, target, found.x.shape[0])
         whole, part = st.columns(2) if box != (0, 0, *found.x.shape[:2]) else (st.container(), None)
-        whole.image(show(found.x, found.mean), output_format="PNG", width="stretch",
+        whole.image(patterns.shown(found), output_format="PNG", width="stretch",
                     caption=f"Optimized ({name}), objective {found.objective:.3g}; scaled about zero")
         if part is not None:
             crop = patterns.shown(found, box)

@@ -30,8 +30,8 @@ from PIL import Image
 
 from deepvis import receptive
 from deepvis.backprop import backprop, mode_support
-from deepvis.images import ImageDecodeError, decode_image, model_view, to_batch
-from deepvis.index import Hit
+from deepvis.images import to_batch
+from deepvis.index import Hit, read_view
 from deepvis.models import LoadedModel
 from deepvis.render import backprop_image, compose_sheet
 
@@ -41,10 +41,8 @@ SHEET_CROP = 176  # wide enough for a label such as "#9 · 0.802 · hubble_deep_
 
 def view_of(loaded: LoadedModel, path: str) -> np.ndarray | None:
     """The network's ``(S, S, 3)`` uint8 view of the file at ``path``, or None if it cannot be read now."""
-    try:
-        return model_view(decode_image(Path(path).read_bytes()), loaded.spec)
-    except (ImageDecodeError, OSError):
-        return None
+    view = read_view(path, loaded)
+    return None if isinstance(view, str) else view
 
 
 def top_crops(loaded: LoadedModel, layer: str, hits: Sequence[Hit], size: int = CROP) -> list[np.ndarray]:
