@@ -8,8 +8,8 @@ from deepvis.render import png_bytes
 
 loaded = ui.model_sidebar()
 st.title("Comparison")
-st.caption("The same unit, the same starting noise, different regularization: all columns run together in one "
-           "batch, so the settings are the only difference.")
+st.caption("The same unit, the same starting noise, different regularization or parametrization: columns of "
+           "one parametrization run together in one batch, so the settings are the only difference.")
 
 form = ui_runs.comparison_form(loaded, st.expander("Save or load a comparison"))
 names, targets, mode, display = form.names, form.targets, form.mode, form.display
@@ -36,7 +36,7 @@ def draw_live(snap: opt.Snapshot) -> None:
 if start:
     experiment = form.experiment
     ui_runs.run_live(ui_runs.CMP, lambda: opt.optimize(
-        loaded, *experiment.rows(), seed=form.seed, size=form.size,
+        loaded, *experiment.rows(), seed=form.seed, size=form.size, photo=form.photo,
         every=history.snapshot_every(max(s.steps for s in experiment.settings))),
         draw_live, names, history.FrameHistory(max_frames=2) if mode == "sheet" else None, experiment,
         mode=mode, rows=[ui.target_name(loaded, t) for t in targets])

@@ -10,9 +10,10 @@ from deepvis.render import png_bytes
 loaded = ui.model_sidebar()
 st.title("Optimization")
 st.caption("Start from noise and change the image, step by step, so that one unit fires as strongly as "
-           "possible; four regularizers (Table 1 of the paper) keep the result recognizable.")
+           "possible; four regularizers (Table 1 of the paper) keep the result recognizable. The later "
+           "parametrizations (Fourier, MACO, accentuation of a photo) are presets too.")
 form = ui_runs.optimization_form(loaded)
-start = ui_runs.start_stop(ui_runs.OPT, ready=form.settings is not None)
+start = ui_runs.start_stop(ui_runs.OPT, ready=form.runnable)
 progress, live = st.empty(), st.empty()
 
 
@@ -27,7 +28,7 @@ def draw_live(snap: opt.Snapshot) -> None:
 
 if start:
     ui_runs.run_live(ui_runs.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed,
-                                                       size=form.size,
+                                                       size=form.size, photo=form.photo,
                                                        every=history.snapshot_every(form.settings.steps)),
                      draw_live, [ui.target_name(loaded, form.target)])
     live.empty()  # the viewer below takes over

@@ -37,13 +37,14 @@ __all__ = ["LayerError", "capture", "predict", "analyze", "channel_stats", "top_
 
 
 def capture(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | str,
-            keep_graph: bool = False) -> dict[str, torch.Tensor]:
-    """Outputs of the named layers of ``model`` for ``inputs``; see module docstring."""
+            keep_graph: bool = False, folded: bool = False) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers of ``model`` for ``inputs``; see module docstring (``folded``:
+    :func:`deepvis.graph.truncated`'s BatchNorm-folded copy, for the optimizers' many passes)."""
     names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not names:
         raise LayerError("capture needs at least one layer name")
     try:
-        module = truncated(model, names)
+        module = truncated(model, names, folded)
     except UntraceableError:
         return _capture_with_hooks(model, inputs, names, keep_graph)
     with forward_pass(), nullcontext() if keep_graph else torch.no_grad():

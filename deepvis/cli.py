@@ -175,7 +175,8 @@ def _unit_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 PRESET_HELP = ("N = the model's calibrated row N (Table 1 row N for a model without calibrated rows); "
-               "table1:N = the paper's CaffeNet row N verbatim")
+               "table1:N = the paper's CaffeNet row N verbatim; fourier, maco, accentuate = a later "
+               "parametrization with its paper's defaults")
 
 
 def _target(loaded: LoadedModel, args: argparse.Namespace):
@@ -201,7 +202,11 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
         "network's rank of the class, robustness to small shifts; see deepvis.quality).")
     from deepvis.settings import THETA
 
-    parser.add_argument("--preset", default="3", help=f"{PRESET_HELP} (default: %(default)s)")
+    parser.add_argument("--preset", default=None, help=f"{PRESET_HELP} (default: 3, or the --param's own "
+                        "defaults)")
+    parser.add_argument("--from-photo", default=None, metavar="IMAGE",
+                        help="feature accentuation (Hamblin et al. 2024): start from this photo and raise the unit "
+                        "while staying close to it (--param accentuate)")
     for theta in THETA:  # one flag per θ setting, from the θ table (deepvis.settings)
         if theta.name == "steps":
             continue  # --steps is a run option (compare takes it too)
@@ -224,13 +229,16 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from deepvis import presets, quality
     from deepvis.render import gif_bytes
 
-    settings = presets.resolve(args.model, args.preset)
-    settings = settings.replace(**{t.name: getattr(args, t.name) for t in opt.THETA if getattr(args, t.name) is not None})
+    param = _param_of(args.param, args.from_photo)
+    settings = presets.resolve(args.model, args.preset or ("3" if param == "pixels" else param))
+    chosen = {t.name: getattr(args, t.name) for t in opt.THETA if getattr(args, t.name) is not None}
+    settings = settings.replace(**{**chosen, "param": param})
+    photo = np.asarray(_read_image(args.from_photo)) if args.from_photo else None
     loaded = _model(args)
     target = _target(loaded, args)
     every = max(1, settings.steps // 60) if args.gif else settings.steps
     frames = []
-    for snapshot in opt.optimize(loaded, target, settings, seed=args.seed, size=args.size, every=every):
+    for snapshot in opt.optimize(loaded, target, settings, seed=args.seed, size=args.size, every=every, photo=photo):
         if args.gif:
             frames.append(snapshot.view(args.display)[0])
     row = snapshot.record.rows[0]
@@ -243,33 +251,75 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         Path(args.gif).write_bytes(gif_bytes(frames))
     (verdict,) = quality.assess(loaded, x[None], [target])
     return _emit({**row.summary(), "out": args.out, "image": "final" if args.final else "best",
-                  "display": args.display, "npy": args.npy, "mean": list(row.mean), "settings": settings.to_dict(),
+                  "param": settings.param, "from_photo": args.from_photo, "display": args.display, "npy": args.npy, "mean": list(row.mean), "settings": settings.to_dict(),
                   "quality": verdict.to_dict(), "seconds": round(snapshot.record.seconds, 3)})
+
+
+def _param_of(param: str | None, photo: str | None) -> str:
+    """The parametrization ``--param`` and ``--from-photo`` ask for (a photo means accentuation)."""
+    if photo is None:
+        if param == "accentuate":
+            raise ValueError("--param accentuate needs --from-photo IMAGE")
+        return param or "pixels"
+    if param not in (None, "fourier", "accentuate"):
+        raise ValueError(f"--from-photo is feature accentuation (Fourier parametrization), not --param {param}")
+    return "accentuate"
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("compare", help="one unit under several presets, in one batched run")
     parser.add_argument("--presets", default="1,2,3,4", help=f"comma-separated presets: {PRESET_HELP} "
                         "(default: %(default)s)")
+    from deepvis.settings import PARAMS
+
+    parser.add_argument("--params", default=None, help=f"comma-separated parametrizations ({', '.join(PARAMS)}), "
+                        "one per column, paired with --presets (a single preset is repeated); a pixels column takes "
+                        "its preset, the others their papers' defaults (default: all pixels)")
+    parser.add_argument("--from-photo", default=None, metavar="IMAGE", help="the photo accentuate columns start from")
     parser.add_argument("--out", required=True, help="PNG file to write: the sheet of final images")
     parser.add_argument("--out-dir", default=None, help="also write each column's image (as displayed) here")
     _unit_run_options(parser)
 
 
+def _columns(model: str, preset_list: str, param_list: str | None) -> list[tuple[str, str]]:
+    """``(preset name, parametrization)`` per column of ``compare``."""
+    from deepvis.settings import PARAMS
+
+    choices = [p.strip() for p in preset_list.split(",") if p.strip()]
+    if not choices:
+        raise ValueError("--presets needs at least one preset")
+    if param_list is None:
+        return [(c, "pixels") for c in choices]
+    params = [p.strip().lower() for p in param_list.split(",") if p.strip()]
+    unknown = [p for p in params if p not in PARAMS]
+    if unknown or not params:
+        raise ValueError(f"--params takes {', '.join(PARAMS)}, not {', '.join(unknown) or 'nothing'}")
+    if len(choices) == 1:
+        choices = choices * len(params)
+    if len(choices) != len(params):
+        raise ValueError(f"--presets has {len(choices)} columns and --params {len(params)}: give one of each "
+                         "per column (or a single preset)")
+    return [(c if p == "pixels" else p, p) for c, p in zip(choices, params)]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from deepvis import optimize as opt
     from deepvis import presets, quality
     from deepvis.render import compose_sheet
 
-    choices = [p.strip() for p in args.presets.split(",") if p.strip()]
-    if not choices:
-        raise ValueError("--presets needs at least one preset")
+    columns = _columns(args.model, args.presets, args.params)
+    choices = [c for c, _ in columns]
     settings = [presets.resolve(args.model, c) for c in choices]
+    if any(s.param == "accentuate" for s in settings) and not args.from_photo:
+        raise ValueError("an accentuate column needs --from-photo IMAGE")
     if args.steps is not None:
         settings = [s.replace(steps=args.steps) for s in settings]
+    photo = np.asarray(_read_image(args.from_photo)) if args.from_photo else None
     loaded = _model(args)
     target = _target(loaded, args)
-    record = opt.run(loaded, target, settings, seed=args.seed, size=args.size)
+    record = opt.run(loaded, target, settings, seed=args.seed, size=args.size, photo=photo)
     images = record.images("last", args.display)
     verdicts = quality.assess_record(loaded, record, "last")  # the images the sheet shows
     names = [presets.name(args.model, c) for c in choices]
@@ -284,7 +334,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             files.append(str(out_dir / f"{chr(ord('A') + j)}_{choice.replace(':', '')}.png"))
             _write_png(files[-1], image)
     seconds = round(record.seconds, 3)
-    return _emit([{**row.summary(), "preset": c, "name": n, "settings": s.to_dict(), "quality": q.to_dict(),
+    return _emit([{**row.summary(), "preset": c, "name": n, "param": s.param, "settings": s.to_dict(),
+                   "quality": q.to_dict(),
                    "image": files[j] if files else None, "display": args.display, "seconds": seconds}
                   for j, (c, n, s, q, row) in enumerate(zip(choices, names, settings, verdicts, record.rows))])
 

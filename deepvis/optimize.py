@@ -55,6 +55,8 @@ Conventions
   per iteration serves all rows still running.  A row stops after its own
   ``steps`` iterations and no longer changes; the batch runs to the longest.
 * θ, targets and experiments live in :mod:`deepvis.settings` (re-exported here).
+* Rows of another parametrization (``Settings.param``) run in :mod:`deepvis.modern`,
+  one batch per parametrization, advanced snapshot by snapshot with the pixel rows.
 * The model is shared: the forward pass is :func:`deepvis.activations.capture`'s
   graph module (nothing is registered on the model), gradients come from
   ``torch.autograd.grad``, so neither a finished nor an abandoned generator
@@ -67,6 +69,7 @@ import itertools
 import time
 from collections.abc import Generator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from deepvis import regularizers as reg
@@ -105,7 +108,7 @@ def _broadcast(targets: Target | Sequence[Target], settings: Settings | Sequence
     return target_list, settings_list
 
 
-class _Rows:
+class Rows:
     """The rows running at an iteration, with their settings as tensors (built once per set of rows)."""
 
     def __init__(self, active: tuple[int, ...], targets: list[Target], settings: list[Settings],
@@ -175,8 +178,13 @@ def _position(target: Target, layer: str, shape: torch.Size) -> tuple[int, int]:
 
 
 def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: Settings | Sequence[Settings],
-             *, seed: int = 0, size: int | None = None, every: int = 10) -> Generator[Snapshot, None, None]:
-    """Run regularized gradient ascent for every row; yield :class:`Snapshot` s (see module docstring)."""
+             *, seed: int = 0, size: int | None = None, every: int = 10, photo: np.ndarray | None = None,
+             magnitude: torch.Tensor | None = None) -> Generator[Snapshot, None, None]:
+    """Run every row; yield :class:`Snapshot` s (see module docstring).
+
+    Rows whose ``Settings.param`` is not ``pixels`` run under :mod:`deepvis.modern` (``photo``: the
+    ``(H, W, 3)`` uint8 image that ``accentuate`` rows start from; ``magnitude``: MACO's spectrum, default
+    the bundled photos'), each parametrization in its own batch, in step with the pixel rows' batch."""
     target_list, settings_list = _broadcast(targets, settings)
     size = model.spec.input_size if size is None else size
     if not is_int(size) or not MIN_SIZE <= size <= MAX_SIZE:
@@ -195,11 +203,49 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
         raise OptimizeError(f"A {size}-pixel image is too small for {', '.join(layers)} of "
                             f"{model.spec.title}; try a larger image size.") from None
     shapes = {layer: acts[layer].shape[1:] for layer in layers}
-    _Rows(tuple(range(len(target_list))), target_list, settings_list, shapes, sources, model.device)  # bad positions
-    return _optimize(model, target_list, settings_list, shapes, sources, int(seed), int(size), int(every))
+    Rows(tuple(range(len(target_list))), target_list, settings_list, shapes, sources, model.device)  # bad positions
+    groups = {p: [b for b, s in enumerate(settings_list) if s.param == p] for p in dict.fromkeys(
+        s.param for s in settings_list)}
+    if "accentuate" in groups and photo is None:
+        raise OptimizeError("Feature accentuation starts from a photo: give one (--from-photo IMAGE).")
+    parts = []
+    for param, members in groups.items():
+        chosen_targets, chosen_settings = [target_list[b] for b in members], [settings_list[b] for b in members]
+        if param == "pixels":
+            part = _optimize(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size), int(every))
+        else:
+            from deepvis import modern  # modern builds on this module's Rows
+
+            part = modern.optimize_group(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size),
+                                         int(every), photo, magnitude)
+        parts.append((members, part))
+    return parts[0][1] if len(parts) == 1 else _in_step(parts, len(target_list))
 
 
-def _evaluate(model: LoadedModel, x: torch.Tensor, rows: _Rows, std: torch.Tensor
+def _in_step(parts: list[tuple[list[int], Generator[Snapshot, None, None]]], rows: int
+             ) -> Generator[Snapshot, None, None]:
+    """Several batches advanced snapshot by snapshot, their rows put back in the caller's order."""
+    records: list[RunRecord | None] = [None] * len(parts)
+    finished = [False] * len(parts)
+    while not all(finished):
+        iteration, total = 0, 0
+        for i, (_, part) in enumerate(parts):
+            if not finished[i]:
+                snapshot = next(part)
+                records[i], finished[i] = snapshot.record, snapshot.done
+                total = max(total, snapshot.total)
+            iteration = max(iteration, records[i].iteration)
+        total = max(total, max(max(r.settings.steps for r in rec.rows) for rec in records))
+        ordered: list[RowRecord | None] = [None] * rows
+        for (members, _), record in zip(parts, records):
+            for b, row in zip(members, record.rows):
+                ordered[b] = row
+        first = records[0]
+        yield Snapshot(iteration, total, RunRecord(tuple(ordered), first.seed, first.size, iteration,
+                                                   sum(r.seconds for r in records)))
+
+
+def _evaluate(model: LoadedModel, x: torch.Tensor, rows: Rows, std: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward to the deepest target layer and back: (objectives, is-argmax, d objective / d x), row by row."""
     xa = x.detach().requires_grad_(True)
@@ -207,12 +253,13 @@ def _evaluate(model: LoadedModel, x: torch.Tensor, rows: _Rows, std: torch.Tenso
         inputs = xa / std  # = normalize(xa + mean), the module docstring's "network" convention, in one op
         if inputs.device.type == "cpu":  # channels-last is faster on a CPU (module docstring)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        total, values, is_max = rows.objective(capture(model.module, inputs, rows.captured, keep_graph=True))
+        total, values, is_max = rows.objective(capture(model.module, inputs, rows.captured, keep_graph=True,
+                                                             folded=True))
         (grad,) = torch.autograd.grad(total, xa)
     return values, is_max, grad
 
 
-def _ascent_step(x: torch.Tensor, grad: torch.Tensor, g_in: torch.Tensor, rows: _Rows, it: int
+def _ascent_step(x: torch.Tensor, grad: torch.Tensor, g_in: torch.Tensor, rows: Rows, it: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps (1)-(4) of the module docstring for every row in ``rows``; returns the new x and each row's lr."""
     if rows.all_constant:
@@ -242,11 +289,11 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
     total = max(steps)
     x = initial_image(size, seed, device).expand(len(targets), -1, -1, -1).clone()
     history = Recorder(x, total)
-    plans: dict[tuple[int, ...], _Rows] = {}
+    plans: dict[tuple[int, ...], Rows] = {}
     for it in range(total):
         active = tuple(b for b in range(len(targets)) if it < steps[b])
         if active not in plans:
-            plans[active] = _Rows(active, targets, settings, shapes, sources, device)
+            plans[active] = Rows(active, targets, settings, shapes, sources, device)
         rows = plans[active]
         # Clipped through 0-255 and back, not x.clamp(-mean, 255 - mean): the round trip puts every pixel on the
         # float grid of its 0-255 value, so a batch column stays equal to its single run (the kernels of a
@@ -274,7 +321,7 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
             started = time.perf_counter()
 
 
-def _assign(x: torch.Tensor, rows: _Rows, values: torch.Tensor) -> torch.Tensor:
+def _assign(x: torch.Tensor, rows: Rows, values: torch.Tensor) -> torch.Tensor:
     """``x`` with ``rows`` replaced by ``values`` (no copy when every row is running)."""
     if isinstance(rows.rows, slice):
         return values
@@ -283,10 +330,12 @@ def _assign(x: torch.Tensor, rows: _Rows, values: torch.Tensor) -> torch.Tensor:
 
 
 def run(model: LoadedModel, targets: Target | Sequence[Target], settings: Settings | Sequence[Settings],
-        *, seed: int = 0, size: int | None = None) -> RunRecord:
+        *, seed: int = 0, size: int | None = None, photo: np.ndarray | None = None,
+        magnitude: torch.Tensor | None = None) -> RunRecord:
     """Run :func:`optimize` to the end and return its final record."""
     last = None
-    for last in optimize(model, targets, settings, seed=seed, size=size, every=MAX_STEPS):
+    for last in optimize(model, targets, settings, seed=seed, size=size, every=MAX_STEPS, photo=photo,
+                         magnitude=magnitude):
         pass
     assert last is not None
     return last.record

@@ -10,6 +10,9 @@ Conventions
   ``deepvis-presets``, version 1).  The embedded model's file ships in the package
   (``deepvis/presets/<model>.json``).
 * Rows are numbered 1-4 as in Table 1.
+* The later parametrizations are presets too, named by their parametrization
+  (``"fourier"``, ``"maco"``, ``"accentuate"``; :data:`deepvis.settings.PARAM_PRESETS`):
+  their papers' defaults, the same for every model.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepvis.settings import PRESETS, Settings, is_int, read_json_file
+from deepvis.settings import PARAM_NAMES, PARAM_PRESETS, PRESETS, Settings, is_int, read_json_file
 
 PRESET_FORMAT = "deepvis-presets"
 SHIPPED = Path(__file__).parent / "presets"
@@ -83,13 +86,16 @@ def shipped(model: str) -> PresetFile | None:
 
 def _row(text: str) -> int:
     if not text.isdigit() or int(text) not in ROWS:
-        raise ValueError(f"a preset row is one of {', '.join(map(str, ROWS))}, not {text!r}")
+        raise ValueError(f"a preset is a row {', '.join(map(str, ROWS))}, table1:N or one of "
+                         f"{', '.join(PARAM_PRESETS)}, not {text!r}")
     return int(text)
 
 
 def resolve(model: str, choice: str | int, calibrated: PresetFile | None = None) -> Settings:
     """The settings a preset name stands for (module docstring); ``ValueError`` in one line otherwise."""
     text = str(choice).strip().lower() if not is_int(choice) else str(choice)
+    if text in PARAM_PRESETS:
+        return PARAM_PRESETS[text]
     if text.startswith(TABLE1 + ":"):
         return PRESETS[_row(text.split(":", 1)[1])]
     row = _row(text)
@@ -100,6 +106,8 @@ def resolve(model: str, choice: str | int, calibrated: PresetFile | None = None)
 def name(model: str, choice: str | int) -> str:
     """``Lite0 row 3 (calibrated)``, ``Table 1 row 3 (verbatim)`` (a model without calibrated rows says so)."""
     text = str(choice).strip().lower()
+    if text in PARAM_PRESETS:
+        return PARAM_NAMES[text]
     if text.startswith(TABLE1 + ":"):
         return f"Table 1 row {_row(text.split(':', 1)[1])} (verbatim)"
     if shipped(model) is None:
@@ -111,10 +119,12 @@ def short_model(model: str) -> str:
     return model.replace("efficientnet_lite", "Lite")
 
 
-def choices(model: str) -> dict[str, Settings]:
-    """Every named preset for ``model``: its calibrated rows ``"1"``-``"4"`` (if any), then Table 1's."""
+def choices(model: str, photo: bool = True) -> dict[str, Settings]:
+    """Every named preset for ``model``: its calibrated rows ``"1"``-``"4"`` (if any), Table 1's, then the later
+    parametrizations (without ``"accentuate"`` when ``photo`` is False: there is no photo to start from)."""
     found = shipped(model)
     out = {str(r): found.rows[r] for r in ROWS} if found is not None else {}
     out.update({f"{TABLE1}:{r}": PRESETS[r] for r in ROWS})
+    out.update({k: v for k, v in PARAM_PRESETS.items() if photo or v.param != "accentuate"})
     return out
 

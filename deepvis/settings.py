@@ -79,7 +79,11 @@ class Theta:
     high_open: bool = False
     step: float = 1.0  # the widget's step
     choices: tuple[str, ...] = ()
-    enabled_by: tuple[str, str] | None = None  # (field, value): only used when that field has that value
+    enabled_by: tuple[tuple[str, tuple[str, ...]], ...] = ()  # ((field, values), ...): used only when each holds
+
+    def enabled(self, values: Mapping[str, Any]) -> bool:
+        """Whether this setting is used, given the other settings' ``values`` (by field name)."""
+        return all(values[other] in allowed for other, allowed in self.enabled_by)
 
     @property
     def flag(self) -> str:
@@ -113,41 +117,71 @@ class Theta:
         return f"{'above' if self.low_open else 'at least'} {fmt(self.low)}"
 
 
-def _theta(default: Any, label: str, help: str, kind: str = "float", **limits: Any) -> Any:
+def _theta(default: Any, label: str, help: str, kind: str = "float", when: Mapping[str, tuple[str, ...]] | None = None,
+           **limits: Any) -> Any:
+    """A θ field; ``when`` maps other fields to the values under which this one is used."""
+    limits["enabled_by"] = tuple((k, tuple(v)) for k, v in (when or {}).items())
     return field(default=default, metadata={"theta": (label, help, kind, limits)})
+
+
+PARAMS = ("pixels", "fourier", "maco", "accentuate")
+PARAM_NAMES = {"pixels": "pixels (the paper)", "fourier": "Fourier + decorrelated + transforms (Olah 2017)",
+               "maco": "magnitude-constrained phase (MACO, Fel 2023)",
+               "accentuate": "feature accentuation of a photo (Hamblin 2024)"}
+PAPER = {"param": ("pixels",)}  # the paper's own θ apply to pixel rows only
+MODERN = {"param": PARAMS[1:]}
+CROPPED = {"param": ("maco", "accentuate")}
 
 
 @dataclass(frozen=True)
 class Settings:
     """The regularization and step-size hyperparameters θ of one run (one batch row); see module docstring."""
 
+    param: str = _theta(
+        "pixels", "Parametrization",
+        "pixels: the paper's regularized ascent on the pixels; fourier: Olah et al. 2017's Fourier-space, "
+        "colour-decorrelated image under random jitter, scale and rotation (Adam); maco: only the Fourier phase, "
+        "the magnitude fixed to natural photos' (Fel et al. 2023, NAdam); accentuate: start from a photo and "
+        "raise the unit while staying close to it (Hamblin et al. 2024, NAdam).", "choice", choices=PARAMS)
     steps: int = _theta(1000, "Iterations", "Number of gradient-ascent iterations.", "int", low=1, high=MAX_STEPS)
     lr_policy: str = _theta(
         "constant", "Learning-rate policy",
         "constant: a fixed lr; progress: lr chosen so each step aims at a fixed gain (capped by max lr).",
-        "choice", choices=LR_POLICIES)
+        "choice", when=PAPER, choices=LR_POLICIES)
     lr: float = _theta(100.0, "lr (constant policy)",
                        "Step size (constant policy), applied to the gradient w.r.t. the network's input.",
-                       low=0, step=10.0, enabled_by=("lr_policy", "constant"))
+                       low=0, step=10.0, when={**PAPER, "lr_policy": ("constant",)})
     max_lr: float = _theta(100.0, "max lr (progress policy)", "Upper bound on the step size under the progress policy.",
-                           low=0, low_open=True, step=10.0, enabled_by=("lr_policy", "progress"))
+                           low=0, low_open=True, step=10.0, when={**PAPER, "lr_policy": ("progress",)})
     desired_prog: float = _theta(2.0, "Desired progress (progress policy)",
                                  "Progress policy: the objective gain each step aims at (first-order prediction).",
-                                 low=0, low_open=True, step=0.5, enabled_by=("lr_policy", "progress"))
+                                 low=0, low_open=True, step=0.5, when={**PAPER, "lr_policy": ("progress",)})
     decay: float = _theta(1e-4, "L2 decay",
                           "L2 decay: shrinks every pixel towards the mean each step, keeping the image from saturating.",
-                          low=0, high=1, high_open=True, step=1e-4)
+                          when=PAPER, low=0, high=1, high_open=True, step=1e-4)
     blur_radius: float = _theta(1.0, "Blur σ (px)",
                                 "Gaussian blur σ in pixels: removes high-frequency noise, favouring smooth, larger "
-                                "shapes.", low=0, step=0.1)
+                                "shapes.", when=PAPER, low=0, step=0.1)
     blur_every: int = _theta(4, "Blur every n steps",
-                             "Blur after every n-th step (0 = never); rarer blurs leave more fine detail.", "int", low=0)
+                             "Blur after every n-th step (0 = never); rarer blurs leave more fine detail.", "int",
+                             when=PAPER, low=0)
     norm_pct: float = _theta(0.0, "Norm clip percentile",
                              "Pixels whose colour strength is below this percentile are reset to the mean (grey).",
-                             "percent", low=0, high=100)
+                             "percent", when=PAPER, low=0, high=100)
     contrib_pct: float = _theta(0.0, "Contribution clip percentile",
                                 "Pixels contributing less than this percentile to the unit are reset to the mean.",
-                                "percent", low=0, high=100)
+                                "percent", when=PAPER, low=0, high=100)
+    adam_lr: float = _theta(0.05, "Adam lr", "Step size of the parametrization's Adam-style optimizer (Olah 2017: "
+                            "Adam 0.05; MACO and accentuation: NAdam 1.0 in their reference code).",
+                            when=MODERN, low=0, low_open=True, step=0.01)
+    crops: int = _theta(6, "Crops per step", "Random crops of the image the network sees each step (MACO's "
+                        "transformation robustness); more is smoother and slower.", "int", when=CROPPED, low=1, high=64)
+    noise: float = _theta(0.05, "Crop noise", "Gaussian plus uniform noise added to each crop, in the network's "
+                          "input units (MACO: 0.05).", when=CROPPED, low=0, step=0.01)
+    closeness: float = _theta(1.0, "Closeness to the photo",
+                              "Accentuation: weight of the mean squared distance to the photo (network input units); "
+                              "higher keeps the image nearer the photo.", when={"param": ("accentuate",)}, low=0,
+                              step=0.5)
 
     def __post_init__(self) -> None:
         for theta in THETA:
@@ -159,6 +193,10 @@ class Settings:
 
     @property
     def label(self) -> str:
+        if self.param != "pixels":
+            extra = f" · {self.crops} crops" if self.param in CROPPED["param"] else ""
+            extra += f" · closeness {fmt(self.closeness)}" if self.param == "accentuate" else ""
+            return f"{self.param} · lr {fmt(self.adam_lr)}{extra} · {self.steps} it"
         blur = f"blur {fmt(self.blur_radius)}/{self.blur_every}" if self.blurs else "no blur"
         lr = f"lr {fmt(self.lr)}" if self.lr_policy == "constant" else \
             f"lr progress {fmt(self.desired_prog)} ≤ {fmt(self.max_lr)}"
@@ -200,6 +238,15 @@ PRESETS: Mapping[int, Settings] = types.MappingProxyType({
                 lr_policy="constant", lr=100.0),
     4: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=0, contrib_pct=90, steps=1000,
                 lr_policy="progress", max_lr=1e8, desired_prog=2.0),
+})
+# Each later parametrization with its published defaults: Olah et al. 2017 as in Lucid/Lucent's render_vis (Adam
+# 0.05, 512 steps); MACO as in Fel et al.'s reference code (NAdam 1.0, 6 crops, noise 0.05; 256 steps as in
+# Xplique's maco); accentuation as in Hamblin et al.'s (NAdam, 6 crops, noise 0.05, penalty 1), with a smaller
+# step for this parametrization's spectrum scale (:mod:`deepvis.modern`).
+PARAM_PRESETS: Mapping[str, Settings] = types.MappingProxyType({
+    "fourier": Settings(param="fourier", adam_lr=0.05, steps=512),
+    "maco": Settings(param="maco", adam_lr=1.0, steps=256, crops=6, noise=0.05),
+    "accentuate": Settings(param="accentuate", adam_lr=0.02, steps=128, crops=6, noise=0.05, closeness=1.0),
 })
 PRESET_NAMES: Mapping[int, str] = types.MappingProxyType({n: f"Table 1 row {n}" for n in PRESETS})
 

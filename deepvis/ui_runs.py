@@ -89,9 +89,8 @@ def _theta_widget(key: str, theta: opt.Theta, explain: bool, model: str) -> None
     """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
     common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key, model),
                   help=None if explain else theta.help)
-    if theta.enabled_by is not None:
-        other, value = theta.enabled_by
-        common["disabled"] = st.session_state[f"{key}_{other}"] != value
+    if theta.enabled_by:
+        common["disabled"] = not theta.enabled({t.name: st.session_state[f"{key}_{t.name}"] for t in opt.THETA})
     if theta.kind == "choice":
         st.radio(theta.label, theta.choices, horizontal=True, **common)
     elif theta.kind == "percent":
@@ -297,6 +296,20 @@ def experiment_loader(key: str) -> None:
         st.error(st.session_state[f"{key}_load_error"])
 
 
+def accentuation_photo(page: str, settings: Sequence[opt.Settings | None]) -> tuple[np.ndarray | None, bool]:
+    """Where a row accentuates a photo (``param == "accentuate"``): a photo picker (sample, upload, camera).
+    Returns ``(photo (H, W, 3) uint8 or None, whether the run can start)``; a bad file is one ``st.error``."""
+    if not any(s is not None and s.param == "accentuate" for s in settings):
+        return None, True
+    with st.expander("Photo to accentuate (feature accentuation starts from it)", expanded=True):
+        chosen = ui.image_input(f"{page}_accent")
+        image = ui.decoded_image(chosen[0]) if chosen is not None else None
+        photo = np.asarray(image) if image is not None else None
+        if image is not None:
+            st.image(image, caption=chosen[1], width=160)
+    return photo, photo is not None
+
+
 # --- The pages' forms -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -308,6 +321,12 @@ class OptimizationForm:
     seed: int
     size: int
     display: str
+    photo: np.ndarray | None = None  # the photo an accentuation starts from
+    ready: bool = True  # False while an accentuation has no photo
+
+    @property
+    def runnable(self) -> bool:
+        return self.settings is not None and self.ready
 
 
 def optimization_form(loaded: LoadedModel) -> OptimizationForm:
@@ -321,8 +340,9 @@ def optimization_form(loaded: LoadedModel) -> OptimizationForm:
         display = display_picker(OPT)
     with right:
         settings = settings_editor(OPT, loaded.spec.name)
-    st.caption(f"**Learning-rate rule:** {opt.LR_RULE}")
-    return OptimizationForm(target, settings, int(seed), int(size), display)
+    photo, ready = accentuation_photo(OPT, [settings])
+    st.caption(f"**Learning-rate rule** (pixels): {opt.LR_RULE}")
+    return OptimizationForm(target, settings, int(seed), int(size), display, photo, ready)
 
 
 @dataclass(frozen=True)
@@ -336,6 +356,8 @@ class ComparisonForm:
     size: int
     display: str
     model: str
+    photo: np.ndarray | None = None  # the photo accentuate columns start from
+    ready: bool = True  # False while an accentuate column has no photo
 
     @property
     def names(self) -> list[str]:
@@ -344,7 +366,7 @@ class ComparisonForm:
     @property
     def experiment(self) -> opt.Experiment | None:
         """The runnable experiment, or ``None`` while a unit is missing or a column's θ is invalid."""
-        if not self.targets or not all(self.settings):
+        if not self.targets or not all(self.settings) or not self.ready:
             return None
         return opt.Experiment(self.targets, self.settings, self.seed, self.size, self.model)
 
@@ -375,8 +397,10 @@ def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerato
             settings.append(settings_editor(f"{CMP}_s{j}", loaded.spec.name, default=str(j % 4 + 1), explain=False))
             with header.container():
                 color_header(j, column_name(j, settings[j], loaded.spec.name), settings[j].label if settings[j] else "")
-    st.caption(f"**Learning-rate rule:** {opt.LR_RULE}")
-    form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), display, loaded.spec.name)
+    photo, ready = accentuation_photo(CMP, settings)
+    st.caption(f"**Learning-rate rule** (pixels): {opt.LR_RULE}")
+    form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), display, loaded.spec.name,
+                          photo, ready)
     if not targets:
         st.info("Choose at least one unit for the sheet's rows.")
     elif form.experiment is not None:

@@ -277,7 +277,7 @@ def _preset(loaded: LoadedModel, key: str) -> tuple[str, object]:
     """The chosen preset's name and settings (the unit column's choice; calibrated row 3 by default)."""
     from deepvis import presets
 
-    options = presets.choices(loaded.spec.name)
+    options = presets.choices(loaded.spec.name, photo=False)
     if st.session_state.get(f"{key}_preset") not in options:  # the model's calibrated row 3, else Table 1's
         st.session_state[f"{key}_preset"] = "3" if "3" in options else "table1:3"
     return st.session_state[f"{key}_preset"], options[st.session_state[f"{key}_preset"]]
@@ -299,7 +299,7 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
     from deepvis.render import upscale
 
     _preset(loaded, key)  # puts the default into the widget's state
-    options = presets.choices(loaded.spec.name)
+    options = presets.choices(loaded.spec.name, photo=False)
     choice = st.selectbox("Preset", list(options), key=f"{key}_preset",
                           format_func=lambda c: presets.name(loaded.spec.name, c),
                           help="Also the preset of pattern mode's grid.")

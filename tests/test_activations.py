@@ -197,3 +197,31 @@ def test_channel_stats_by_hand():
     assert stats.mean.tolist() == [2.0, -1.625]
     assert stats.max.tolist() == [5.0, -0.5]
     assert stats.argmax.tolist() == [[0, 1], [1, 0]]
+
+
+def test_folded_capture_equals_the_plain_one_and_leaves_the_model_untouched(lite0):
+    """The optimizers' BatchNorm-folded copy: the same activations and input gradients up to float rounding,
+    a requested convolution node still its own output, and the shared model as it was."""
+    from deepvis.graph import traced
+
+    before = {k: v.clone() for k, v in lite0.module.state_dict().items()}
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    names = ["_blocks.5._bn2", "_blocks.9._swish_1", "_fc"]
+    plain = capture(lite0.module, x, names)
+    folded = capture(lite0.module, x, names, folded=True)
+    for name in names:
+        torch.testing.assert_close(folded[name], plain[name], rtol=1e-4, atol=1e-4)
+    _, convs = traced(lite0.module).folded_twin()
+    assert len(convs) == 49 and "_blocks.3._project_conv.conv2d" in convs  # every convolution feeds a BN
+    conv_plain = capture(lite0.module, x, "_blocks.3._project_conv")
+    conv_folded = capture(lite0.module, x, "_blocks.3._project_conv", folded=True)
+    assert torch.equal(conv_plain["_blocks.3._project_conv"], conv_folded["_blocks.3._project_conv"])
+    grads = []
+    for fold in (False, True):
+        xa = x.clone().requires_grad_(True)
+        out = capture(lite0.module, xa, "_fc", keep_graph=True, folded=fold)["_fc"][:, 130].sum()
+        grads.append(torch.autograd.grad(out, xa)[0])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+    after = lite0.module.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert isinstance(lite0.module._bn0, torch.nn.BatchNorm2d) and not lite0.module.training

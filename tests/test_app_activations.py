@@ -169,7 +169,7 @@ def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypat
     at.radio(key="act_top_mode").set_value("deconv").run()
     assert not at.exception and any(c.value == "Their deconv images" for c in at.caption)
     # The optimized image: on request, then from the disk cache (no button on the next visit).
-    choices = presets.choices(lite0.spec.name)
+    choices = presets.choices(lite0.spec.name, photo=False)
     quickest = min(choices, key=lambda c: choices[c].steps)
     at.selectbox(key="act_preset").set_value(quickest).run()
     settings = choices[quickest]

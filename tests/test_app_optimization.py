@@ -199,7 +199,9 @@ def test_stop_keeps_the_history_and_leaves_the_model_clean(lite0):
 def test_preset_fills_theta_and_editing_makes_it_custom():
     at = page()
     labels = [f"Lite0 row {r} (calibrated)" for r in range(1, 5)] + [f"Table 1 row {r} (verbatim)" for r in range(1, 5)]
-    assert at.selectbox(key="opt_preset").options == labels + ["custom θ"]
+    later = ["Fourier + decorrelated + transforms (Olah 2017)", "magnitude-constrained phase (MACO, Fel 2023)",
+             "feature accentuation of a photo (Hamblin 2024)"]
+    assert at.selectbox(key="opt_preset").options == labels + later + ["custom θ"]
     at.selectbox(key="opt_preset").set_value("table1:1").run()
     assert at.number_input(key="opt_steps").value == 500 and at.slider(key="opt_norm_pct").value == 50
     assert at.radio(key="opt_lr_policy").value == "progress"

@@ -144,7 +144,7 @@ def test_preset_names_resolve_to_calibrated_rows_or_table1_verbatim():
     assert presets.name("efficientnet_lite0", "2") == "Lite0 row 2 (calibrated)"
     assert presets.name("efficientnet_lite0", "table1:2") == "Table 1 row 2 (verbatim)"
     for bad in ("5", "table1:0", "row2", "table1:"):
-        with pytest.raises(ValueError, match="a preset row is one of 1, 2, 3, 4"):
+        with pytest.raises(ValueError, match="a preset is a row 1, 2, 3, 4"):
             presets.resolve("efficientnet_lite0", bad)
 
 

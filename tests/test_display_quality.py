@@ -142,7 +142,7 @@ def test_embedded_model_images_are_judged_by_lite1_within_about_a_second(lite0):
     from deepvis import presets
 
     target = opt.Target(lite0.logits_layer, opt.resolve_unit(lite0, lite0.logits_layer, "flamingo"))
-    record = opt.run(lite0, target, presets.resolve("efficientnet_lite0", "table1:3").replace(steps=150))
+    record = opt.run(lite0, target, presets.resolve("efficientnet_lite0", "table1:3").replace(steps=200))
     noise = np.random.default_rng(0).normal(0, 30, size=(224, 224, 3)).astype(np.float32)
     made, random_image = quality.assess(lite0, np.stack([record.rows[0].best_x, noise]), [target, target])
     assert made.judge == "efficientnet_lite1" and made.rank <= 5 and made.legible

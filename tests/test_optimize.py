@@ -385,7 +385,9 @@ def test_cli_optimize_writes_png_npy_and_gif_and_prints_the_record(tmp_path, cap
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"layer", "unit", "objective", "steps", "initial", "final", "best", "best_step",
-                           "argmax_step", "seconds", "out", "image", "display", "npy", "mean", "settings", "quality"}
+                           "argmax_step", "seconds", "out", "image", "display", "npy", "mean", "settings", "quality",
+                           "param", "from_photo"}
+    assert result["param"] == "pixels" and result["from_photo"] is None
     assert result["layer"] == "_blocks.5._bn2" and result["unit"] == 3 and result["steps"] == 3
     assert Image.open(out).size == (32, 32) and Image.open(gif).n_frames == 3
     # --out holds the best image by default (the toolbox's headline output), scaled about zero, and says so;
@@ -430,8 +432,8 @@ def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet_and_colum
 @pytest.mark.parametrize("argv, message", [
     (["optimize", "--layer", "_blocks.5", "--unit", "999", "--out", "x.png"], "channels"),
     (["optimize", "--layer", "_blocks.5", "--unit", "1", "--norm-pct", "120", "--out", "x.png"], "norm_pct must be in [0, 100]"),
-    (["compare", "--layer", "_fc", "--unit", "1", "--presets", "1,7", "--out", "x.png"], "preset row is one of"),
-    (["optimize", "--layer", "_fc", "--unit", "1", "--preset", "table1:9", "--out", "x.png"], "preset row is one of"),
+    (["compare", "--layer", "_fc", "--unit", "1", "--presets", "1,7", "--out", "x.png"], "a preset is a row"),
+    (["optimize", "--layer", "_fc", "--unit", "1", "--preset", "table1:9", "--out", "x.png"], "a preset is a row"),
     (["calibrate", "--trials", "0", "--out", "x.json"], "trials must be at least 1"),
     (["calibrate", "--classes", "flamingo,unicorn", "--out", "x.json"], "No class called 'unicorn'"),
 ])
