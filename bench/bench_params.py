@@ -3,6 +3,7 @@
 Run by hand from the repository root (Lucent is a benchmark-only dependency, see bench/requirements.txt):
 
     python -m bench.bench_params [--threads 2] [--size 224] [--iterations 20] [--repeats 3] [--skip-hits]
+                                 [--methods lucent,lucent_imagenet,fourier,maco,accentuate] [--out-dir DIR]
 
 * **Speed** (batch 1, the flamingo logit of the embedded EfficientNet-Lite0, ``--size`` px, best of
   ``--repeats`` interleaved repeats of ``--iterations`` steps after a warm-up): deepvis ``fourier``
@@ -10,7 +11,8 @@ Run by hand from the repository root (Lucent is a benchmark-only dependency, see
   (``param.image(size)``: FFT + decorrelated colour, ``standard_transforms``, Adam 0.05).  Lucent is given the
   model's own input normalization as its last transform (``preprocess=False``; its default preprocessing is
   torchvision's ImageNet normalization, which this model does not use) and its own copy of the model (it
-  hooks every module and never removes the hooks).  MACO and accentuation are timed the same way.
+  hooks every module and never removes the hooks).  ``lucent_imagenet`` is Lucent with its own preprocessing
+  left on, as a user who calls ``render_vis`` on this model gets.  MACO and accentuation are timed the same way.
 * **Hits**: each of the six report classes (:data:`bench.bench_legibility.REPORT_CLASSES`) at the method's own
   iteration count (Lucent: its default 512 thresholds; deepvis: each preset's steps), seed 0; the judge
   (EfficientNet-Lite1, :mod:`deepvis.quality`) ranks each image scaled about zero, as the pages show it.
@@ -40,18 +42,22 @@ from deepvis.render import compose_sheet, png_bytes
 from deepvis.settings import PARAM_PRESETS
 
 
-def lucent_render(lucent_model, loaded: LoadedModel, unit: int, size: int, steps: int) -> np.ndarray:
-    """Lucent's ``render_vis`` defaults on logit ``unit``; the image ``(H, W, 3)`` in [0, 1]."""
+def lucent_render(lucent_model, loaded: LoadedModel, unit: int, size: int, steps: int,
+                  imagenet: bool = False) -> np.ndarray:
+    """Lucent's ``render_vis`` defaults on logit ``unit``; the image ``(H, W, 3)`` in [0, 1].  ``imagenet``:
+    Lucent's own preprocessing (torchvision's ImageNet normalization) instead of the model's."""
     from lucent.optvis import objectives, param, render, transform
 
     mean = torch.tensor(loaded.spec.normalization.mean255).view(1, 3, 1, 1)
     std = torch.tensor(loaded.spec.normalization.std255).view(1, 3, 1, 1)
-    transforms = list(transform.standard_transforms) + [lambda x: (x * 255 - mean) / std]
+    transforms = list(transform.standard_transforms)
+    if not imagenet:
+        transforms.append(lambda x: (x * 255 - mean) / std)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         images = render.render_vis(lucent_model, objectives.channel(loaded.logits_layer, unit),
                                    param_f=lambda: param.image(size), transforms=transforms, thresholds=(steps,),
-                                   preprocess=False, progress=False, show_image=False)
+                                   preprocess=imagenet, progress=False, show_image=False)
     return images[-1][0]
 
 
@@ -69,6 +75,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-hits", action="store_true")
     parser.add_argument("--out-dir", default=None)
+    parser.add_argument("--methods", default="lucent,fourier,maco,accentuate",
+                        help="which rows: lucent, lucent_imagenet, fourier, maco, accentuate (default: %(default)s)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,11 +87,14 @@ def main() -> None:
     photo = data.coffee()
     size, n = args.size, args.iterations
     flamingo = opt.Target(loaded.logits_layer, opt.resolve_unit(loaded, loaded.logits_layer, "flamingo"))
-    methods = {"Lucent render_vis defaults": None, **{f"deepvis {p}": p for p in PARAM_PRESETS}}
+    every = {"Lucent render_vis defaults": "lucent", "Lucent, ImageNet preprocessing": "lucent_imagenet",
+             **{f"deepvis {p}": p for p in PARAM_PRESETS}}
+    wanted = args.methods.split(",")
+    methods = {name: key for name, key in every.items() if key in wanted}
 
     def job(param):
-        if param is None:
-            return lambda: lucent_render(lucent_model, loaded, flamingo.unit, size, n)
+        if param.startswith("lucent"):
+            return lambda: lucent_render(lucent_model, loaded, flamingo.unit, size, n, param == "lucent_imagenet")
         settings = PARAM_PRESETS[param].replace(steps=n)
         return lambda: opt.run(loaded, flamingo, settings, size=size, photo=photo)
 
@@ -94,7 +105,7 @@ def main() -> None:
         for name, param in methods.items():
             times[name].append(seconds_per_step(job(param), n))
     speed = {name: 1 / min(values) for name, values in times.items()}
-    lucent_speed = speed["Lucent render_vis defaults"]
+    lucent_speed = speed.get("Lucent render_vis defaults", float("nan"))
 
     names = list(REPORT_CLASSES)
     targets = [opt.Target(loaded.logits_layer, opt.resolve_unit(loaded, loaded.logits_layer, c)) for c in names]
@@ -107,10 +118,10 @@ def main() -> None:
         result = {"method": name, "it_per_s": round(speed[name], 2), "vs_lucent": round(speed[name] / lucent_speed, 2)}
         if not args.skip_hits:
             started = time.perf_counter()
-            if param is None:
+            if param.startswith("lucent"):
                 steps = 512
-                pixels = np.stack([lucent_render(lucent_model, loaded, t.unit, size, steps) * 255 - mean
-                                   for t in targets]).astype(np.float32)
+                pixels = np.stack([lucent_render(lucent_model, loaded, t.unit, size, steps, param == "lucent_imagenet")
+                                   * 255 - mean for t in targets]).astype(np.float32)
             else:
                 settings = PARAM_PRESETS[param]
                 steps = settings.steps
@@ -123,7 +134,7 @@ def main() -> None:
             if out_dir:
                 sheet = compose_sheet(show(pixels, tuple(mean.tolist())), 1, len(names), [name],
                                       [f"{c} · rank {q.rank}" for c, q in zip(names, scores)])
-                (out_dir / f"{name.split()[-1].replace(' ', '_')}.png").write_bytes(png_bytes(sheet))
+                (out_dir / f"{methods[name]}.png").write_bytes(png_bytes(sheet))
         print(json.dumps(result), flush=True)
         rows.append(result)
     print(f"\n{size} px, batch 1 speed over {n} steps (best of {args.repeats}), threads {torch.get_num_threads()}\n")

@@ -163,12 +163,16 @@ def jitter(x: torch.Tensor, d: int, dy: int, dx: int) -> torch.Tensor:
 def scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Resize by ``factor`` (bilinear), to ``ceil(factor · side)``."""
     height, width = x.shape[-2:]
+    if factor == 1:
+        return x
     return F.interpolate(x, size=(math.ceil(factor * height), math.ceil(factor * width)), mode="bilinear",
                          align_corners=False)
 
 
 def rotate(x: torch.Tensor, degrees: float, fill: float = 0.5) -> torch.Tensor:
     """Rotate about the centre by ``degrees`` (counter-clockwise on screen), bilinear, corners filled with ``fill``."""
+    if degrees % 360 == 0:
+        return x
     angle = math.radians(degrees)
     cos, sin = math.cos(angle), math.sin(angle)
     height, width = x.shape[-2:]
@@ -191,7 +195,7 @@ def lucid_transforms(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     d = JITTERS[1]
     x = jitter(x, d, int(torch.randint(d + 1, (1,), generator=generator)),
                int(torch.randint(d + 1, (1,), generator=generator)))
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return x if x.shape[-2:] == size else F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def crop_boxes(counts: Sequence[int], size: int, generator: torch.Generator) -> torch.Tensor:

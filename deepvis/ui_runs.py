@@ -237,9 +237,11 @@ def quality_caption(verdict: quality.Quality, best_step: int) -> str:
 
 
 def summary_rows(record: opt.RunRecord, names: Sequence[str], verdicts: Sequence[quality.Quality]) -> list[dict]:
-    """Per row: objectives, best and argmax iterations, final norm and std, and the best image's quality."""
+    """Per row: its parametrization, the best objective with the best image's quality score beside it, then
+    the other objectives, iterations, the judge's verdict, final norm and std."""
     names = [names[b % len(names)] for b in range(len(record.rows))]  # a sheet: every unit under each setting
-    return [{"unit": row.target.unit, "setting": name, "final objective": row.final, "best objective": row.best_objective,
+    return [{"unit": row.target.unit, "setting": name, "parametrization": row.settings.param,
+             "best objective": row.best_objective, "quality score": q.score, "final objective": row.final,
              "best iteration": row.best_step, "argmax from": row.argmax_step, "judge rank": q.rank,
              "judge p": q.prob, "robustness": q.robustness, "legible": q.legible, "final norm": float(row.norms[-1]),
              "final std": float(row.stds[-1]), "iterations": row.steps_done}

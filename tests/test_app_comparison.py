@@ -184,3 +184,23 @@ def test_sheet_mode_renders_units_by_settings_as_one_image():
     assert len(at.get("download_button")) == 2  # the sheet and the comparison's JSON
     assert list(at.dataframe[0].value["judge rank"].notna()) == [True] * 4  # every cell scored (logits: judged)
     assert state.extra["rows"] == ["flamingo (class 130 of _fc)", "goldfish (class 1 of _fc)"]
+
+
+def test_a_column_can_use_a_later_parametrization(lite0):
+    at = page()
+    at.number_input(key="cmp_k").set_value(2).run()
+    at.selectbox(key="cmp_s1_preset").set_value("fourier").run()
+    assert not at.number_input(key="cmp_s0_decay").disabled and at.number_input(key="cmp_s1_decay").disabled
+    for j in range(2):
+        at.number_input(key=f"cmp_s{j}_steps").set_value(4)
+    at.number_input(key="cmp_size_efficientnet_lite0").set_value(SIZE).run()
+    at.button(key="cmp_start").click().run()
+    assert not at.exception and not at.error
+    state = at.session_state["cmp_run"]
+    assert [row.settings.param for row in state.record.rows] == ["pixels", "fourier"]
+    assert [row.steps_done for row in state.record.rows] == [4, 4]
+    table = at.dataframe[0].value
+    want = quality.assess_record(lite0, state.record)
+    assert list(table["parametrization"]) == ["pixels", "fourier"]
+    np.testing.assert_allclose(table["quality score"].astype(float), [q.score for q in want])
+    assert list(table.columns[:5]) == ["unit", "setting", "parametrization", "best objective", "quality score"]

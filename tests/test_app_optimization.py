@@ -260,3 +260,30 @@ def test_an_image_too_small_for_the_network_gives_one_error_line():
     assert len(at.error) == 1 and at.error[0].value.startswith("Cannot start: A 16-pixel image is too small")
     assert "\n" not in at.error[0].value
     assert "opt_run" not in at.session_state and not at.get("image")
+
+
+def test_accentuation_asks_for_a_photo_and_starts_from_it():
+    at = page()
+    assert not any(r.key == "opt_accent_source" for r in at.radio)  # no photo picker for the paper's rows
+    at.selectbox(key="opt_preset").set_value("accentuate").run()
+    assert at.number_input(key="opt_decay").disabled and not at.number_input(key="opt_adam_lr").disabled
+    assert at.radio(key="opt_accent_source").value == "Sample photo"
+    at.selectbox(key="opt_accent_sample").set_value("coffee")
+    at.number_input(key="opt_steps").set_value(3)
+    at.number_input(key="opt_size_efficientnet_lite0").set_value(SIZE).run()
+    at.button(key="opt_start").click().run()
+    assert not at.exception and not at.error
+    state = at.session_state["opt_run"]
+    row = state.record.rows[0]
+    assert state.status == "finished" and row.settings.param == "accentuate" and row.steps_done == 3
+    # it started from the coffee photo: the first image is the photo (squared to 64 px), not noise
+    from deepvis import modern
+    from deepvis.images import decode_image, sample_bytes
+
+    photo = np.asarray(decode_image(sample_bytes("coffee")))
+    start = modern.photo_rgb(photo, SIZE)[0].permute(1, 2, 0).numpy() * 255
+    first = state.history.frames[0].pixels[0].astype(np.float32) + np.array(row.mean)
+    assert np.abs(first - start).mean() < 2.0
+    # choosing Upload with nothing uploaded keeps Start disabled, with a one-line hint
+    at.radio(key="opt_accent_source").set_value("Upload").run()
+    assert at.button(key="opt_start").disabled and not at.exception
