@@ -19,7 +19,7 @@ progress, live = st.empty(), st.empty()
 
 def draw_live(snap: opt.Snapshot) -> None:
     progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total} · {len(names)} settings"
-                      + (f" × {len(targets)} units" if mode == "sheet" else "") + " in one batch")
+                      + (f" × {len(targets)} units" if mode == "sheet" else "") + form.batching)
     with live.container():
         if mode == "sheet":
             ui.show_png(ui_runs.sheet_image(snap.pixels, snap.mean, [ui.target_name(loaded, t) for t in targets], names,

@@ -366,6 +366,12 @@ class ComparisonForm:
         return [column_name(j, s, self.model) for j, s in enumerate(self.settings)]
 
     @property
+    def batching(self) -> str:
+        """How the columns run: " in one batch", or " (one batch per parametrization)" when they mix."""
+        mixed = len({s.param for s in self.settings if s is not None}) > 1
+        return " (one batch per parametrization)" if mixed else " in one batch"
+
+    @property
     def experiment(self) -> opt.Experiment | None:
         """The runnable experiment, or ``None`` while a unit is missing or a column's θ is invalid."""
         if not self.targets or not all(self.settings) or not self.ready:
