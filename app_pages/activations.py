@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from deepvis import charts, ui, ui_units
+from deepvis import charts, ui, ui_live, ui_units
 from deepvis.activations import analyze
 from deepvis.backprop import SEEDS, backprop
 from deepvis.images import to_batch
@@ -14,9 +14,13 @@ loaded = ui.model_sidebar()
 photo, grid_col, unit_col = st.columns([0.8, 2.1, 1.3], gap="medium")
 
 with photo:
-    source = ui.image_input("act")
+    source = ui.image_input("act", live=True)
     image = ui.decoded_image(source[0]) if source else None
 if image is None:
+    if ui.live_streaming("act"):
+        with grid_col:
+            layer = ui.layer_picker(loaded, "act", loaded.default_layer)
+        ui_live.stream(loaded, layer, "act", photo, grid_col, unit_col)
     st.stop()
 with grid_col:
     ui_units.linked_layer(loaded, "act", ui.layer_key(loaded, "act"))

@@ -161,12 +161,13 @@ class ImageAnalysis:
         return self.activation[channel].reshape(self.activation.shape[1:] or (1, 1)).numpy()
 
 
-def analyze(loaded: LoadedModel, image: Image.Image, layer: str, top: int = 5) -> ImageAnalysis:
-    """Predictions and ``layer``'s activation for one photo, from a single forward pass."""
+def analyze(loaded: LoadedModel, image: Image.Image, layer: str, top: int = 5, folded: bool = False) -> ImageAnalysis:
+    """Predictions and ``layer``'s activation for one photo, from a single forward pass (``folded``: on the
+    BatchNorm-folded copy, :func:`capture`; the live view's frames take it)."""
     loaded.layer(layer)  # a clear error for an unknown layer
     view = model_view(image, loaded.spec)
     inputs = to_batch(view, loaded.spec.normalization, loaded.device)
-    outputs = capture(loaded.module, inputs, [layer, loaded.logits_layer])
+    outputs = capture(loaded.module, inputs, [layer, loaded.logits_layer], folded=folded)
     predictions = top_predictions(outputs[loaded.logits_layer][0], loaded.class_names, top)
     activation = outputs[layer][0].float().cpu()
     if activation.dim() == 3 and activation.shape[1:] == (1, 1):

@@ -224,6 +224,16 @@ def weight_tiles(weight: torch.Tensor, cols: int | None = None) -> tuple[np.ndar
     return _compose(rgb.repeat(factor, axis=1).repeat(factor, axis=2), layout), layout
 
 
+JPEG_QUALITY = 85
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """Encode a ``uint8`` grey or RGB image as JPEG (lossy: for live video frames, never for stills)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
     """Encode a ``uint8`` grey or RGB image as PNG (lossless; fast compression by default)."""
     buffer = io.BytesIO()

@@ -28,7 +28,8 @@ from deepvis.layers import groups
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
 
-SOURCES = ("Sample photo", "Upload", "Camera")
+SOURCES = ("Sample photo", "Upload", "Camera", "Live video")
+LIVE = "Live video"
 
 
 @st.cache_resource(show_spinner="Loading the model (once for every session)…", max_entries=4)
@@ -66,9 +67,17 @@ def model_sidebar() -> LoadedModel:
     return loaded
 
 
-def image_input(key: str = "image") -> tuple[bytes, str] | None:
-    """Sample / upload / camera picker; returns ``(bytes, label)`` or ``None`` while nothing is chosen."""
-    source = st.radio("Image source", SOURCES, horizontal=True, key=f"{key}_source")
+def image_input(key: str = "image", live: bool = False) -> tuple[bytes, str] | None:
+    """Sample / upload / camera (/ live video with ``live``) picker; returns ``(bytes, label)`` or ``None``
+    while nothing is chosen (live video: a frozen frame, else ``None`` and :func:`live_streaming` is True)."""
+    sources = SOURCES if live else SOURCES[:-1]
+    source = st.radio("Image source", sources, horizontal=True, key=f"{key}_source",
+                      help="Live video streams your camera to the network (the paper's webcam view); Camera takes "
+                           "snapshots." if live else None)
+    if source == LIVE:
+        from deepvis import ui_live
+
+        return ui_live.frozen(key)
     if source == "Sample photo":
         name = st.selectbox("Sample", SAMPLE_NAMES, key=f"{key}_sample")
         return sample_bytes(name), f"sample: {name}"
@@ -81,6 +90,11 @@ def image_input(key: str = "image") -> tuple[bytes, str] | None:
         st.info("Choose a file or take a photo to begin." if source == "Upload" else "Take a photo to begin.")
         return None
     return upload.getvalue(), upload.name
+
+
+def live_streaming(key: str) -> bool:
+    """Whether ``image_input(key, live=True)`` is on live video with no frozen frame."""
+    return st.session_state.get(f"{key}_source") == LIVE and st.session_state.get(f"{key}_frozen") is None
 
 
 def decoded_image(data: bytes) -> Image.Image | None:

@@ -84,6 +84,24 @@ def test_camera_photo(photos):
     assert not at.exception and prediction_labels(at)[0] == "espresso" and grid_shown(at)
 
 
+def test_live_video_waits_for_the_camera_and_a_frozen_frame_is_a_still_photo(photos):
+    from deepvis.render import png_bytes
+
+    at = start()
+    at.radio(key="act_source").set_value("Live video").run()
+    # AppTest has no server for streamlit-webrtc's component (the browser test streams for real): the page
+    # says so in one line, draws no grid and keeps working.
+    assert not at.exception and not grid_shown(at)
+    assert len(at.error) == 1 and at.error[0].value.startswith("Live video is unavailable here (")
+    assert len(at.error[0].value.splitlines()) == 1
+    # Freeze keeps the newest frame; the page then analyzes it in full, like any photo.
+    at.session_state["act_frozen"] = png_bytes(photos["chelsea"])
+    at.run()
+    assert not at.exception and prediction_labels(at)[0] in CATS and grid_shown(at)
+    at.button(key="act_unfreeze").click().run()
+    assert not at.exception and "act_frozen" not in at.session_state and not grid_shown(at)
+
+
 def test_random_weights_and_another_layer():
     at = start()
     at.radio(key="model_weights").set_value("random").run()
