@@ -24,7 +24,8 @@ Conventions
   "lr" recorded is the optimizer's step size.
 * ``photo`` for ``accentuate`` is ``(H, W, 3)`` uint8 RGB, squared to the run's size
   (shorter side, centre crop).  MACO's magnitude is :func:`bundled_magnitude` (the
-  default collection's photos, :mod:`deepvis.collection`) unless one is given.
+  default collection's photos, :mod:`deepvis.collection`) unless one is given
+  (:func:`collection_magnitude` makes one from a folder of photos).
 * The model is only read: forwards through :func:`deepvis.activations.capture`,
   gradients by ``torch.autograd.grad``.
 """
@@ -34,10 +35,10 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Generator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from deepvis import parametrize as pz
 from deepvis.activations import capture
@@ -52,10 +53,24 @@ FOURIER_DECAY, ACCENT_DECAY = 1.0, 1.5
 @functools.lru_cache(maxsize=8)
 def bundled_magnitude(size: int) -> torch.Tensor:
     """MACO's magnitude template at ``size`` from the default collection's photos (computed once per size)."""
-    from deepvis.collection import default_collection
+    return collection_magnitude(None, size)[0]
 
-    photos = [np.asarray(Image.open(entry.path).convert("RGB")) for entry in default_collection()]
-    return pz.magnitude_spectrum(photos, size)
+
+def collection_magnitude(source: str | None, size: int) -> tuple[torch.Tensor, list[str]]:
+    """MACO's magnitude template from a collection's photos (:func:`deepvis.collection.entries`: ``None`` is the
+    default one, else a folder), and the files it skipped because they could not be read as images."""
+    from deepvis.collection import entries
+    from deepvis.images import ImageDecodeError, decode_image
+
+    photos, skipped = [], []
+    for entry in entries(source):
+        try:
+            photos.append(np.asarray(decode_image(Path(entry.path).read_bytes())))
+        except (OSError, ImageDecodeError):
+            skipped.append(entry.path)
+    if not photos:
+        raise OptimizeError(f"No readable photo in {source or 'the default collection'} for MACO's spectrum.")
+    return pz.magnitude_spectrum(photos, size), skipped
 
 
 def photo_rgb(photo: np.ndarray, size: int) -> torch.Tensor:
@@ -123,10 +138,10 @@ def optimize_group(model: LoadedModel, targets: list[Target], settings: list[Set
                    shapes: Mapping[str, torch.Size], sources: Mapping[str, tuple[str, float | None] | None],
                    seed: int, size: int, every: int, photo: np.ndarray | None = None,
                    magnitude: torch.Tensor | None = None) -> Generator[Snapshot, None, None]:
-    """Rows that share one parametrization (module docstring); yields :class:`Snapshot` s like the pixel engine."""
-    device = model.device
-    param = settings[0].param
-    images = _Images(param, len(targets), size, seed, device, photo, magnitude)
+    """Rows that share one parametrization (module docstring); yields :class:`Snapshot` s like the pixel engine.
+    The parameters are set up here, before the generator starts, so a missing photo or a wrong magnitude
+    spectrum is an error at the call."""
+    images = _Images(settings[0].param, len(targets), size, seed, model.device, photo, magnitude)
     return _run(model, targets, settings, shapes, sources, seed, size, every, images)
 
 

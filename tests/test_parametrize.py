@@ -250,3 +250,20 @@ def test_cli_params_pair_with_presets_and_report_param_and_quality(lite0, tmp_pa
     assert result["param"] == "accentuate" and result["settings"]["closeness"] == 1.0
     assert cli_main(argv[:-2] + ["--param", "maco", "--device", "cpu"]) == 2
     assert "not --param maco" in capsys.readouterr().err
+
+
+def test_maco_spectrum_from_a_folder_skips_broken_files_and_drives_a_run(lite0, tmp_path, photos):
+    from PIL import Image
+
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(photos[name]).save(tmp_path / f"{name}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    magnitude, skipped = modern.collection_magnitude(str(tmp_path), SIZE)
+    assert skipped == [str((tmp_path / "broken.jpg").resolve())]
+    expected = pz.magnitude_spectrum([photos["chelsea"], photos["coffee"]], SIZE)
+    torch.testing.assert_close(magnitude, expected)
+    row = opt.run(lite0, _flamingo(lite0), PARAM_PRESETS["maco"].replace(steps=3, crops=1), size=SIZE,
+                  magnitude=magnitude).rows[0]
+    assert row.steps_done == 3
+    with pytest.raises(opt.OptimizeError, match="magnitude spectrum is"):
+        opt.optimize(lite0, _flamingo(lite0), PARAM_PRESETS["maco"], size=SIZE + 16, magnitude=magnitude)
