@@ -94,6 +94,10 @@ with unit_col:
     except ValueError as exc:
         st.error(str(exc))
 
+with unit_col:
+    st.subheader("What covering parts of it does")
+    ui_units.occlusion_panel(loaded, result.view, layer, unit, "act")
+
 with grid_col, st.expander("Max activation per channel"):
     st.plotly_chart(charts.channel_max_figure(result.stats), key="act_overview", on_select="rerun",
                     selection_mode="points")

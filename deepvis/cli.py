@@ -155,6 +155,53 @@ def cmd_backprop(args: argparse.Namespace) -> int:
                   "max_abs": float(np.abs(array).max()), "out": args.out, "npy": args.npy})
 
 
+def _add_occlusion(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("occlusion", help="occlusion map of a photo: what covering each part does to the top "
+                            "class or a unit (Zeiler & Fergus)")
+    parser.add_argument("image")
+    parser.add_argument("--layer", default=None, help=f"{LAYER_HELP}; with --unit the target is that unit's "
+                        "activation summed over its map (default: the top class's probability)")
+    parser.add_argument("--unit", type=int, default=None, help="channel or element of --layer")
+    parser.add_argument("--patch", type=int, default=32, help="side of the grey square, px (default: %(default)s)")
+    parser.add_argument("--stride", type=int, default=16, help="step between squares, px (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="PNG of the map as a heatmap (bright = the target drops most)")
+    parser.add_argument("--npy", default=None, help="also save the (H, W) float32 map: per pixel the mean drop over "
+                        "the squares that cover it (Captum's convention)")
+    _add_model_options(parser)
+
+
+def cmd_occlusion(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from deepvis.images import model_view
+    from deepvis.occlusion import occlude
+    from deepvis.render import heat_colors, png_bytes, to_uint8
+
+    if (args.layer is None) != (args.unit is None):
+        raise ValueError("give --layer and --unit together, or neither (the top class)")
+    image = _read_image(args.image)
+    loaded = _model(args)
+    layer = loaded.layer(args.layer).name if args.layer else None
+    view = model_view(image, loaded.spec)
+    work = occlude(loaded, view, args.patch, args.stride, layer, args.unit)
+    with tqdm(desc="occlusion", unit="window", file=sys.stderr, disable=None) as bar:
+        while True:
+            try:
+                step = next(work)
+            except StopIteration as done:
+                result = done.value
+                break
+            bar.total = step.total
+            bar.update(step.done - bar.n)
+    Path(args.out).write_bytes(png_bytes(heat_colors(to_uint8(np.clip(result.drops, 0, None)))))
+    if args.npy:
+        np.save(args.npy, result.drops.astype(np.float32))
+    return _emit({"model": loaded.spec.name, "target": result.target, "baseline": result.baseline,
+                  "patch": args.patch, "stride": args.stride, "windows": result.windows,
+                  "max_drop": float(result.drops.max()), "out": args.out, "npy": args.npy})
+
+
 def _unit_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", required=True, help=LAYER_HELP)
     parser.add_argument("--unit", required=True, help="channel or unit number; at the logits also a class name "

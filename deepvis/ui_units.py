@@ -1,7 +1,9 @@
-"""Streamlit widgets of the unit view: the clickable grid, unit stepping, links, collections and indexing.
+"""Streamlit widgets of the unit view: the clickable grid, unit stepping, links, collections and indexing,
+the unit's optimized image and top images, and the photo's occlusion map.
 
 The third module that touches Streamlit (with :mod:`deepvis.ui` and :mod:`deepvis.ui_runs`): the
-Activations page's dashboard widgets, apart so each stays readable.
+Activations page's dashboard widgets, apart so each stays readable.  (About 420 lines: every widget of the
+unit's column, which share its session keys.)
 
 Conventions
 -----------
@@ -374,3 +376,56 @@ def top_images(loaded: LoadedModel, layer: str, unit: int, key: str, modes: tupl
             for cell, picture, hit, rank in zip(cells, pictures[row:row + 3], hits[row:row + 3], range(row, row + 3)):
                 cell.image(picture, caption=units.hit_label(rank + 1, hit) if pictures is crops else None,
                            output_format="PNG", width="stretch")
+
+
+# ------------------------------------------------------------------------------------------------ occlusion
+
+PATCHES, STRIDES = (16, 24, 32, 48, 64), (8, 16, 32)
+
+
+def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int, key: str) -> None:
+    """Zeiler & Fergus's occlusion map of the shown photo (:mod:`deepvis.occlusion`): patch, stride and target
+    chosen here, computed on request with a progress bar, kept for the photo, drawn over it."""
+    from deepvis.occlusion import OcclusionError, occlude
+    from deepvis.render import heat_colors, overlay, png_bytes, to_uint8, upscale
+
+    pick_patch, pick_stride, pick_target = st.columns(3)
+    patch = pick_patch.select_slider("Patch (px)", PATCHES, value=32, key=f"{key}_occ_patch")
+    stride = pick_stride.select_slider("Stride (px)", STRIDES, value=16, key=f"{key}_occ_stride")
+    target = pick_target.radio("Target", ("top class", f"unit {unit}"), key=f"{key}_occ_target",
+                               help="How much covering each part lowers the top class's probability, or this "
+                                    "unit's activation summed over its map.")
+    aim = (layer, unit) if target != "top class" else (None, None)
+    wanted = (hashlib.sha1(view.tobytes()).hexdigest(), loaded.spec.name, loaded.weights, patch, stride, *aim)
+    kept = st.session_state.get(f"{key}_occ_result")
+    if kept is None or kept[0] != wanted:
+        if not st.button("Compute the occlusion map", key=f"{key}_occ_go"):
+            st.caption("A grey square (the model's mean colour) slides over the photo; the map shows how much the "
+                       "target drops where it covers. About 2 s at patch 32, stride 16 on a 2-core CPU.")
+            return
+        bar = st.progress(0.0, text="Occluding…")
+        try:
+            work = occlude(loaded, view, patch, stride, *aim)
+            while True:
+                step = next(work)
+                bar.progress(step.done / max(step.total, 1), text=f"Occluding… {step.done} of {step.total} squares")
+        except StopIteration as done:
+            kept = (wanted, done.value)
+            st.session_state[f"{key}_occ_result"] = kept
+        except (OcclusionError, ValueError) as exc:
+            st.error(str(exc))
+            return
+        bar.empty()
+    result = kept[1]
+    drops = np.clip(result.drops, 0, None)
+    heat, blend = st.columns(2)
+    heat.image(png_bytes(upscale(heat_colors(to_uint8(drops)), 224)), caption="Drop (bright = covering hurts most)",
+               output_format="PNG", width="stretch")
+    blend.image(png_bytes(upscale(overlay(view, drops), 224)), caption="Overlaid on the input", output_format="PNG",
+                width="stretch")
+    st.caption(f"{result.target}: {result.baseline:.4g} on the whole photo; the largest mean drop is "
+               f"{result.drops.max():.4g} ({result.windows} squares).")
+    from deepvis.display import npy_bytes
+
+    st.download_button("Download the map (float .npy)", npy_bytes(result.drops), f"occlusion_{patch}_{stride}.npy",
+                       "application/octet-stream", on_click="ignore", key=f"{key}_occ_npy")

@@ -6,11 +6,12 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from deepvis.activations import analyze
-from deepvis.images import decode_image, sample_bytes
+from deepvis.images import SAMPLE_NAMES, decode_image, model_view, sample_bytes
 
 from helpers import jpeg_bytes
 
@@ -239,3 +240,25 @@ def test_pattern_mode_offers_the_missing_patterns_and_stops_on_request(tmp_path,
     assert not at.exception and not at.error
     assert any("stopped; what was finished is kept" in i.value for i in at.info)
     assert any(b.label.startswith("Optimize the ") for b in at.button)  # it can be started again
+
+
+def test_occlusion_map_on_request_equals_the_library(lite0):
+    from deepvis.occlusion import occlusion_map
+
+    at = start()
+    assert not any(c.value.startswith("class ") for c in at.caption)
+    at.select_slider(key="act_occ_patch").set_value(64)
+    at.select_slider(key="act_occ_stride").set_value(32).run()
+    at.button(key="act_occ_go").click().run()
+    assert not at.exception and not at.error
+    wanted, result = at.session_state["act_occ_result"]
+    view = model_view(decode_image(sample_bytes(SAMPLE_NAMES[0])), lite0.spec)
+    want = occlusion_map(lite0, view, 64, 32)
+    np.testing.assert_allclose(result.drops, want.drops, rtol=1e-5, atol=1e-6)
+    assert result.windows == 36 and result.target == want.target  # 6 x 6 squares: 0, 32, ..., 160
+    assert any(c.value.startswith(f"{want.target}: ") for c in at.caption)
+    # the unit as target: a new map on request, the class map is not reused
+    at.radio(key="act_occ_target").set_value(at.radio(key="act_occ_target").options[1]).run()
+    assert at.button(key="act_occ_go") is not None
+    at.button(key="act_occ_go").click().run()
+    assert not at.exception and at.session_state["act_occ_result"][1].target.endswith("unit 0")

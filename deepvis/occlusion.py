@@ -1,0 +1,129 @@
+"""Occlusion maps (Zeiler & Fergus 2014): what covering each part of a photo does to a class or a unit.
+
+Conventions
+-----------
+* The photo is the network's view ``(S, S, 3)`` uint8 (:func:`deepvis.images.model_view`).  A square patch of
+  ``patch`` pixels, filled with the model's mean colour (0 in the network's normalized input), slides over it
+  in steps of ``stride``: windows start at ``0, stride, 2·stride, …``, ``ceil((S − patch) / stride) + 1`` per
+  axis, the last one cut at the border where the steps do not end on it, as Captum's ``Occlusion`` places them.
+* **Target**: without a layer, the top class's softmax probability (the class the network predicts for the
+  photo itself); with ``layer`` and ``unit``, that unit's activation summed over its map (a vector layer: the
+  element).
+* **The map** ``(S, S)`` float32 is, for each pixel, the mean drop ``f(photo) − f(occluded)`` over the windows
+  that cover it (Captum's convention; 0 where no window reaches).  Positive: covering it lowers the target.
+* Occluded copies run in batches of ``batch`` (3: on our 2-core CPU a larger batch of 224-px images is slower
+  per image, its maps no longer fit the caches) through the BatchNorm-folded graph
+  (:func:`deepvis.activations.capture`), channels-last on a CPU, no gradients; :func:`occlude` is a generator
+  of :class:`Progress` so a page or CLI can show a bar.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deepvis.activations import capture
+from deepvis.images import to_batch
+from deepvis.models import LoadedModel
+
+
+class OcclusionError(ValueError):
+    """Unusable patch, stride or target; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # windows evaluated
+    total: int
+
+
+@dataclass(frozen=True)
+class OcclusionMap:
+    """The mean drop per pixel, and what was measured."""
+
+    drops: np.ndarray  # (S, S) float32, module docstring
+    target: str  # "class 281 (tabby)" or "_blocks.9._swish_1 unit 7"
+    baseline: float  # the target on the unoccluded photo
+    windows: int
+
+
+def windows(size: int, patch: int, stride: int) -> list[int]:
+    """The start of each window along one axis."""
+    if not 1 <= patch <= size:
+        raise OcclusionError(f"The patch must be 1 to {size} pixels, not {patch}.")
+    if stride < 1:
+        raise OcclusionError(f"The stride must be at least 1 pixel, not {stride}.")
+    return [k * stride for k in range(math.ceil((size - patch) / stride) + 1)]
+
+
+def _scores(loaded: LoadedModel, inputs: torch.Tensor, layer: str | None, unit: int | None,
+            cls: int | None) -> torch.Tensor:
+    if layer is None:
+        logits = capture(loaded.module, inputs, loaded.logits_layer, folded=True)[loaded.logits_layer]
+        return torch.softmax(logits.float(), dim=1)[:, cls]
+    act = capture(loaded.module, inputs, layer, folded=True)[layer].float()
+    return act[:, unit].flatten(1).sum(dim=1)
+
+
+def occlude(loaded: LoadedModel, view: np.ndarray, patch: int, stride: int, layer: str | None = None,
+            unit: int | None = None, batch: int = 3) -> Generator[Progress, None, OcclusionMap]:
+    """Slide the patch over ``view`` (module docstring); yields progress, returns the :class:`OcclusionMap`."""
+    size = view.shape[0]
+    if view.ndim != 3 or view.shape[1] != size or view.shape[2] != 3:
+        raise OcclusionError("occlusion needs the network's square RGB view")
+    if (layer is None) != (unit is None):
+        raise OcclusionError("give a layer and a unit together, or neither (the top class)")
+    if layer is not None:
+        channels = loaded.layer(layer).channels
+        if not 0 <= unit < channels:
+            raise OcclusionError(f"{layer} has units 0 to {channels - 1}; unit {unit} does not exist.")
+    starts = [(y, x) for y in windows(size, patch, stride) for x in windows(size, patch, stride)]
+    return _occlude(loaded, view, patch, starts, layer, unit, batch)
+
+
+def _occlude(loaded: LoadedModel, view: np.ndarray, patch: int, starts: list[tuple[int, int]], layer: str | None,
+             unit: int | None, batch: int) -> Generator[Progress, None, OcclusionMap]:
+    size = view.shape[0]
+    photo = to_batch(view, loaded.spec.normalization, loaded.device)  # (1, 3, S, S); mean colour is 0 here
+    with torch.no_grad():
+        cls = None
+        if layer is None:
+            logits = capture(loaded.module, photo, loaded.logits_layer, folded=True)[loaded.logits_layer]
+            cls = int(logits[0].argmax())
+        base = float(_scores(loaded, photo, layer, unit, cls)[0])
+        total = torch.zeros(size, size, dtype=torch.float64)
+        count = torch.zeros(size, size, dtype=torch.float64)
+        yield Progress(0, len(starts))
+        for first in range(0, len(starts), batch):
+            chunk = starts[first:first + batch]
+            inputs = photo.repeat(len(chunk), 1, 1, 1)
+            for i, (y, x) in enumerate(chunk):
+                inputs[i, :, y:y + patch, x:x + patch] = 0.0
+            if inputs.device.type == "cpu":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            drops = (base - _scores(loaded, inputs, layer, unit, cls)).double().cpu()
+            for (y, x), drop in zip(chunk, drops.tolist()):
+                total[y:y + patch, x:x + patch] += drop
+                count[y:y + patch, x:x + patch] += 1
+            yield Progress(first + len(chunk), len(starts))
+    drops = torch.where(count > 0, total / count.clamp(min=1), 0.0).float().numpy()
+    if layer is None:
+        target = f"class {cls} ({loaded.class_names[cls]})" if loaded.class_names else f"class {cls}"
+    else:
+        target = f"{layer} unit {unit}"
+    return OcclusionMap(drops, target, base, len(starts))
+
+
+def occlusion_map(loaded: LoadedModel, view: np.ndarray, patch: int, stride: int, layer: str | None = None,
+                  unit: int | None = None, batch: int = 3) -> OcclusionMap:
+    """:func:`occlude` run to its end."""
+    work = occlude(loaded, view, patch, stride, layer, unit, batch)
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value
