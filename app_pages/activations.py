@@ -94,6 +94,8 @@ with unit_col:
     except ValueError as exc:
         st.error(str(exc))
 
+with unit_col, st.expander("Its weights"):
+    ui_units.weights_panel(loaded, layer, unit)
 with unit_col:
     st.subheader("What covering parts of it does")
     ui_units.occlusion_panel(loaded, result.view, layer, unit, "act")

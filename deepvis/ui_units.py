@@ -429,3 +429,24 @@ def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int
 
     st.download_button("Download the map (float .npy)", npy_bytes(result.drops), f"occlusion_{patch}_{stride}.npy",
                        "application/octet-stream", on_click="ignore", key=f"{key}_occ_npy")
+
+
+# ------------------------------------------------------------------------------------------------ weights
+
+def weights_panel(loaded: LoadedModel, layer: str, unit: int) -> None:
+    """The raw weights behind ``unit`` (:mod:`deepvis.weights`): its filter's kernels, and their norms."""
+    from deepvis.render import png_bytes, upscale
+    from deepvis.weights import conv_weights, filter_tiles, kernel_norms
+
+    found = conv_weights(loaded, layer)
+    if found is None or unit >= found.weight.shape[0]:
+        st.caption(f"{layer} has no single convolution above it (an addition, a pooling or a linear layer).")
+        return
+    tiles, _ = filter_tiles(found, unit)
+    shape = " × ".join(map(str, found.weight.shape[1:]))
+    kind = "depthwise: one kernel" if found.depthwise else f"{found.weight.shape[1]} kernels, one per input channel"
+    st.image(png_bytes(upscale(tiles, 224, smooth=False)), output_format="PNG", width="stretch",
+             caption=f"Filter {unit} of {found.conv} ({shape}; {kind}), scaled about zero: grey = 0")
+    if not found.depthwise and found.weight.shape[1] > 1:
+        norms = kernel_norms(found)[unit]
+        st.bar_chart(norms, height=140, x_label="input channel", y_label="kernel norm")

@@ -262,3 +262,10 @@ def test_occlusion_map_on_request_equals_the_library(lite0):
     assert at.button(key="act_occ_go") is not None
     at.button(key="act_occ_go").click().run()
     assert not at.exception and at.session_state["act_occ_result"][1].target.endswith("unit 0")
+
+
+def test_the_units_weights_are_shown(app):
+    captions = [c for image in app.get("image") for c in image.captions if c.startswith("Filter ")]
+    unit = app.session_state["act_unit"]
+    assert captions == [f"Filter {unit} of _blocks.9._depthwise_conv.conv2d (1 × 5 × 5; depthwise: one kernel), "
+                        "scaled about zero: grey = 0"]
