@@ -57,6 +57,21 @@ def _read_image(path: str):
     return decode_image(data)
 
 
+def _with_bar(work, desc: str, unit: str):
+    """Run a generator of progress steps (``done``, ``total``) to its end with a tqdm bar on stderr; its return
+    value."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit=unit, file=sys.stderr) as bar:
+        while True:
+            try:
+                step = next(work)
+            except StopIteration as done:
+                return done.value
+            bar.total = step.total
+            bar.update(step.done - bar.n)
+
+
 def _emit(value: object) -> int:
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -172,7 +187,6 @@ def _add_occlusion(sub: argparse._SubParsersAction) -> None:
 
 def cmd_occlusion(args: argparse.Namespace) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from deepvis.images import model_view
     from deepvis.occlusion import occlude
@@ -184,16 +198,7 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
     loaded = _model(args)
     layer = loaded.layer(args.layer).name if args.layer else None
     view = model_view(image, loaded.spec)
-    work = occlude(loaded, view, args.patch, args.stride, layer, args.unit)
-    with tqdm(desc="occlusion", unit="window", file=sys.stderr, disable=None) as bar:
-        while True:
-            try:
-                step = next(work)
-            except StopIteration as done:
-                result = done.value
-                break
-            bar.total = step.total
-            bar.update(step.done - bar.n)
+    result = _with_bar(occlude(loaded, view, args.patch, args.stride, layer, args.unit), "occlusion", "window")
     Path(args.out).write_bytes(png_bytes(heat_colors(to_uint8(np.clip(result.drops, 0, None)))))
     if args.npy:
         np.save(args.npy, result.drops.astype(np.float32))

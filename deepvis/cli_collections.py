@@ -7,7 +7,6 @@ both modules) so each file stays readable.  Every command prints JSON on stdout.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 COLLECTION_HELP = "a folder on this machine (subfolders included), or `samples` for the bundled photos"
@@ -36,8 +35,6 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from deepvis.index import build
 
     loaded = _cli()._model(args)
@@ -47,15 +44,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     else:
         layers = [loaded.default_layer]
-    progress = build(loaded, args.directory, layers, path=args.db, batch=args.batch)
-    with tqdm(desc="index", unit="image", file=sys.stderr) as bar:
-        try:
-            while True:
-                step = next(progress)
-                bar.total = step.total
-                bar.update(step.done - bar.n)
-        except StopIteration as stop:
-            summary = stop.value
+    summary = _cli()._with_bar(build(loaded, args.directory, layers, path=args.db, batch=args.batch), "index", "image")
     return _cli()._emit(summary.to_dict())
 
 
@@ -101,3 +90,40 @@ def cmd_merge(args: argparse.Namespace) -> int:
         if not Path(shard).is_file():
             raise ValueError(f"there is no index file {shard}")
     return _cli()._emit({"index": str(merge(args.out, args.shards)), "shards": args.shards})
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "embed", help="a map of a layer's representation over a folder of photos (t-SNE, one point per image)",
+        description="Indexes DIR for --layer and the logits (only new or changed files are read), embeds each "
+        "image's max-pooled features with t-SNE and writes an HTML scatter coloured by predicted class, with each "
+        "image's thumbnail on hover (see deepvis.embed).")
+    parser.add_argument("directory", metavar="DIR", help=COLLECTION_HELP)
+    parser.add_argument("--layer", default=None, help="a layer after a nonlinearity (default: the model's default)")
+    parser.add_argument("--out", required=True, help="HTML file to write (standalone, works offline)")
+    parser.add_argument("--csv", default=None, help="also write path, x, y, class per image")
+    parser.add_argument("--seed", type=int, default=0, help="t-SNE's random state (default: %(default)s)")
+    parser.add_argument("--db", default=None, help="index file (default: one per model and folder in the cache)")
+    _cli()._add_model_options(parser)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import time
+
+    from deepvis import embed
+    from deepvis.index import build, index_path
+
+    loaded = _cli()._model(args)
+    layer = loaded.layer(args.layer).name if args.layer else loaded.default_layer
+    summary = _cli()._with_bar(build(loaded, args.directory, [layer, loaded.logits_layer], path=args.db), "index",
+                               "image")
+    started = time.perf_counter()
+    path = args.db or index_path(loaded, args.directory)
+    result = embed.embed(path, layer, loaded.logits_layer, tuple(loaded.class_names), seed=args.seed)
+    seconds = time.perf_counter() - started
+    embed.write_html(result, args.out)
+    if args.csv:
+        embed.write_csv(result, args.csv)
+    return _cli()._emit({"layer": layer, "images": len(result.paths), "skipped": [p for p, _ in summary.skipped],
+                         "classes": len(set(result.classes.tolist())), "embed_seconds": round(seconds, 2),
+                         "out": args.out, "csv": args.csv})

@@ -327,6 +327,20 @@ def top(path: str | Path, layer: str, unit: int, k: int = 9) -> list[Hit]:
             for i in best]
 
 
+def features(path: str | Path, layer: str) -> tuple[list[str], np.ndarray]:
+    """Every indexed image's per-channel maximum of ``layer`` (its max-pooled features): paths sorted, ``(N, C)``
+    float32; a one-line :class:`IndexingError` when the index or the layer is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise IndexingError(f"There is no index at {path}; index the collection first.")
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as db:
+        if db.execute("SELECT 1 FROM layers WHERE name = ?", (layer,)).fetchone() is None:
+            indexed = ", ".join(r[0] for r in db.execute("SELECT name FROM layers ORDER BY name")) or "none"
+            raise IndexingError(f"Layer {layer!r} is not indexed (indexed: {indexed}).")
+        paths, values, _ = _layer_maxima(db, layer)
+    return paths, values
+
+
 def merge(target: str | Path, shards: Sequence[str | Path]) -> Path:
     """Merge the indexes ``shards`` (same model and size) into ``target``: the union of their images."""
     target = Path(target)

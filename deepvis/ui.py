@@ -70,6 +70,11 @@ def model_sidebar() -> LoadedModel:
 def image_input(key: str = "image", live: bool = False) -> tuple[bytes, str] | None:
     """Sample / upload / camera (/ live video with ``live``) picker; returns ``(bytes, label)`` or ``None``
     while nothing is chosen (live video: a frozen frame, else ``None`` and :func:`live_streaming` is True)."""
+    opened = st.session_state.get(f"{key}_opened")
+    if opened is not None:  # a photo opened from elsewhere on the page (the representation map)
+        st.caption(f"Photo: {opened[1]}")
+        st.button("Close this photo", key=f"{key}_close", on_click=lambda: st.session_state.pop(f"{key}_opened"))
+        return opened
     sources = SOURCES if live else SOURCES[:-1]
     source = st.radio("Image source", sources, horizontal=True, key=f"{key}_source",
                       help="Live video streams your camera to the network (the paper's webcam view); Camera takes "

@@ -151,6 +151,11 @@ def collection_picker(key: str) -> str | None:
     return str(_save_uploads(files)) if files else None
 
 
+def chosen_collection(key: str) -> str | None:
+    """The collection :func:`collection_picker` (drawn elsewhere on the page) has chosen, as it last returned."""
+    return st.session_state.get(f"{key}_chosen_collection")
+
+
 @dataclass
 class Job:
     """Background work (indexing a collection, optimizing a layer's patterns), shared by every session that
@@ -187,10 +192,12 @@ def _work(job: Job, progress) -> None:
         job.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def indexed(loaded: LoadedModel, source: str, layer: str) -> Path | None:
-    """The collection's index path once it covers ``layer``; meanwhile offer, run and show the indexing."""
+def indexed(loaded: LoadedModel, source: str, layer: str | tuple[str, ...]) -> Path | None:
+    """The collection's index path once it covers ``layer`` (or each of several); meanwhile offer, run and
+    show the indexing."""
+    layers = (layer,) if isinstance(layer, str) else tuple(layer)
     path = index.index_path(loaded, source)
-    job = _jobs().setdefault(("index", str(path), layer), Job())
+    job = _jobs().setdefault(("index", str(path), layers), Job())
     if job.running:
         _poll(job, "Indexing…", "photos")
         return None
@@ -200,20 +207,21 @@ def indexed(loaded: LoadedModel, source: str, layer: str) -> Path | None:
     except coll.CollectionError as exc:
         st.error(str(exc))
         return None
-    state = index.status(path, listing, layer)
+    states = [index.status(path, listing, name) for name in layers]
+    state = max(states, key=lambda st_: st_.to_read)
     if job.summary is not None and job.summary.skipped:
         names = ", ".join(Path(p).name for p, _ in job.summary.skipped[:5])
         more = f" and {len(job.summary.skipped) - 5} more" if len(job.summary.skipped) > 5 else ""
         st.caption(f"Skipped {len(job.summary.skipped)} unreadable file(s): {names}{more}.")
-    if state.ready:
+    if all(one.ready for one in states):
         return path
     if not listing:
         st.info("This collection has no images (JPEG, PNG, GIF, WebP, BMP or TIFF files).")
         return None
     what = f"{state.to_read} of {len(listing)} photos" if state.to_read < len(listing) else f"{len(listing)} photos"
-    if st.button(f"Index {what} for {layer}", key=f"index_{path}_{layer}", type="primary",
+    if st.button(f"Index {what} for {' and '.join(layers)}", key=f"index_{path}_{'_'.join(layers)}", type="primary",
                  help="Reads each photo once, on a background worker, and keeps each unit's best images on disk."):
-        _start(job, lambda: index.build(loaded, source, [layer], path=path))
+        _start(job, lambda: index.build(loaded, source, list(layers), path=path))
         _poll(job, "Indexing…", "photos")
     return None
 
@@ -351,6 +359,7 @@ def top_images(loaded: LoadedModel, layer: str, unit: int, key: str, modes: tupl
     from deepvis import units
 
     source = collection_picker(key)
+    st.session_state[f"{key}_chosen_collection"] = source
     if source is None:
         return
     path = indexed(loaded, source, layer)
@@ -450,3 +459,53 @@ def weights_panel(loaded: LoadedModel, layer: str, unit: int) -> None:
     if not found.depthwise and found.weight.shape[1] > 1:
         norms = kernel_norms(found)[unit]
         st.bar_chart(norms, height=140, x_label="input channel", y_label="kernel norm")
+
+
+# ------------------------------------------------------------------------------------------------ map
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _embedding(path: str, modified: float, layer: str, logits: str, names: tuple[str, ...]):
+    from deepvis import embed
+
+    return embed.embed(path, layer, logits, names)
+
+
+def _open(key: str, path: str) -> None:
+    st.session_state[f"{key}_opened"] = (Path(path).read_bytes(), Path(path).name)
+
+
+def representation_map(loaded: LoadedModel, layer: str, key: str) -> None:
+    """A t-SNE map of ``layer`` over the top images' collection (:mod:`deepvis.embed`), coloured by predicted
+    class; choosing a point shows its photo, and a button opens it on this page."""
+    from deepvis import embed
+
+    source = chosen_collection(key)
+    if source is None:
+        st.caption("Choose a collection under “What excites it most” first.")
+        return
+    path = indexed(loaded, source, (layer, loaded.logits_layer))
+    if path is None:
+        return
+    try:
+        with st.spinner("Embedding (t-SNE)…"):
+            wal = path.with_name(path.name + "-wal")  # SQLite's write-ahead log: new rows land there first
+            modified = max(path.stat().st_mtime, wal.stat().st_mtime if wal.exists() else 0.0)
+            result = _embedding(str(path), modified, layer, loaded.logits_layer, tuple(loaded.class_names))
+    except index.IndexingError as exc:
+        st.info(str(exc))
+        return
+    event = st.plotly_chart(embed.figure(result), key=f"{key}_map", on_select="rerun", selection_mode="points")
+    points = event.selection.points if event and event.selection else []
+    if not points:
+        st.caption(f"{len(result.paths)} photos, one point each: near points look alike to {layer}. Click a point "
+                   "to see its photo.")
+        return
+    chosen = int(points[0]["customdata"] if not isinstance(points[0]["customdata"], list)
+                 else points[0]["customdata"][0])
+    picture, about = st.columns([1, 2])
+    thumb = embed.thumbnail(result.paths[chosen], 224)
+    if thumb:
+        picture.image(thumb, width="stretch")
+    about.markdown(f"**{Path(result.paths[chosen]).name}** · predicted {result.label(chosen)}")
+    about.button("Open this photo on the page", key=f"{key}_map_open", on_click=_open,
+                 args=(key, result.paths[chosen]))

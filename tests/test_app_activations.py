@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -269,3 +270,36 @@ def test_the_units_weights_are_shown(app):
     unit = app.session_state["act_unit"]
     assert captions == [f"Filter {unit} of _blocks.9._depthwise_conv.conv2d (1 × 5 × 5; depthwise: one kernel), "
                         "scaled about zero: grey = 0"]
+
+
+def test_representation_map_of_the_collection_and_opening_a_photo(lite0, tmp_path, monkeypatch):
+    from deepvis.collection import default_collection
+
+    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
+    at = start()
+    layer = at.selectbox(key="act_layer_efficientnet_lite0").value
+    both = next(b for b in at.button if b.label == f"Index 17 photos for {layer} and _fc")
+    both.click().run()
+    for _ in range(240):  # indexed on a background worker; the page polls it
+        charts = [c for c in at.get("plotly_chart") if "t-SNE" in c.proto.spec]
+        if charts:
+            break
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception and not at.error and charts
+    spec = json.loads(charts[0].proto.spec)
+    def points(values) -> int:  # plain lists, or Plotly's base64 typed arrays
+        if isinstance(values, dict):
+            return len(base64.b64decode(values["bdata"])) // np.dtype(values["dtype"]).itemsize
+        return len(values)
+
+    assert sum(points(trace["x"]) for trace in spec["data"]) == 17  # one point per bundled photo
+    assert any(c.value.startswith("17 photos, one point each") for c in at.caption)
+    # a point's "Open this photo on the page" puts that photo on the page, analyzed like any other
+    path = next(e.path for e in default_collection() if e.path.endswith("coffee.png"))
+    at.session_state["act_opened"] = (open(path, "rb").read(), "coffee.png")
+    at.run()
+    assert not at.exception and prediction_labels(at)[0] == "espresso"
+    assert any(c.value == "Photo: coffee.png" for c in at.caption)
+    at.button(key="act_close").click().run()
+    assert not at.exception and "act_opened" not in at.session_state
