@@ -22,8 +22,8 @@ Conventions
 * What is recorded is the untransformed image in the optimizer's pixel space
   (``255·rgb − mean``, :mod:`deepvis.optimize`) and the objective of its views; the
   "lr" recorded is the optimizer's step size.
-* ``photo`` for ``accentuate`` is ``(H, W, 3)`` uint8 RGB, squared to the run's size
-  (shorter side, centre crop).  MACO's magnitude is :func:`bundled_magnitude` (the
+* ``photo`` for ``accentuate`` is ``(H, W, 3)`` uint8 RGB; the run starts from what the network sees of it
+  at the run's size (:func:`deepvis.images.model_view`).  MACO's magnitude is :func:`bundled_magnitude` (the
   default collection's photos, :mod:`deepvis.collection`) unless one is given
   (:func:`collection_magnitude` makes one from a folder of photos).
 * The model is only read: forwards through :func:`deepvis.activations.capture`,
@@ -39,10 +39,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from deepvis import parametrize as pz
 from deepvis.activations import capture
-from deepvis.models import LoadedModel
+from deepvis.images import model_view
+from deepvis.models import LoadedModel, ModelSpec
 from deepvis.optimize import Rows
 from deepvis.records import Recorder, Snapshot
 from deepvis.settings import OptimizeError, Settings, Target
@@ -73,19 +75,21 @@ def collection_magnitude(source: str | None, size: int) -> tuple[torch.Tensor, l
     return pz.magnitude_spectrum(photos, size), skipped
 
 
-def photo_rgb(photo: np.ndarray, size: int) -> torch.Tensor:
-    """``(1, 3, size, size)`` in [0, 1]: ``photo`` ``(H, W, 3)`` uint8 squared to ``size``."""
+def photo_rgb(photo: np.ndarray, spec: ModelSpec, size: int) -> torch.Tensor:
+    """``(1, 3, size, size)`` in [0, 1]: what the network sees of ``photo`` ``(H, W, 3)`` uint8 at ``size``
+    (:func:`deepvis.images.model_view`, the centre crop the Activations page shows)."""
     array = np.asarray(photo)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise OptimizeError("the photo to accentuate must be an (H, W, 3) uint8 RGB image")
-    return torch.from_numpy(pz._square(array, size)).permute(2, 0, 1)[None].contiguous()
+    view = model_view(Image.fromarray(array), spec, size)
+    return torch.from_numpy(view.astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
 
 
 class _Images:
     """The rows' parameters (one tensor per row) and how they become RGB ``(n, 3, S, S)`` in [0, 1]."""
 
     def __init__(self, param: str, rows: int, size: int, seed: int, device: torch.device,
-                 photo: np.ndarray | None, magnitude: torch.Tensor | None) -> None:
+                 photo: np.ndarray | None, magnitude: torch.Tensor | None, spec: ModelSpec) -> None:
         self.param, self.size = param, (size, size)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         if param == "maco":
@@ -101,7 +105,7 @@ class _Images:
             if param == "accentuate":
                 if photo is None:
                     raise OptimizeError("Feature accentuation starts from a photo: give one (--from-photo IMAGE).")
-                start = pz.image_to_fourier(photo_rgb(photo, size).to(device), self.scale).cpu()
+                start = pz.image_to_fourier(photo_rgb(photo, spec, size).to(device), self.scale).cpu()
             else:
                 start = pz.random_spectrum(1, size, size, generator)
         self.tensors = [start.to(device).clone().requires_grad_(True) for _ in range(rows)]
@@ -141,7 +145,7 @@ def optimize_group(model: LoadedModel, targets: list[Target], settings: list[Set
     """Rows that share one parametrization (module docstring); yields :class:`Snapshot` s like the pixel engine.
     The parameters are set up here, before the generator starts, so a missing photo or a wrong magnitude
     spectrum is an error at the call."""
-    images = _Images(settings[0].param, len(targets), size, seed, model.device, photo, magnitude)
+    images = _Images(settings[0].param, len(targets), size, seed, model.device, photo, magnitude, model.spec)
     return _run(model, targets, settings, shapes, sources, seed, size, every, images)
 
 

@@ -60,13 +60,16 @@ def windows(size: int, patch: int, stride: int) -> list[int]:
     return [k * stride for k in range(math.ceil((size - patch) / stride) + 1)]
 
 
-def _scores(loaded: LoadedModel, inputs: torch.Tensor, layer: str | None, unit: int | None,
-            cls: int | None) -> torch.Tensor:
+def _outputs(loaded: LoadedModel, inputs: torch.Tensor, layer: str | None) -> torch.Tensor:
+    """The logits (no layer) or the layer's activation, float."""
+    name = loaded.logits_layer if layer is None else layer
+    return capture(loaded.module, inputs, name, folded=True)[name].float()
+
+
+def _scores(outputs: torch.Tensor, layer: str | None, unit: int | None, cls: int | None) -> torch.Tensor:
     if layer is None:
-        logits = capture(loaded.module, inputs, loaded.logits_layer, folded=True)[loaded.logits_layer]
-        return torch.softmax(logits.float(), dim=1)[:, cls]
-    act = capture(loaded.module, inputs, layer, folded=True)[layer].float()
-    return act[:, unit].flatten(1).sum(dim=1)
+        return torch.softmax(outputs, dim=1)[:, cls]
+    return outputs[:, unit].flatten(1).sum(dim=1)
 
 
 def occlude(loaded: LoadedModel, view: np.ndarray, patch: int, stride: int, layer: str | None = None,
@@ -90,11 +93,9 @@ def _occlude(loaded: LoadedModel, view: np.ndarray, patch: int, starts: list[tup
     size = view.shape[0]
     photo = to_batch(view, loaded.spec.normalization, loaded.device)  # (1, 3, S, S); mean colour is 0 here
     with torch.no_grad():
-        cls = None
-        if layer is None:
-            logits = capture(loaded.module, photo, loaded.logits_layer, folded=True)[loaded.logits_layer]
-            cls = int(logits[0].argmax())
-        base = float(_scores(loaded, photo, layer, unit, cls)[0])
+        outputs = _outputs(loaded, photo, layer)
+        cls = int(outputs[0].argmax()) if layer is None else None
+        base = float(_scores(outputs, layer, unit, cls)[0])
         total = torch.zeros(size, size, dtype=torch.float64)
         count = torch.zeros(size, size, dtype=torch.float64)
         yield Progress(0, len(starts))
@@ -105,7 +106,7 @@ def _occlude(loaded: LoadedModel, view: np.ndarray, patch: int, starts: list[tup
                 inputs[i, :, y:y + patch, x:x + patch] = 0.0
             if inputs.device.type == "cpu":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            drops = (base - _scores(loaded, inputs, layer, unit, cls)).double().cpu()
+            drops = (base - _scores(_outputs(loaded, inputs, layer), layer, unit, cls)).double().cpu()
             for (y, x), drop in zip(chunk, drops.tolist()):
                 total[y:y + patch, x:x + patch] += drop
                 count[y:y + patch, x:x + patch] += 1

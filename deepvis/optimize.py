@@ -206,8 +206,6 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
     Rows(tuple(range(len(target_list))), target_list, settings_list, shapes, sources, model.device)  # bad positions
     groups = {p: [b for b, s in enumerate(settings_list) if s.param == p] for p in dict.fromkeys(
         s.param for s in settings_list)}
-    if "accentuate" in groups and photo is None:
-        raise OptimizeError("Feature accentuation starts from a photo: give one (--from-photo IMAGE).")
     parts = []
     for param, members in groups.items():
         chosen_targets, chosen_settings = [target_list[b] for b in members], [settings_list[b] for b in members]
@@ -219,24 +217,22 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
             part = modern.optimize_group(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size),
                                          int(every), photo, magnitude)
         parts.append((members, part))
-    return parts[0][1] if len(parts) == 1 else _in_step(parts, len(target_list))
+    return parts[0][1] if len(parts) == 1 else _in_step(parts, settings_list)
 
 
-def _in_step(parts: list[tuple[list[int], Generator[Snapshot, None, None]]], rows: int
+def _in_step(parts: list[tuple[list[int], Generator[Snapshot, None, None]]], settings: list[Settings]
              ) -> Generator[Snapshot, None, None]:
     """Several batches advanced snapshot by snapshot, their rows put back in the caller's order."""
+    total = max(s.steps for s in settings)
     records: list[RunRecord | None] = [None] * len(parts)
     finished = [False] * len(parts)
     while not all(finished):
-        iteration, total = 0, 0
         for i, (_, part) in enumerate(parts):
             if not finished[i]:
                 snapshot = next(part)
                 records[i], finished[i] = snapshot.record, snapshot.done
-                total = max(total, snapshot.total)
-            iteration = max(iteration, records[i].iteration)
-        total = max(total, max(max(r.settings.steps for r in rec.rows) for rec in records))
-        ordered: list[RowRecord | None] = [None] * rows
+        iteration = max(record.iteration for record in records)
+        ordered: list[RowRecord | None] = [None] * len(settings)
         for (members, _), record in zip(parts, records):
             for b, row in zip(members, record.rows):
                 ordered[b] = row

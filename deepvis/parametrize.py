@@ -119,7 +119,7 @@ def maco_to_image(phase: torch.Tensor, magnitude: torch.Tensor, size: tuple[int,
     return torch.sigmoid(recorrelate(t))
 
 
-def _square(photo: np.ndarray, size: int) -> np.ndarray:
+def square_photo(photo: np.ndarray, size: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` float in [0, 1]: shorter side to ``size``, centre crop."""
     image = Image.fromarray(photo).convert("RGB")
     scale = size / min(image.size)
@@ -137,7 +137,7 @@ def magnitude_spectrum(photos: Sequence[np.ndarray], size: int) -> torch.Tensor:
         raise ValueError("MACO's magnitude spectrum needs at least one photo")
     total = torch.zeros(3, size, size // 2 + 1)
     for photo in photos:
-        rgb = torch.from_numpy(_square(photo, size)).permute(2, 0, 1)[None]
+        rgb = torch.from_numpy(square_photo(photo, size)).permute(2, 0, 1)[None]
         t = decorrelate(rgb - rgb.mean(dim=(2, 3), keepdim=True))
         total += torch.fft.rfftn(t, dim=(-2, -1), norm="ortho").abs()[0]
     return total / len(photos)

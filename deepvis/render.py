@@ -212,16 +212,34 @@ def overlay(photo: np.ndarray, activation_map: torch.Tensor | np.ndarray, alpha:
     return np.clip((1 - alpha) * photo.astype(np.float32) + alpha * heat, 0, 255).astype(np.uint8)
 
 
+def _about_zero(values: np.ndarray, bound: np.ndarray | float) -> np.ndarray:
+    """Weights to uint8 with 0 at mid-grey and ±``bound`` at the ends."""
+    return np.clip(values / np.maximum(bound, 1e-12) * 127.5 + 128.0, 0, 255).astype(np.uint8)
+
+
+def _tiles(tiles: np.ndarray, cols: int | None = None) -> tuple[np.ndarray, GridLayout]:
+    """``(C, h, w)`` or ``(C, h, w, 3)`` uint8 tiles enlarged to the layout's tile size, on one canvas."""
+    layout = grid_layout(tiles.shape[0], tiles.shape[1], tiles.shape[2], cols)
+    factor = layout.tile // max(tiles.shape[1], tiles.shape[2])
+    return _compose(tiles.repeat(factor, axis=1).repeat(factor, axis=2), layout), layout
+
+
 def weight_tiles(weight: torch.Tensor, cols: int | None = None) -> tuple[np.ndarray, GridLayout]:
     """First-layer filters ``(C_out, 3, k, k)`` as RGB tiles, each scaled symmetrically about 0."""
     w = _as_numpy(weight)
     if w.ndim != 4 or w.shape[1] != 3:
         raise ValueError(f"weight_tiles needs (C_out, 3, k, k), got {w.shape}")
     bound = np.abs(w).reshape(w.shape[0], -1).max(axis=1)[:, None, None, None]
-    rgb = np.clip(w / np.maximum(bound, 1e-12) * 127.5 + 128.0, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    layout = grid_layout(w.shape[0], w.shape[2], w.shape[3], cols)
-    factor = layout.tile // max(w.shape[2], w.shape[3])
-    return _compose(rgb.repeat(factor, axis=1).repeat(factor, axis=2), layout), layout
+    return _tiles(_about_zero(w, bound).transpose(0, 2, 3, 1), cols)
+
+
+def kernel_tiles(kernels: torch.Tensor | np.ndarray) -> tuple[np.ndarray, GridLayout]:
+    """One filter's kernels ``(C_in, kh, kw)`` as grey tiles, all scaled about 0 by the filter's largest
+    ``|w|``, so its kernels compare."""
+    k = _as_numpy(kernels)
+    if k.ndim != 3:
+        raise ValueError(f"kernel_tiles needs (C_in, kh, kw), got {k.shape}")
+    return _tiles(_about_zero(k, float(np.abs(k).max())))
 
 
 JPEG_QUALITY = 85

@@ -69,20 +69,20 @@ def model_sidebar() -> LoadedModel:
 
 def image_input(key: str = "image", live: bool = False) -> tuple[bytes, str] | None:
     """Sample / upload / camera (/ live video with ``live``) picker; returns ``(bytes, label)`` or ``None``
-    while nothing is chosen (live video: a frozen frame, else ``None`` and :func:`live_streaming` is True)."""
-    opened = st.session_state.get(f"{key}_opened")
-    if opened is not None:  # a photo opened from elsewhere on the page (the representation map)
-        st.caption(f"Photo: {opened[1]}")
-        st.button("Close this photo", key=f"{key}_close", on_click=lambda: st.session_state.pop(f"{key}_opened"))
-        return opened
+    while nothing is chosen (live video: ``None``, and :func:`live_streaming` is True).  A photo the page has
+    opened (``st.session_state[f"{key}_opened"] = (bytes, name)``) comes first, with a button to close it."""
     sources = SOURCES if live else SOURCES[:-1]
     source = st.radio("Image source", sources, horizontal=True, key=f"{key}_source",
                       help="Live video streams your camera to the network (the paper's webcam view); Camera takes "
                            "snapshots." if live else None)
+    opened = st.session_state.get(f"{key}_opened")
+    if opened is not None:  # a photo put here by the page: a frozen live frame, a point of the map
+        st.caption(f"Photo: {opened[1]}")
+        st.button("Back to live video" if source == LIVE else "Close this photo", key=f"{key}_close",
+                  on_click=lambda: st.session_state.pop(f"{key}_opened"))
+        return opened
     if source == LIVE:
-        from deepvis import ui_live
-
-        return ui_live.frozen(key)
+        return None  # the page streams it (deepvis.ui_live); Freeze opens the newest frame as above
     if source == "Sample photo":
         name = st.selectbox("Sample", SAMPLE_NAMES, key=f"{key}_sample")
         return sample_bytes(name), f"sample: {name}"
@@ -98,8 +98,8 @@ def image_input(key: str = "image", live: bool = False) -> tuple[bytes, str] | N
 
 
 def live_streaming(key: str) -> bool:
-    """Whether ``image_input(key, live=True)`` is on live video with no frozen frame."""
-    return st.session_state.get(f"{key}_source") == LIVE and st.session_state.get(f"{key}_frozen") is None
+    """Whether ``image_input(key, live=True)`` is on live video with no frozen frame open."""
+    return st.session_state.get(f"{key}_source") == LIVE and st.session_state.get(f"{key}_opened") is None
 
 
 def decoded_image(data: bytes) -> Image.Image | None:

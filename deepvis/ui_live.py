@@ -13,8 +13,8 @@ Conventions
   machine).
 * Live pictures go out as JPEG (quality :data:`deepvis.render.JPEG_QUALITY`): a video's frames, encoded in
   a few milliseconds where a PNG of a large grid takes tens; a frozen frame is analyzed and shown lossless.
-* **Freeze** keeps the newest frame (PNG bytes in the session) and the page analyzes it as a still photo
-  (backward images, unit view, downloads); **Back to live** drops it.
+* **Freeze** opens the newest frame as the page's photo (:func:`deepvis.ui.image_input`'s opened photo, PNG
+  bytes), analyzed as any still photo (backward images, unit view, downloads); **Back to live video** closes it.
 * A camera the browser denies, or a connection that does not come up, gives one line; the snapshot camera
   stays one click away.
 """
@@ -41,19 +41,10 @@ CAMERA = {"width": {"ideal": 320}, "height": {"ideal": 240}}
 CAMERA_FPS = {"cpu": 15, "default": 30}
 
 
-def frozen(key: str) -> tuple[bytes, str] | None:
-    """The frozen frame ``(PNG bytes, label)``, if Freeze was pressed, with a button back to live video."""
-    data = st.session_state.get(f"{key}_frozen")
-    if data is None:
-        return None
-    st.button("Back to live video", key=f"{key}_unfreeze", on_click=lambda: st.session_state.pop(f"{key}_frozen"))
-    return data, "frozen live frame"
-
-
 def _freeze(key: str) -> None:
     frame = st.session_state.get(f"{key}_newest")
     if frame is not None:
-        st.session_state[f"{key}_frozen"] = png_bytes(frame)
+        st.session_state[f"{key}_opened"] = (png_bytes(frame), "frozen live frame")
 
 
 def stream(loaded: LoadedModel, layer: str, key: str, photo, grid_col, unit_col) -> None:

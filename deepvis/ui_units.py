@@ -293,6 +293,24 @@ def _preset(loaded: LoadedModel, key: str) -> tuple[str, object]:
     return st.session_state[f"{key}_preset"], options[st.session_state[f"{key}_preset"]]
 
 
+def _with_bar(work, text: str, noun: str = ""):
+    """Run a generator to its end under a progress bar; it yields a fraction done, or a step with ``done`` and
+    ``total``.  Returns its value; the bar is gone afterwards, also when it raises."""
+    bar = st.progress(0.0, text=text)
+    try:
+        while True:
+            try:
+                step = next(work)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, float):
+                bar.progress(step, text=text)
+            else:
+                bar.progress(step.done / max(step.total, 1), text=f"{text} {step.done} of {step.total} {noun}")
+    finally:
+        bar.empty()
+
+
 # ------------------------------------------------------------------------------------------------ unit column
 
 def unit_summary(result, unit: int) -> str:
@@ -319,16 +337,10 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
     if found is None and st.button(f"Optimize unit {unit} ({settings.steps} iterations)", key=f"{key}_optimize",
                                    help="Gradient ascent from seeded noise with this preset; kept on disk, so "
                                         "the next visit shows it at once."):
-        bar = st.progress(0.0, text="Optimizing…")
-        work = patterns.compute_one(loaded, target, settings)
         try:
-            while True:
-                bar.progress(next(work), text="Optimizing…")
-        except StopIteration as stop:
-            found = stop.value
+            found = _with_bar(patterns.compute_one(loaded, target, settings), "Optimizing…")
         except ValueError as exc:
             st.error(f"Cannot optimize this unit: {exc}")
-        bar.empty()
     if found is not None:
         name = presets.name(loaded.spec.name, choice)
         box = patterns.field_of(loaded, target, found.x.shape[0])
@@ -412,19 +424,12 @@ def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int
             st.caption("A grey square (the model's mean colour) slides over the photo; the map shows how much the "
                        "target drops where it covers. About 2 s at patch 32, stride 16 on a 2-core CPU.")
             return
-        bar = st.progress(0.0, text="Occluding…")
         try:
-            work = occlude(loaded, view, patch, stride, *aim)
-            while True:
-                step = next(work)
-                bar.progress(step.done / max(step.total, 1), text=f"Occluding… {step.done} of {step.total} squares")
-        except StopIteration as done:
-            kept = (wanted, done.value)
-            st.session_state[f"{key}_occ_result"] = kept
+            kept = (wanted, _with_bar(occlude(loaded, view, patch, stride, *aim), "Occluding…", "squares"))
         except (OcclusionError, ValueError) as exc:
             st.error(str(exc))
             return
-        bar.empty()
+        st.session_state[f"{key}_occ_result"] = kept
     result = kept[1]
     drops = np.clip(result.drops, 0, None)
     heat, blend = st.columns(2)

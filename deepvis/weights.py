@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from deepvis.graph import UntraceableError, traced
 from deepvis.models import LoadedModel
-from deepvis.render import GridLayout, _compose, grid_layout
+from deepvis.render import GridLayout, kernel_tiles
 
 MAX_HOPS = 8  # single-input ops between a layer and its convolution (BN, ReLU6, padding: 2-3 on Lite0)
 
@@ -78,12 +78,7 @@ def filter_tiles(weights: ConvWeights, channel: int) -> tuple[np.ndarray, GridLa
     """Channel ``channel``'s kernels as grey tiles scaled about zero by the filter's largest weight."""
     if not 0 <= channel < weights.weight.shape[0]:
         raise ValueError(f"{weights.conv} has filters 0 to {weights.weight.shape[0] - 1}, not {channel}.")
-    kernels = weights.weight[channel].numpy()  # (C_in / groups, kh, kw)
-    bound = max(float(np.abs(kernels).max()), 1e-12)
-    tiles = np.clip(kernels / bound * 127.5 + 128.0, 0, 255).astype(np.uint8)
-    layout = grid_layout(kernels.shape[0], kernels.shape[1], kernels.shape[2])
-    factor = layout.tile // max(kernels.shape[1], kernels.shape[2])
-    return _compose(tiles.repeat(factor, axis=1).repeat(factor, axis=2), layout), layout
+    return kernel_tiles(weights.weight[channel])
 
 
 def kernel_norms(weights: ConvWeights) -> np.ndarray:

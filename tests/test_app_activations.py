@@ -97,11 +97,12 @@ def test_live_video_waits_for_the_camera_and_a_frozen_frame_is_a_still_photo(pho
     assert len(at.error) == 1 and at.error[0].value.startswith("Live video is unavailable here (")
     assert len(at.error[0].value.splitlines()) == 1
     # Freeze keeps the newest frame; the page then analyzes it in full, like any photo.
-    at.session_state["act_frozen"] = png_bytes(photos["chelsea"])
+    at.session_state["act_opened"] = (png_bytes(photos["chelsea"]), "frozen live frame")
     at.run()
     assert not at.exception and prediction_labels(at)[0] in CATS and grid_shown(at)
-    at.button(key="act_unfreeze").click().run()
-    assert not at.exception and "act_frozen" not in at.session_state and not grid_shown(at)
+    assert at.button(key="act_close").label == "Back to live video"
+    at.button(key="act_close").click().run()
+    assert not at.exception and "act_opened" not in at.session_state and not grid_shown(at)
 
 
 def test_random_weights_and_another_layer():

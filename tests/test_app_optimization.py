@@ -262,7 +262,7 @@ def test_an_image_too_small_for_the_network_gives_one_error_line():
     assert "opt_run" not in at.session_state and not at.get("image")
 
 
-def test_accentuation_asks_for_a_photo_and_starts_from_it():
+def test_accentuation_asks_for_a_photo_and_starts_from_it(lite0):
     at = page()
     assert not any(r.key == "opt_accent_source" for r in at.radio)  # no photo picker for the paper's rows
     at.selectbox(key="opt_preset").set_value("accentuate").run()
@@ -276,12 +276,12 @@ def test_accentuation_asks_for_a_photo_and_starts_from_it():
     state = at.session_state["opt_run"]
     row = state.record.rows[0]
     assert state.status == "finished" and row.settings.param == "accentuate" and row.steps_done == 3
-    # it started from the coffee photo: the first image is the photo (squared to 64 px), not noise
+    # it started from the coffee photo: the first image is the network's 64-px view of it, not noise
     from deepvis import modern
     from deepvis.images import decode_image, sample_bytes
 
     photo = np.asarray(decode_image(sample_bytes("coffee")))
-    start = modern.photo_rgb(photo, SIZE)[0].permute(1, 2, 0).numpy() * 255
+    start = modern.photo_rgb(photo, lite0.spec, SIZE)[0].permute(1, 2, 0).numpy() * 255
     first = state.history.frames[0].pixels[0].astype(np.float32) + np.array(row.mean)
     assert np.abs(first - start).mean() < 2.0
     # choosing Upload with nothing uploaded keeps Start disabled, with a one-line hint

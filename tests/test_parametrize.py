@@ -136,7 +136,7 @@ def test_maco_keeps_the_magnitude_and_optimizes_only_the_phase():
     size = 16
     magnitude = pz.magnitude_spectrum(photos, size).double()
     # the template is the mean |rfft| of the mean-free, decorrelated squared photos
-    one = torch.from_numpy(pz._square(photos[0], size)).permute(2, 0, 1)[None].double()
+    one = torch.from_numpy(pz.square_photo(photos[0], size)).permute(2, 0, 1)[None].double()
     expected = torch.fft.rfftn(pz.decorrelate(one - one.mean(dim=(2, 3), keepdim=True)), dim=(-2, -1),
                                norm="ortho").abs()[0]
     torch.testing.assert_close(pz.magnitude_spectrum(photos[:1], size).double(), expected, atol=1e-5, rtol=1e-5)
@@ -190,7 +190,7 @@ def test_accentuation_stays_near_its_photo_while_the_unit_rises(lite0, photos):
     target = _flamingo(lite0)
     settings = PARAM_PRESETS["accentuate"].replace(steps=20, crops=2)
     record = opt.run(lite0, target, [settings, settings.replace(closeness=30.0)], size=SIZE, photo=photos["coffee"])
-    start = modern.photo_rgb(photos["coffee"], SIZE)[0].permute(1, 2, 0).numpy() * 255
+    start = modern.photo_rgb(photos["coffee"], lite0.spec, SIZE)[0].permute(1, 2, 0).numpy() * 255
     loose, tight = record.rows
     for row in (loose, tight):
         assert row.best_objective > row.initial + 2
