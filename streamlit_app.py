@@ -9,6 +9,10 @@ import plotly.express  # noqa: F401
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
+from deepvis.allocator import keep_freed_memory
+
+keep_freed_memory()  # the server's forward passes reuse freed memory (deepvis.allocator)
+
 # A bundled icon: a ":material/…" page icon would make the browser fetch it from Google's servers.
 st.set_page_config(page_title="deepvis", page_icon=str(Path(__file__).parent / "deepvis" / "icon.png"),
                    layout="wide")

@@ -484,5 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The ``deepvis`` console command."""
+    """The ``deepvis`` console command (its process keeps freed memory: :mod:`deepvis.allocator`)."""
+    from deepvis.allocator import keep_freed_memory
+
+    keep_freed_memory()
     sys.exit(main())

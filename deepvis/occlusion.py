@@ -11,10 +11,14 @@ Conventions
   element).
 * **The map** ``(S, S)`` float32 is, for each pixel, the mean drop ``f(photo) − f(occluded)`` over the windows
   that cover it (Captum's convention; 0 where no window reaches).  Positive: covering it lowers the target.
-* Occluded copies run in batches of ``batch`` (3: on our 2-core CPU a larger batch of 224-px images is slower
-  per image, its maps no longer fit the caches) through the BatchNorm-folded graph
-  (:func:`deepvis.activations.capture`), channels-last on a CPU, no gradients; :func:`occlude` is a generator
-  of :class:`Progress` so a page or CLI can show a bar.
+* Occluded copies run in batches of ``batch`` through the BatchNorm-folded graph, with no gradients.  On a CPU
+  (8 a batch; larger ones are slower per copy there, their maps leave the caches) each copy recomputes only
+  the part of each feature map its patch reaches (:class:`deepvis.local.LocalRun`): for a 32-px patch on Lite0,
+  0.65 of a forward pass's multiply-adds and about 1.4× fewer seconds than whole passes, the same values to
+  float rounding.  On a GPU (64 a batch) and for a network torch.fx cannot trace, whole copies run
+  (:func:`deepvis.activations.capture`): there a batch costs little more than one copy, and recomputing small
+  windows would cost a kernel launch per slice.  :func:`occlude` is a generator of :class:`Progress` so a page
+  or CLI can show a bar.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import numpy as np
 import torch
 
 from deepvis.activations import capture
+from deepvis.graph import UntraceableError, forward_pass, truncated
 from deepvis.images import to_batch
+from deepvis.local import LocalRun, Windowed
 from deepvis.models import LoadedModel
 
 
@@ -60,10 +66,31 @@ def windows(size: int, patch: int, stride: int) -> list[int]:
     return [k * stride for k in range(math.ceil((size - patch) / stride) + 1)]
 
 
-def _outputs(loaded: LoadedModel, inputs: torch.Tensor, layer: str | None) -> torch.Tensor:
-    """The logits (no layer) or the layer's activation, float."""
-    name = loaded.logits_layer if layer is None else layer
-    return capture(loaded.module, inputs, name, folded=True)[name].float()
+class _Copies:
+    """The network's output (logits or the layer) for the photo and for copies of it changed in windows."""
+
+    def __init__(self, loaded: LoadedModel, photo: torch.Tensor, layer: str | None) -> None:
+        self.loaded, self.photo = loaded, photo
+        self.name = loaded.logits_layer if layer is None else layer
+        self.local = None
+        if photo.device.type == "cpu":
+            try:
+                graph = truncated(loaded.module, [self.name], folded=True)
+            except UntraceableError:
+                pass
+            else:
+                with forward_pass():
+                    self.local = LocalRun(graph, photo)
+        self.photo_output = self._whole(photo) if self.local is None else self.local.output[self.name].float()
+
+    def __call__(self, changed: torch.Tensor, tops: list[int], lefts: list[int]) -> torch.Tensor:
+        if self.local is None:
+            return self._whole(Windowed(self.photo, changed, tops, lefts).dense())
+        with forward_pass():
+            return self.local(changed, tops, lefts)[self.name].float()
+
+    def _whole(self, inputs: torch.Tensor) -> torch.Tensor:
+        return capture(self.loaded.module, inputs, self.name, folded=True)[self.name].float()
 
 
 def _scores(outputs: torch.Tensor, layer: str | None, unit: int | None, cls: int | None) -> torch.Tensor:
@@ -73,8 +100,9 @@ def _scores(outputs: torch.Tensor, layer: str | None, unit: int | None, cls: int
 
 
 def occlude(loaded: LoadedModel, view: np.ndarray, patch: int, stride: int, layer: str | None = None,
-            unit: int | None = None, batch: int = 3) -> Generator[Progress, None, OcclusionMap]:
-    """Slide the patch over ``view`` (module docstring); yields progress, returns the :class:`OcclusionMap`."""
+            unit: int | None = None, batch: int | None = None) -> Generator[Progress, None, OcclusionMap]:
+    """Slide the patch over ``view`` (module docstring); yields progress, returns the :class:`OcclusionMap`.
+    ``batch``: copies per pass (8 on a CPU, 64 on a GPU)."""
     size = view.shape[0]
     if view.ndim != 3 or view.shape[1] != size or view.shape[2] != 3:
         raise OcclusionError("occlusion needs the network's square RGB view")
@@ -85,6 +113,8 @@ def occlude(loaded: LoadedModel, view: np.ndarray, patch: int, stride: int, laye
         if not 0 <= unit < channels:
             raise OcclusionError(f"{layer} has units 0 to {channels - 1}; unit {unit} does not exist.")
     starts = [(y, x) for y in windows(size, patch, stride) for x in windows(size, patch, stride)]
+    if batch is None:
+        batch = 8 if loaded.device.type == "cpu" else 64
     return _occlude(loaded, view, patch, starts, layer, unit, batch)
 
 
@@ -93,20 +123,20 @@ def _occlude(loaded: LoadedModel, view: np.ndarray, patch: int, starts: list[tup
     size = view.shape[0]
     photo = to_batch(view, loaded.spec.normalization, loaded.device)  # (1, 3, S, S); mean colour is 0 here
     with torch.no_grad():
-        outputs = _outputs(loaded, photo, layer)
-        cls = int(outputs[0].argmax()) if layer is None else None
-        base = float(_scores(outputs, layer, unit, cls)[0])
+        copies = _Copies(loaded, photo, layer)
+        cls = int(copies.photo_output[0].argmax()) if layer is None else None
+        base = float(_scores(copies.photo_output, layer, unit, cls)[0])
         total = torch.zeros(size, size, dtype=torch.float64)
         count = torch.zeros(size, size, dtype=torch.float64)
         yield Progress(0, len(starts))
         for first in range(0, len(starts), batch):
             chunk = starts[first:first + batch]
-            inputs = photo.repeat(len(chunk), 1, 1, 1)
+            # each copy's changed window: the patch-sized square at the window's start, moved inside the photo
+            tops, lefts = [min(y, size - patch) for y, _ in chunk], [min(x, size - patch) for _, x in chunk]
+            changed = torch.stack([photo[0, :, top:top + patch, left:left + patch] for top, left in zip(tops, lefts)])
             for i, (y, x) in enumerate(chunk):
-                inputs[i, :, y:y + patch, x:x + patch] = 0.0
-            if inputs.device.type == "cpu":
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            drops = (base - _scores(_outputs(loaded, inputs, layer), layer, unit, cls)).double().cpu()
+                changed[i, :, y - tops[i]:, x - lefts[i]:] = 0.0  # the window, cut at the border
+            drops = (base - _scores(copies(changed, tops, lefts), layer, unit, cls)).double().cpu()
             for (y, x), drop in zip(chunk, drops.tolist()):
                 total[y:y + patch, x:x + patch] += drop
                 count[y:y + patch, x:x + patch] += 1
@@ -120,7 +150,7 @@ def _occlude(loaded: LoadedModel, view: np.ndarray, patch: int, starts: list[tup
 
 
 def occlusion_map(loaded: LoadedModel, view: np.ndarray, patch: int, stride: int, layer: str | None = None,
-                  unit: int | None = None, batch: int = 3) -> OcclusionMap:
+                  unit: int | None = None, batch: int | None = None) -> OcclusionMap:
     """:func:`occlude` run to its end."""
     work = occlude(loaded, view, patch, stride, layer, unit, batch)
     while True:

@@ -68,6 +68,41 @@ def test_equals_captum_on_a_seeded_random_network(random_net, patch, stride):
     np.testing.assert_allclose(unit_map.drops, captum_map(forward, inputs, patch, stride, None), rtol=1e-4, atol=1e-5)
 
 
+class _Untraceable(nn.Module):
+    """torch.fx cannot follow its branch on a value: occlusion runs whole copies through module hooks."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) if x.sum() != 1e9 else -self.inner(x)
+
+
+def test_an_untraceable_network_runs_whole_copies_and_equals_captum(random_net):
+    module = _Untraceable(random_net.module).eval()
+    spec = ModelSpec("untraceable", "untraceable", lambda pretrained: module, random_net.spec.normalization,
+                     input_size=SIZE)
+    loaded = LoadedModel(spec, module, "untraceable", 0, torch.device("cpu"), list_layers(module, SIZE)[0],
+                         ("a", "b", "c"))
+    view = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    inputs = to_batch(view, loaded.spec.normalization)
+    result = occlusion_map(loaded, view, 5, 4)
+    cls = int(result.target.split()[1])
+    want = captum_map(lambda x: torch.softmax(module(x), dim=1), inputs, 5, 4, cls)
+    np.testing.assert_allclose(result.drops, want, rtol=1e-4, atol=1e-6)
+
+
+def test_equals_captum_on_the_embedded_model_with_windows_cut_at_the_border(lite0, photos):
+    # 40-px windows every 24 px: 9 × 9, the last row and column cut at the border (192 + 40 > 224)
+    view = model_view(Image.fromarray(photos["astronaut"]), lite0.spec)
+    result = occlusion_map(lite0, view, 40, 24)
+    assert result.windows == 81
+    want = captum_map(lambda x: torch.softmax(lite0.module(x), dim=1), to_batch(view, lite0.spec.normalization),
+                      40, 24, int(result.target.split()[1]))
+    np.testing.assert_allclose(result.drops, want, rtol=1e-3, atol=2e-5)
+
+
 def test_equals_captum_on_the_embedded_model_and_reports_progress(lite0, photos):
     view = model_view(Image.fromarray(photos["chelsea"]), lite0.spec)
     work = occlude(lite0, view, 56, 56, batch=5)
