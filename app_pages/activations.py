@@ -100,8 +100,11 @@ with unit_col:
     st.subheader("What covering parts of it does")
     ui_units.occlusion_panel(loaded, result.view, layer, unit, "act")
 
-with grid_col, st.expander("Map of this layer over the collection (t-SNE)"):
-    ui_units.representation_map(loaded, layer, "act")
+with grid_col:  # drawn only while open: the map sends every photo's thumbnail for its hover
+    map_box = st.expander("Map of this layer over the collection (t-SNE)", key="act_map_box", on_change="rerun")
+    if map_box.open:
+        with map_box:
+            ui_units.representation_map(loaded, layer, "act")
 with grid_col, st.expander("Max activation per channel"):
     st.plotly_chart(charts.channel_max_figure(result.stats), key="act_overview", on_select="rerun",
                     selection_mode="points")

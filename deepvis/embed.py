@@ -11,7 +11,8 @@ Conventions
 * **Colour**: each image's predicted class, the argmax of the logits layer's entry in the same index.
 * :func:`figure` is a Plotly scatter (hover: file name and class); :func:`write_html` writes it as one
   standalone HTML file (Plotly's JavaScript inline, nothing fetched) whose hover also shows the image's
-  thumbnail, and :func:`write_csv` the coordinates.
+  thumbnail (:data:`HOVER_JS`, which the Activations page attaches to its chart too), and :func:`write_csv`
+  the coordinates.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +97,7 @@ def thumbnail(path: str, size: int = THUMB) -> str:
     from deepvis.images import ImageDecodeError, decode_image
 
     try:
-        image = decode_image(Path(path).read_bytes())
+        image = decode_image(Path(path).read_bytes(), max_side=2 * size)  # a JPEG decodes at a fraction of its size
     except (OSError, ImageDecodeError):
         return ""
     image.thumbnail((size, size))
@@ -104,28 +106,41 @@ def thumbnail(path: str, size: int = THUMB) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-_HOVER_SCRIPT = """
-var thumbs = %s;
-var plot = document.getElementById('{plot_id}');
-var box = document.createElement('img');
-box.style.cssText = 'position:fixed;pointer-events:none;border:1px solid #888;background:#fff;display:none;';
-document.body.appendChild(box);
-plot.on('plotly_hover', function(e) {
-  var src = thumbs[e.points[0].customdata];
-  if (!src) return;
-  box.src = src; box.style.display = 'block';
-  box.style.left = (e.event.clientX + 16) + 'px'; box.style.top = (e.event.clientY + 16) + 'px';
-});
-plot.on('plotly_unhover', function() { box.style.display = 'none'; });
-"""
+HOVER_JS = """
+function deepvisHover(plot, thumbs) {
+  plot.deepvisThumbs = thumbs;  // a later call with the same plot only swaps the pictures
+  if (plot.deepvisBox) return plot.deepvisBox;
+  var box = document.createElement('img');
+  box.style.cssText = 'position:fixed;z-index:1000;pointer-events:none;border:1px solid #888;background:#fff;'
+    + 'box-shadow:0 2px 8px rgba(0,0,0,.3);display:none;';
+  document.body.appendChild(box);
+  plot.deepvisBox = box;
+  plot.on('plotly_hover', function(e) {
+    var point = e.points[0], index = Array.isArray(point.customdata) ? point.customdata[0] : point.customdata;
+    var src = plot.deepvisThumbs[index];
+    if (!src) return;
+    box.src = src; box.style.display = 'block';
+    box.style.left = (e.event.clientX + 16) + 'px'; box.style.top = (e.event.clientY + 16) + 'px';
+  });
+  plot.on('plotly_unhover', function() { box.style.display = 'none'; });
+  return box;
+}
+"""  # each point's customdata is its index into ``thumbs`` (JPEG data URLs); the picture follows the pointer
+
+
+def thumbnails(paths: list[str], size: int = THUMB) -> Iterator[str]:
+    """:func:`thumbnail` of each path in turn (a generator, so a caller can show progress)."""
+    for path in paths:
+        yield thumbnail(path, size)
 
 
 def write_html(embedding: Embedding, out: str | Path) -> Path:
     """One standalone HTML file: the scatter, with each image's thumbnail shown on hover."""
-    thumbs = [thumbnail(p) for p in embedding.paths]
+    thumbs = list(thumbnails(embedding.paths))
     out = Path(out)
     figure(embedding).write_html(out, include_plotlyjs=True, full_html=True,
-                                 post_script=_HOVER_SCRIPT % json.dumps(thumbs))
+                                 post_script=HOVER_JS + f"deepvisHover(document.getElementById('{{plot_id}}'), "
+                                                        f"{json.dumps(thumbs)});")
     return out
 
 

@@ -1,9 +1,9 @@
 """Streamlit widgets of the unit view: the clickable grid, unit stepping, links, collections and indexing,
-the unit's optimized image and top images, and the photo's occlusion map.
+the unit's optimized image, top images and weights, the photo's occlusion map, and the collection's map.
 
 The third module that touches Streamlit (with :mod:`deepvis.ui` and :mod:`deepvis.ui_runs`): the
-Activations page's dashboard widgets, apart so each stays readable.  (About 420 lines: every widget of the
-unit's column, which share its session keys.)
+Activations page's dashboard widgets, apart so each stays readable.  (About 570 lines: every widget of the
+unit's column and the panels under the grid, which share its session keys and background jobs.)
 
 Conventions
 -----------
@@ -22,6 +22,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass, field
@@ -475,13 +476,69 @@ def _embedding(path: str, modified: float, layer: str, logits: str, names: tuple
     return embed.embed(path, layer, logits, names)
 
 
-def _open(key: str, path: str) -> None:
-    st.session_state[f"{key}_opened"] = (Path(path).read_bytes(), Path(path).name)
+def _open_clicked(key: str, paths: list[str]) -> None:
+    """The map's click: the point's photo becomes the page's opened photo (:func:`deepvis.ui.image_input`)."""
+    state = st.session_state.get(f"{key}_map")
+    points = state.selection.points if state and state.selection else []
+    if points:
+        chosen = points[0]["customdata"]
+        path = paths[int(chosen[0] if isinstance(chosen, list) else chosen)]
+        st.session_state[f"{key}_opened"] = (Path(path).read_bytes(), Path(path).name)
+
+
+_THUMBS: dict[tuple[str, float], list[str]] = {}  # (index file, its modification time) -> data URLs, newest last
+_THUMBS_LOCK = threading.Lock()
+
+# Streamlit's Plotly chart has no hover event and its tooltips take no pictures, so a small inline component
+# (no frame of its own, nothing fetched) finds the chart by its layout's ``meta`` and runs the same hover script
+# as the map's HTML file on it (deepvis.embed.HOVER_JS).
+_FIND_CHART_JS = """
+export default function(component) {
+  const { data } = component;
+  const attach = () => {
+    for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+      if (plot.layout && plot.layout.meta === data.meta && plot.on) deepvisHover(plot, data.thumbs);
+    }
+  };
+  attach();
+  const timer = setInterval(attach, 400);  // the chart is drawn after this runs, and again on each rerun
+  return () => clearInterval(timer);
+}
+"""
+
+
+@st.cache_resource
+def _hover_component():
+    from deepvis.embed import HOVER_JS
+
+    return st.components.v2.component("deepvis_map_hover", js=HOVER_JS + _FIND_CHART_JS, isolate_styles=False)
+
+
+def _thumbnails(paths: list[str], path: Path, modified: float) -> list[str]:
+    """Every photo's thumbnail, made once per state of the index (a progress bar meanwhile)."""
+    from deepvis import embed
+
+    with _THUMBS_LOCK:
+        found = _THUMBS.get((str(path), modified))
+    if found is None:
+        def work():
+            made = []
+            for i, thumb in enumerate(embed.thumbnails(paths, 128)):
+                made.append(thumb)
+                yield (i + 1) / len(paths)
+            return made
+
+        found = _with_bar(work(), "Making thumbnails…")
+        with _THUMBS_LOCK:
+            _THUMBS[(str(path), modified)] = found
+            while len(_THUMBS) > 4:
+                del _THUMBS[next(iter(_THUMBS))]
+    return found
 
 
 def representation_map(loaded: LoadedModel, layer: str, key: str) -> None:
     """A t-SNE map of ``layer`` over the top images' collection (:mod:`deepvis.embed`), coloured by predicted
-    class; choosing a point shows its photo, and a button opens it on this page."""
+    class; pointing at a point shows its thumbnail, clicking it opens its photo on this page."""
     from deepvis import embed
 
     source = chosen_collection(key)
@@ -499,18 +556,10 @@ def representation_map(loaded: LoadedModel, layer: str, key: str) -> None:
     except index.IndexingError as exc:
         st.info(str(exc))
         return
-    event = st.plotly_chart(embed.figure(result), key=f"{key}_map", on_select="rerun", selection_mode="points")
-    points = event.selection.points if event and event.selection else []
-    if not points:
-        st.caption(f"{len(result.paths)} photos, one point each: near points look alike to {layer}. Click a point "
-                   "to see its photo.")
-        return
-    chosen = int(points[0]["customdata"] if not isinstance(points[0]["customdata"], list)
-                 else points[0]["customdata"][0])
-    picture, about = st.columns([1, 2])
-    thumb = embed.thumbnail(result.paths[chosen], 224)
-    if thumb:
-        picture.image(thumb, width="stretch")
-    about.markdown(f"**{Path(result.paths[chosen]).name}** · predicted {result.label(chosen)}")
-    about.button("Open this photo on the page", key=f"{key}_map_open", on_click=_open,
-                 args=(key, result.paths[chosen]))
+    thumbs = _thumbnails(result.paths, path, modified)
+    chart = embed.figure(result).update_layout(meta=f"deepvis-map-{key}")
+    st.plotly_chart(chart, key=f"{key}_map", on_select=functools.partial(_open_clicked, key, result.paths),
+                    selection_mode="points")
+    _hover_component()(data={"meta": f"deepvis-map-{key}", "thumbs": thumbs}, key=f"{key}_map_hover")
+    st.caption(f"{len(result.paths)} photos, one point each: near points look alike to {layer}. Point at one to "
+               "see its photo; click it to make it this page's photo.")

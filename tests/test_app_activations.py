@@ -279,6 +279,9 @@ def test_representation_map_of_the_collection_and_opening_a_photo(lite0, tmp_pat
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
     at = start()
     layer = at.selectbox(key="act_layer_efficientnet_lite0").value
+    assert not [b for b in at.button if b.label == f"Index 17 photos for {layer} and _fc"]  # the map is closed
+    at.session_state["act_map_box"] = True  # open it
+    at.run()
     both = next(b for b in at.button if b.label == f"Index 17 photos for {layer} and _fc")
     both.click().run()
     for _ in range(240):  # indexed on a background worker; the page polls it
