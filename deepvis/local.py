@@ -40,9 +40,8 @@ from torch.nn import functional as F
 _POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.GELU,
                       nn.LeakyReLU, nn.ELU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
 _POINTWISE_FUNCTIONS = {F.relu, F.relu6, F.hardtanh, F.silu, F.hardswish, F.gelu, F.leaky_relu, torch.relu,
-                        torch.sigmoid, torch.tanh, torch.clone, F.dropout}
-_ARITHMETIC = {operator.add, operator.iadd, operator.sub, operator.mul, operator.imul, torch.add, torch.mul,
-               torch.sub, operator.truediv}
+                        torch.sigmoid, torch.tanh, torch.clone}
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul, torch.sub}
 _CONVS = {F.conv2d, torch.conv2d}
 
 
@@ -139,8 +138,10 @@ def _pair(value: int | tuple[int, ...] | list[int]) -> tuple[int, int]:
 
 
 def _per_channel(value: object) -> bool:
-    """A number, or a constant tensor that broadcasts over a map without spatial extent."""
-    return not isinstance(value, torch.Tensor) or value.dim() < 2 or tuple(value.shape[-2:]) == (1, 1)
+    """A number, or a constant tensor that is the same at every position of a map (one value, or ``(…, 1, 1)``)."""
+    if not isinstance(value, torch.Tensor):
+        return isinstance(value, (int, float))
+    return value.numel() == 1 or (value.dim() >= 2 and tuple(value.shape[-2:]) == (1, 1))
 
 
 def _call(graph: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> object:
@@ -253,13 +254,13 @@ def _pointwise(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dic
                ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     if module is not None:
         if not isinstance(module, _POINTWISE_MODULES) or len(args) != 1 or kwargs \
-                or (isinstance(module, (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)) and module.training):
+                or (isinstance(module, (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)) and module.training) \
+                or (isinstance(module, nn.BatchNorm2d) and module.running_mean is None):  # batch statistics
             return None
         return (lambda t: module(t.clone())) if getattr(module, "inplace", False) else module
     if node.op != "call_function":
         return None
-    if node.target in _POINTWISE_FUNCTIONS and len(args) == 1 and not kwargs.get("inplace", False) \
-            and not kwargs.get("training", False):
+    if node.target in _POINTWISE_FUNCTIONS and len(args) == 1 and not kwargs.get("inplace", False):
         return lambda t: node.target(t, **kwargs)
     if node.target in _ARITHMETIC and not kwargs and len(args) == 2 and _per_channel(args[1]):
         return lambda t: node.target(t, args[1])

@@ -44,18 +44,20 @@ class _Every(nn.Module):
         self.pool = nn.MaxPool2d(3, 2, 1)
         self.down = nn.Conv2d(8, 12, 1, stride=2)
         self.expand = nn.Conv2d(8, 12, 3, padding=1)
-        self.head = nn.Linear(28, 5)
+        self.head = nn.Linear(36, 5)
+        self.register_buffer("ramp", torch.linspace(-1.0, 1.0, 12))  # differs along the width: not per channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm(self.stem(self.pad(x))))                      # 24 -> 25 -> 12
         x = x + F.conv2d(F.pad(x, (1, 1, 1, 1)), self.depthwise, None, 1, 0, 1, 8)  # residual, windows differ
         pooled = F.adaptive_avg_pool2d(x, 1).view(x.size(0), -1)             # global mean of a windowed map
         gated = x * torch.sigmoid(x.mean((2, 3), keepdim=True))              # a per-copy scale: not local
+        ramped = (x + self.ramp).mean((2, 3))                               # a constant that is not local
         x = F.relu(self.dilated(x)) * 0.5 - 0.1
         x = self.pool(x)                                                     # 12 -> 6
         skip = self.down(x)                                                  # 6 -> 3, 1×1 stride 2
         x = self.expand(F.max_pool2d(x, 2)) + skip                          # not local: functional max pool
-        return self.head(torch.cat([pooled, gated.mean((2, 3)), x.mean((-1, -2))], dim=1))
+        return self.head(torch.cat([pooled, gated.mean((2, 3)), ramped, x.mean((-1, -2))], dim=1))
 
 
 def _copies(base: torch.Tensor, windows: list[tuple[int, int]], size: int, seed: int):
