@@ -423,7 +423,7 @@ def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int
     if kept is None or kept[0] != wanted:
         if not st.button("Compute the occlusion map", key=f"{key}_occ_go"):
             st.caption("A grey square (the model's mean colour) slides over the photo; the map shows how much the "
-                       "target drops where it covers. About 2 s at patch 32, stride 16 on a 2-core CPU.")
+                       "target drops where it covers. About 1.5 s at patch 32, stride 16 on a 2-core CPU.")
             return
         try:
             kept = (wanted, _with_bar(occlude(loaded, view, patch, stride, *aim), "Occluding…", "squares"))
