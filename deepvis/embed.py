@@ -109,21 +109,25 @@ def thumbnail(path: str, size: int = THUMB) -> str:
 HOVER_JS = """
 function deepvisHover(plot, thumbs) {
   plot.deepvisThumbs = thumbs;  // a later call with the same plot only swaps the pictures
-  if (plot.deepvisBox) return plot.deepvisBox;
-  var box = document.createElement('img');
-  box.style.cssText = 'position:fixed;z-index:1000;pointer-events:none;border:1px solid #888;background:#fff;'
-    + 'box-shadow:0 2px 8px rgba(0,0,0,.3);display:none;';
-  document.body.appendChild(box);
-  plot.deepvisBox = box;
+  if (plot.deepvisHooked) return;
+  plot.deepvisHooked = true;
   plot.on('plotly_hover', function(e) {
     var point = e.points[0], index = Array.isArray(point.customdata) ? point.customdata[0] : point.customdata;
     var src = plot.deepvisThumbs[index];
     if (!src) return;
-    box.src = src; box.style.display = 'block';
+    var box = plot.deepvisBox;
+    if (!box || !box.isConnected) {
+      box = plot.deepvisBox = document.createElement('img');
+      box.className = 'deepvis-hover';
+      box.deepvisPlot = plot;
+      box.style.cssText = 'position:fixed;z-index:1000;pointer-events:none;border:1px solid #888;'
+        + 'background:#fff;box-shadow:0 2px 8px rgba(0,0,0,.3);';
+      document.body.appendChild(box);
+    }
+    box.src = src;
     box.style.left = (e.event.clientX + 16) + 'px'; box.style.top = (e.event.clientY + 16) + 'px';
   });
-  plot.on('plotly_unhover', function() { box.style.display = 'none'; });
-  return box;
+  plot.on('plotly_unhover', function() { if (plot.deepvisBox) plot.deepvisBox.remove(); });
 }
 """  # each point's customdata is its index into ``thumbs`` (JPEG data URLs); the picture follows the pointer
 

@@ -482,8 +482,11 @@ def _open_clicked(key: str, paths: list[str]) -> None:
     points = state.selection.points if state and state.selection else []
     if points:
         chosen = points[0]["customdata"]
-        path = paths[int(chosen[0] if isinstance(chosen, list) else chosen)]
-        st.session_state[f"{key}_opened"] = (Path(path).read_bytes(), Path(path).name)
+        path = Path(paths[int(chosen[0] if isinstance(chosen, list) else chosen)])
+        try:
+            st.session_state[f"{key}_opened"] = (path.read_bytes(), path.name)
+        except OSError as exc:  # moved or deleted since it was indexed
+            st.session_state[f"{key}_map_error"] = f"Cannot open {path.name}: {exc.strerror or exc}."
 
 
 _THUMBS: dict[tuple[str, float], list[str]] = {}  # (index file, its modification time) -> data URLs, newest last
@@ -499,10 +502,16 @@ export default function(component) {
     for (const plot of document.querySelectorAll('.js-plotly-plot')) {
       if (plot.layout && plot.layout.meta === data.meta && plot.on) deepvisHover(plot, data.thumbs);
     }
+    for (const box of document.querySelectorAll('img.deepvis-hover')) {  // a chart that went mid-hover
+      if (!box.deepvisPlot.isConnected) box.remove();
+    }
   };
   attach();
   const timer = setInterval(attach, 400);  // the chart is drawn after this runs, and again on each rerun
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    document.querySelectorAll('img.deepvis-hover').forEach((box) => box.remove());
+  };
 }
 """
 
@@ -563,3 +572,5 @@ def representation_map(loaded: LoadedModel, layer: str, key: str) -> None:
     _hover_component()(data={"meta": f"deepvis-map-{key}", "thumbs": thumbs}, key=f"{key}_map_hover")
     st.caption(f"{len(result.paths)} photos, one point each: near points look alike to {layer}. Point at one to "
                "see its photo; click it to make it this page's photo.")
+    if error := st.session_state.pop(f"{key}_map_error", None):
+        st.warning(error)

@@ -18,8 +18,7 @@ from tests.browser import app
 from tests.browser.conftest import OUTPUT
 
 SCREENSHOT = OUTPUT / "representation_map.png"
-FLOATING = """() => [...document.querySelectorAll('body > img')]
-  .filter(i => i.style.display === 'block').map(i => i.src)"""
+FLOATING = """() => [...document.querySelectorAll('body > img')].map(i => i.src)"""  # the hover's pictures
 
 
 def test_pointing_at_a_point_shows_its_thumbnail_and_a_click_opens_its_photo(new_page) -> None:
