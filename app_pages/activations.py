@@ -100,7 +100,7 @@ with unit_col:
     st.subheader("What covering parts of it does")
     ui_units.occlusion_panel(loaded, result.view, layer, unit, "act")
 
-with grid_col:  # drawn only while open: the map sends every photo's thumbnail for its hover
+with grid_col:  # drawn only while open: its t-SNE and every photo's thumbnail cost nothing until asked for
     map_box = st.expander("Map of this layer over the collection (t-SNE)", key="act_map_box", on_change="rerun")
     if map_box.open:
         with map_box:
