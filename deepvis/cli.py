@@ -303,7 +303,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         Path(args.gif).write_bytes(gif_bytes(frames))
     (verdict,) = quality.assess(loaded, x[None], [target])
     return _emit({**row.summary(), "out": args.out, "image": "final" if args.final else "best",
-                  "param": settings.param, "from_photo": args.from_photo, "display": args.display, "npy": args.npy, "mean": list(row.mean), "settings": settings.to_dict(),
+                  "param": settings.param, "from_photo": args.from_photo, "display": args.display, "npy": args.npy,
+                  "mean": list(row.mean), "settings": settings.to_dict(),
                   "quality": verdict.to_dict(), "seconds": round(snapshot.record.seconds, 3)})
 
 
@@ -333,7 +334,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     _unit_run_options(parser)
 
 
-def _columns(model: str, preset_list: str, param_list: str | None) -> list[tuple[str, str]]:
+def _columns(preset_list: str, param_list: str | None) -> list[tuple[str, str]]:
     """``(preset name, parametrization)`` per column of ``compare``."""
     from deepvis.settings import PARAMS
 
@@ -361,7 +362,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from deepvis import presets, quality
     from deepvis.render import compose_sheet
 
-    columns = _columns(args.model, args.presets, args.params)
+    columns = _columns(args.presets, args.params)
     choices = [c for c, _ in columns]
     settings = [presets.resolve(args.model, c) for c in choices]
     if any(s.param == "accentuate" for s in settings) and not args.from_photo:

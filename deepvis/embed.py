@@ -92,18 +92,15 @@ def figure(embedding: Embedding):
 
 def thumbnail(path: str, size: int = THUMB) -> str:
     """A JPEG data URL of the image at ``path`` (longer side ``size``), or ``""`` if it cannot be read."""
-    import io
-
     from deepvis.images import ImageDecodeError, decode_image
+    from deepvis.render import jpeg_bytes
 
     try:
         image = decode_image(Path(path).read_bytes(), max_side=2 * size)  # a JPEG decodes at a fraction of its size
     except (OSError, ImageDecodeError):
         return ""
     image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(np.asarray(image))).decode()
 
 
 HOVER_JS = """
