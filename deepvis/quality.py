@@ -4,9 +4,12 @@ Conventions
 -----------
 * Images in: the optimizer's float images ``x``, ``(B, H, W, 3)`` in its pixel space
   (0-255 units, model mean subtracted; :mod:`deepvis.optimize`), one per target.
-* **Judge** (class units only: the visualized model's logits).  A second network that
-  took no part in making the image (:data:`JUDGES`: EfficientNet-Lite1 for every model
-  but itself, which Lite0 judges) looks at the image *as displayed by default*
+* **Judge** (class units only: the visualized model's logits).  The *reporting judge*
+  (:data:`REPORTING_JUDGES`: EfficientNet-Lite2 for every model but itself, which Lite0
+  judges) took no part in making the image and none in choosing θ: the calibration
+  (:mod:`deepvis.calibrate`) is scored by another network, the *calibration judge*
+  (:data:`CALIBRATION_JUDGES`: Lite1, or Lite0 for Lite1), under random views
+  (:mod:`deepvis.eot`).  The judge looks at the image *as displayed by default*
   (scaled about zero, :mod:`deepvis.display`), resized with antialiasing to its own
   input size and normalized its own way.  It reports the target class's rank among
   its 1000 classes (1 = its top class) and softmax probability.
@@ -20,9 +23,10 @@ Conventions
   About 1: the pattern survives small shifts, as a picture of a thing does; near 0
   or below: it depends on exact pixels, as an adversarial noise pattern does.
   ``None`` when the unit is not positive on the image itself.
-* **Score**, one number for ranking θ (:mod:`deepvis.calibrate`): with a judge
+* **Score**, one number per image for tables: with a judge
   ``0.5·(1 − ln rank / ln K) + 0.25·p + 0.25·clip(robustness, 0, 1)`` (K = number of
-  classes); without one ``clip(robustness, 0, 1)``.  1 is best, 0 worst.
+  classes); without one ``clip(robustness, 0, 1)``.  1 is best, 0 worst.  It is
+  reported, never used to choose θ.
 * The shared model and the judge are only read (forward passes under
   :func:`deepvis.graph.forward_pass`, no grad); the judge is loaded once per device.
 """
@@ -44,15 +48,26 @@ from deepvis.graph import forward_pass
 from deepvis.models import LoadedModel, load_model
 from deepvis.settings import Target, class_names
 
-JUDGES = {"efficientnet_lite1": "efficientnet_lite0"}
-DEFAULT_JUDGE = "efficientnet_lite1"
+REPORTING_JUDGES = {"efficientnet_lite2": "efficientnet_lite0"}
+DEFAULT_REPORTING_JUDGE = "efficientnet_lite2"
+CALIBRATION_JUDGES = {"efficientnet_lite1": "efficientnet_lite0"}
+DEFAULT_CALIBRATION_JUDGE = "efficientnet_lite1"
+JUDGE_HELP = ("The judge is EfficientNet-Lite2 (Lite0 for Lite2 itself), a network that took no part in making the "
+              "image and none in choosing the presets (they were calibrated against Lite1 under random views); "
+              "rank 1 is its top class of 1000, p its probability. Robustness: the unit's value on 8 small "
+              "shifts, scalings and rotations of the image over its value on the image (about 1 = robust).")
 ROTATION_DEG, SCALES = 5.0, (0.95, 1.05)
 LEGIBLE_RANK = 5
 
 
 def judge_name(model: LoadedModel) -> str:
-    """The judge of ``model``'s class images (a network that took no part)."""
-    return JUDGES.get(model.spec.name, DEFAULT_JUDGE)
+    """The reporting judge of ``model``'s class images (no part in the images, none in choosing θ)."""
+    return REPORTING_JUDGES.get(model.spec.name, DEFAULT_REPORTING_JUDGE)
+
+
+def calibration_judge_name(model: LoadedModel) -> str:
+    """The network whose views score a calibration's trials (:mod:`deepvis.eot`); never the reporting judge."""
+    return CALIBRATION_JUDGES.get(model.spec.name, DEFAULT_CALIBRATION_JUDGE)
 
 
 @functools.lru_cache(maxsize=4)

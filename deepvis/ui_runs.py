@@ -104,7 +104,8 @@ def _theta_widget(key: str, theta: opt.Theta, explain: bool, model: str) -> None
 
 
 PRESET_HELP = ("Calibrated rows: this network's own presets, found by `deepvis calibrate` (a random search over "
-               "θ that keeps each Table 1 row's character, judged by a second network). Table 1 rows: the paper's "
+               "θ that keeps each Table 1 row's character, scored under random views of a second network; the quality line under "
+               "each image comes from a third, which took no part). Table 1 rows: the paper's "
                "CaffeNet values, verbatim. Or your own θ.")
 
 

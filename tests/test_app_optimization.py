@@ -104,7 +104,7 @@ def test_the_image_is_shown_scaled_about_zero_with_its_quality_below(finished, l
     (line,) = [m.value for m in finished.markdown if m.value.startswith("**Quality**")]
     assert line == f"**Quality** of the best image (iteration {row.best_step}) — {verdict.label} · " + \
         ("legible" if verdict.legible else "not legible")
-    assert verdict.judge == "efficientnet_lite1" and verdict.rank is not None
+    assert verdict.judge == "efficientnet_lite2" and verdict.rank is not None
 
 
 def test_switching_the_display_redraws_the_same_iteration_without_a_forward_pass(finished, monkeypatch, drawn):

@@ -110,7 +110,7 @@ def test_validation_picks_each_rows_best_candidate_over_both_class_sets(model, j
     searched = {(t.row, t.index): t for t in lines if t.stage == "search"}
     checked = {(t.row, t.index): t for t in lines if t.stage == "validate"}
     assert len(searched) == 12 and len(checked) == 8
-    assert all(t.classes == ("green", "dark") and len(t.ranks) == 2 for t in checked.values())
+    assert all(t.classes == ("green", "dark") and len(t.hits) == 2 for t in checked.values())
     for row in (1, 2, 3, 4):
         best_two = sorted((t for (r, _), t in searched.items() if r == row), key=lambda t: -t.score)[:2]
         assert {t.index for t in best_two} == {i for (r, i) in checked if r == row}  # the row's two best were checked

@@ -425,7 +425,7 @@ def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet_and_colum
     record = opt.run(lite0, opt.Target("_fc", 130), settings, size=32)
     for r, row, verdict in zip(result, record.rows, quality.assess_record(lite0, record, "last")):
         assert np.array_equal(np.asarray(Image.open(r["image"])), row.image("last", "zero"))  # as displayed
-        assert r["quality"]["rank"] == verdict.rank and r["quality"]["judge"] == "efficientnet_lite1"
+        assert r["quality"]["rank"] == verdict.rank and r["quality"]["judge"] == "efficientnet_lite2"
     assert sorted(p.name for p in columns.iterdir()) == ["A_1.png", "B_table13.png"]
 
 
