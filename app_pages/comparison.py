@@ -5,6 +5,7 @@ import streamlit as st
 from deepvis import charts, history, ui, ui_runs
 from deepvis import optimize as opt
 from deepvis.render import png_bytes
+from deepvis.records import Snapshot
 
 loaded = ui.model_sidebar()
 st.title("Comparison")
@@ -17,7 +18,7 @@ start = ui_runs.start_stop(ui_runs.CMP, ready=form.experiment is not None)
 progress, live = st.empty(), st.empty()
 
 
-def draw_live(snap: opt.Snapshot) -> None:
+def draw_live(snap: Snapshot) -> None:
     progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total} · {len(names)} settings"
                       + (f" × {len(targets)} units" if mode == "sheet" else "") + form.batching)
     with live.container():

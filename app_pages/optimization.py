@@ -6,6 +6,7 @@ from deepvis import charts, history, render, ui, ui_runs
 from deepvis import optimize as opt
 from deepvis.display import npy_bytes
 from deepvis.render import png_bytes
+from deepvis.records import Snapshot
 
 loaded = ui.model_sidebar()
 st.title("Optimization")
@@ -17,7 +18,7 @@ start = ui_runs.start_stop(ui_runs.OPT, ready=form.runnable)
 progress, live = st.empty(), st.empty()
 
 
-def draw_live(snap: opt.Snapshot) -> None:
+def draw_live(snap: Snapshot) -> None:
     progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total}")
     with live.container():
         image_col, chart_col = st.columns([1, 2])

@@ -23,6 +23,8 @@ import torch
 
 from deepvis import optimize as opt
 from deepvis.models import default_device, load_model
+from deepvis import presets
+from deepvis.targets import Target
 
 
 def timed(function, device: torch.device, clock: str = "wall") -> float:
@@ -52,8 +54,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     loaded = load_model(device=args.device)
     device = loaded.device
-    target = opt.Target(args.layer, args.unit)
-    settings = [opt.preset(n).replace(steps=args.iterations) for n in (1, 2, 3, 4)]
+    target = Target(args.layer, args.unit)
+    settings = [presets.table1_row(n).replace(steps=args.iterations) for n in (1, 2, 3, 4)]
 
     def batched() -> None:
         opt.run(loaded, target, settings, size=args.size)

@@ -35,11 +35,12 @@ import torch
 from PIL import Image
 
 from deepvis import collection, index, patterns, receptive, units
-from deepvis import optimize as opt
 from deepvis.display import show
 from deepvis.render import png_bytes
 from deepvis.activations import capture
 from deepvis.models import default_device, load_model
+from deepvis.settings import Settings
+from deepvis.targets import Target
 
 
 def make_photos(folder: Path, count: int) -> list[Path]:
@@ -145,7 +146,7 @@ def main() -> None:
             units.top_crops(loaded, layers[0], hits)
             times.append(time.perf_counter() - began)
     os.environ["DEEPVIS_CACHE"] = cache = tempfile.mkdtemp()
-    target, settings = opt.Target(layers[0], 3), opt.Settings(steps=5)
+    target, settings = Target(layers[0], 3), Settings(steps=5)
     for _ in patterns.compute_one(loaded, target, settings):
         pass
     shown = []

@@ -22,6 +22,7 @@ from deepvis import optimize as opt
 from deepvis import presets, quality
 from deepvis.models import load_model
 from deepvis.render import compose_sheet, png_bytes
+from deepvis.targets import Target, resolve_unit
 
 REPORT_CLASSES = ("flamingo", "goldfish", "strawberry", "school bus", "king penguin", "tricycle")
 
@@ -42,7 +43,7 @@ def main() -> None:
     model = load_model(args.model)
     calibrated = presets.PresetFile.read(args.presets_file) if args.presets_file else None
     names = [c.strip() for c in args.classes.split(",") if c.strip()]
-    targets = [opt.Target(model.logits_layer, opt.resolve_unit(model, model.logits_layer, c)) for c in names]
+    targets = [Target(model.logits_layer, resolve_unit(model, model.logits_layer, c)) for c in names]
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

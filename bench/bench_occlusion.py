@@ -7,11 +7,11 @@ Run by hand from the repository root:
 The embedded EfficientNet-Lite0, scikit-image's chelsea as the network sees it (224 px), the top class's
 softmax probability as the target, the model's mean colour as the patch (0 in its normalized input).
 ``deepvis``: :func:`deepvis.occlusion.occlusion_map` (batches of 8 copies, BatchNorm-folded graph, each copy
-recomputing only what its patch reaches, :mod:`deepvis.local`); ``Captum``: ``Occlusion(softmax ∘
+recomputing only what its patch reaches, :mod:`deepvis.windowed`); ``Captum``: ``Occlusion(softmax ∘
 model).attribute`` with the same window, stride and baseline, once with its default one perturbation per forward
 pass and once with 3.  The floor of any method that runs every copy through the whole network: the whole forward
 passes alone (as many 224-px images, batches of 3, the folded graph, channels-last, no occluding or bookkeeping;
-deepvis's own way before :mod:`deepvis.local`).  Median of ``--repeats`` interleaved runs after a warm-up; the
+deepvis's own way before :mod:`deepvis.windowed`).  Median of ``--repeats`` interleaved runs after a warm-up; the
 maps are checked equal.  The process keeps freed memory as the app's and the CLI's do
 (:mod:`deepvis.allocator`); ``--default-malloc`` measures glibc's defaults instead.
 """

@@ -38,6 +38,8 @@ from deepvis import optimize as opt
 from deepvis.activations import capture
 from deepvis.images import normalize
 from deepvis.models import default_device, load_model
+from deepvis import presets
+from deepvis.targets import Target
 
 LAYERS = (("early", "_blocks.1", 6), ("middle", "_blocks.8", 20))
 
@@ -119,7 +121,7 @@ def main() -> None:
         except Exception as exc:  # report, do not hide: the table says why Lucent is missing
             lucent_note = f"Lucent unavailable: {exc.__class__.__name__}: {exc}"
     n, size = args.iterations, args.size
-    settings = opt.preset(3).replace(steps=n)
+    settings = presets.table1_row(3).replace(steps=n)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -134,7 +136,7 @@ def main() -> None:
     layers = LAYERS if not args.layers else [
         ("", spec.split(":")[0], int(spec.split(":")[1])) for spec in args.layers.split(",")]
     for label, layer, unit in layers:
-        units = [opt.Target(layer, unit + k) for k in range(4)]
+        units = [Target(layer, unit + k) for k in range(4)]
         jobs: dict[str, Callable[[], object]] = {
             "deepvis": lambda: opt.run(loaded, units[0], settings, size=size),
             "bare": lambda: bare_loop(loaded, layer, unit, size, n),

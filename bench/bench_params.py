@@ -39,7 +39,8 @@ from deepvis import quality
 from deepvis.display import show
 from deepvis.models import LoadedModel, load_model
 from deepvis.render import compose_sheet, png_bytes
-from deepvis.settings import PARAM_PRESETS
+from deepvis.presets import PARAM_PRESETS
+from deepvis.targets import Target, resolve_unit
 
 
 def lucent_render(lucent_model, loaded: LoadedModel, unit: int, size: int, steps: int,
@@ -86,7 +87,7 @@ def main() -> None:
     lucent_model = load_model(device="cpu").module
     photo = data.coffee()
     size, n = args.size, args.iterations
-    flamingo = opt.Target(loaded.logits_layer, opt.resolve_unit(loaded, loaded.logits_layer, "flamingo"))
+    flamingo = Target(loaded.logits_layer, resolve_unit(loaded, loaded.logits_layer, "flamingo"))
     every = {"Lucent render_vis defaults": "lucent", "Lucent, ImageNet preprocessing": "lucent_imagenet",
              **{f"deepvis {p}": p for p in PARAM_PRESETS}}
     wanted = args.methods.split(",")
@@ -108,7 +109,7 @@ def main() -> None:
     lucent_speed = speed.get("Lucent render_vis defaults", float("nan"))
 
     names = list(REPORT_CLASSES)
-    targets = [opt.Target(loaded.logits_layer, opt.resolve_unit(loaded, loaded.logits_layer, c)) for c in names]
+    targets = [Target(loaded.logits_layer, resolve_unit(loaded, loaded.logits_layer, c)) for c in names]
     mean = np.array(loaded.spec.normalization.mean255, dtype=np.float32)
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:

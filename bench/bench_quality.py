@@ -18,6 +18,7 @@ import torch
 from deepvis import optimize as opt
 from deepvis import presets, quality
 from deepvis.models import load_model
+from deepvis.targets import Target, resolve_unit
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(device=args.device)
-    target = opt.Target(model.logits_layer, opt.resolve_unit(model, model.logits_layer, "flamingo"))
+    target = Target(model.logits_layer, resolve_unit(model, model.logits_layer, "flamingo"))
     settings = [presets.resolve(model.spec.name, r).replace(steps=20) for r in (1, 2, 3, 4)]
     record = opt.run(model, target, settings)
     pixels = np.stack([row.best_x for row in record.rows])

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deepvis.errors import DeepvisError
 from deepvis.graph import LayerError, UntraceableError, forward_pass, truncated
 from deepvis.hooks import StopForward, owned_hooks, run_until_stopped
 from deepvis.images import model_view, to_batch
@@ -106,7 +107,7 @@ def predict(model: nn.Module, inputs: torch.Tensor, class_names: Sequence[str], 
 def top_predictions(logits: torch.Tensor, class_names: Sequence[str], top: int = 5) -> list[Prediction]:
     """Softmax of one image's ``(K,)`` logits, the ``top`` best first."""
     if not 1 <= top <= len(class_names):
-        raise ValueError(f"top must be between 1 and {len(class_names)}, not {top}")
+        raise DeepvisError(f"top must be between 1 and {len(class_names)}, not {top}")
     values, indices = logits.detach().float().softmax(dim=0).topk(top)
     return [Prediction(class_names[i], i, p) for p, i in zip(values.tolist(), indices.tolist())]
 
@@ -132,7 +133,7 @@ def channel_stats(activation: torch.Tensor) -> ChannelStats:
     if act.dim() == 1:
         act = act[:, None, None]
     if act.dim() != 3:
-        raise ValueError(f"channel_stats needs (C, H, W) or (K,), got shape {tuple(activation.shape)}")
+        raise DeepvisError(f"channel_stats needs (C, H, W) or (K,), got shape {tuple(activation.shape)}")
     flat = act.flatten(1)
     maxima, where = flat.max(dim=1)
     width = act.shape[2]
@@ -157,7 +158,7 @@ class ImageAnalysis:
     def channel_map(self, channel: int) -> np.ndarray:
         """Channel ``channel``'s ``(H, W)`` map as float32 (``(1, 1)`` for a vector layer)."""
         if not 0 <= channel < self.activation.shape[0]:
-            raise ValueError(f"Unit {channel} is outside this layer's 0-{self.activation.shape[0] - 1}.")
+            raise DeepvisError(f"Unit {channel} is outside this layer's 0-{self.activation.shape[0] - 1}.")
         return self.activation[channel].reshape(self.activation.shape[1:] or (1, 1)).numpy()
 
 

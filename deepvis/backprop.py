@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepvis.errors import DeepvisError
 from deepvis.activations import capture
 from deepvis.graph import TracedModel, UntraceableError, forward_pass, node_name, rectifier_top, traced
 
@@ -68,7 +69,7 @@ _OTHER_ACTIVATIONS = frozenset({
 })
 
 
-class BackpropError(ValueError):
+class BackpropError(DeepvisError):
     """A backward image cannot be made as asked; the message says why."""
 
 

@@ -50,11 +50,15 @@ from pathlib import Path
 
 import numpy as np
 
+from deepvis.errors import DeepvisError
+from deepvis.progress import Progress
 from deepvis import optimize as opt
 from deepvis import eot, quality
 from deepvis.models import LoadedModel
 from deepvis.presets import ROWS, PresetFile
-from deepvis.settings import Settings, resolve_unit
+from deepvis.settings import Settings
+from deepvis.targets import resolve_unit
+from deepvis.targets import Target
 
 # Kept apart from each other and from the report's held-out classes (bench/bench_legibility.py).
 DEFAULT_CLASSES = ("ladybug", "lemon", "volcano", "goldfinch", "daisy", "pretzel", "fire engine", "teapot")
@@ -141,13 +145,10 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """What :func:`search` yields after each trial (finished ones included when resuming)."""
+class Report:
+    """A calibration step's :attr:`deepvis.progress.Progress.detail`: the trial just run or read, each row's best."""
 
-    done: int
-    total: int
     trial: Trial
-    resumed: bool  # read back from the log, not run now
     best: dict[int, Trial]
 
 
@@ -159,7 +160,7 @@ def trial_settings(row: int, index: int, seed: int = 0, steps: Sequence[int] = D
 def run_trial(model: LoadedModel, units: Sequence[int], settings: Settings, *, seed: int = 0, size: int | None = None,
               judge_with: LoadedModel | None = None) -> tuple[float, list[eot.Holding]]:
     """Optimize every class unit under ``settings`` in one batch; the mean score and each image's holding."""
-    targets = [opt.Target(model.logits_layer, unit) for unit in units]
+    targets = [Target(model.logits_layer, unit) for unit in units]
     record = opt.run(model, targets, settings, seed=seed, size=size)
     pixels = np.stack([row.best_x for row in record.rows])
     referee = judge_with or quality.judge_model(quality.calibration_judge_name(model), str(model.device))
@@ -180,7 +181,7 @@ def _read_log(path: Path, header: dict) -> list[Trial]:
     lines = path.read_text().splitlines()
     found = json.loads(lines[0]) if lines else None
     if found != header:
-        raise ValueError(f"{path} was made by a different search ({found}); use another --out or delete it.")
+        raise DeepvisError(f"{path} was made by a different search ({found}); use another --out or delete it.")
     trials = []
     for line in lines[1:]:
         try:
@@ -200,21 +201,21 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFA
     a one-line ``ValueError`` here, before anything runs.
     """
     if not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be at least 1, not {trials}")
+        raise DeepvisError(f"trials must be at least 1, not {trials}")
     if not isinstance(top, int) or top < 0:
-        raise ValueError(f"top must be a whole number of at least 0, not {top}")
+        raise DeepvisError(f"top must be a whole number of at least 0, not {top}")
     if not steps or any(not isinstance(n, int) or n < 1 for n in steps):
-        raise ValueError(f"iteration counts must be whole numbers of at least 1, not {list(steps)}")
+        raise DeepvisError(f"iteration counts must be whole numbers of at least 1, not {list(steps)}")
     if not classes:
-        raise ValueError("calibrate needs at least one class")
+        raise DeepvisError("calibrate needs at least one class")
     if top and not validate:
-        raise ValueError("validation needs at least one class (or top 0 for none)")
+        raise DeepvisError("validation needs at least one class (or top 0 for none)")
     out = Path(out)
     units = [resolve_unit(model, model.logits_layer, name) for name in classes]
     checks = [resolve_unit(model, model.logits_layer, name) for name in validate] if top else []
     referee = judge_with or quality.judge_model(quality.calibration_judge_name(model), str(model.device))
     if referee.spec.name == quality.judge_name(model):
-        raise ValueError(f"{referee.spec.name} is {model.spec.name}'s reporting judge; it must not choose θ")
+        raise DeepvisError(f"{referee.spec.name} is {model.spec.name}'s reporting judge; it must not choose θ")
     header = {"format": "deepvis-calibration-log", "model": model.spec.name, "judge": referee.spec.name,
               "objective": OBJECTIVE, "views": eot.VIEWS,
               "classes": list(classes), "seed": seed, "size": size, "steps": list(steps),
@@ -265,7 +266,7 @@ class _Run:
                 best[row] = trial
             if len(best) == len(ROWS) and not resumed:
                 self.write(best, trials)
-            yield Progress(done, total, trial, resumed, dict(best))
+            yield Progress(done, total, resumed=resumed, detail=Report(trial, dict(best)))
         if not top:
             return self.write(best, trials)
         # Validation: each row's `top` best trials again on other classes; the best mean over all classes wins.
@@ -283,7 +284,7 @@ class _Run:
                 if row not in validated or combined.score > validated[row].score:
                     validated[row] = combined
                 self.write({**best, **validated}, trials)
-                yield Progress(done, total, check, resumed, {**best, **validated})
+                yield Progress(done, total, resumed=resumed, detail=Report(check, {**best, **validated}))
         return self.write({**best, **validated}, trials)
 
     def write(self, best: dict[int, Trial], trials: int) -> PresetFile:

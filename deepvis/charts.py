@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from deepvis import optimize as opt
 from deepvis.activations import ChannelStats, Prediction
+from deepvis.records import RunRecord
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # comparison columns, in order
 _MARGIN = dict(l=10, r=10, t=40, b=10)
@@ -38,7 +38,7 @@ def channel_max_figure(stats: ChannelStats, height: int = 260) -> go.Figure:
     return figure
 
 
-def curves_figure(record: opt.RunRecord, names: Sequence[str], colors: Sequence[str] | None = None,
+def curves_figure(record: RunRecord, names: Sequence[str], colors: Sequence[str] | None = None,
                   marker: int | None = None, norms: bool = False, height: int = 320) -> go.Figure:
     """Objective per iteration, one line per row (optionally the image norm on a second axis, dashed);
     ``marker`` draws a vertical line (and a dot on each curve it crosses) at that iteration."""

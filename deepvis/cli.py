@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepvis.errors import DeepvisError
 from deepvis.models import DEFAULT_MODEL, REGISTRY, WEIGHT_CHOICES, LoadedModel, load_model
+from deepvis.settings import THETA
 
 
 LAYER_HELP = ("a node of the traced graph as `info` lists it, e.g. _blocks.9._swish_1 (ReLU6 in block 9); "
@@ -41,9 +43,9 @@ def check_device(device: str | None) -> str | None:
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
     if kind not in available:
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or mps")
+        raise DeepvisError(f"unknown device {device!r}; use cpu, cuda or mps")
     if not available[kind]:
-        raise ValueError(f"this machine has no {kind} device; use --device cpu (or leave --device out)")
+        raise DeepvisError(f"this machine has no {kind} device; use --device cpu (or leave --device out)")
     return device
 
 
@@ -193,7 +195,7 @@ def cmd_occlusion(args: argparse.Namespace) -> int:
     from deepvis.render import heat_colors, png_bytes, to_uint8
 
     if (args.layer is None) != (args.unit is None):
-        raise ValueError("give --layer and --unit together, or neither (the top class)")
+        raise DeepvisError("give --layer and --unit together, or neither (the top class)")
     image = _read_image(args.image)
     loaded = _model(args)
     layer = loaded.layer(args.layer).name if args.layer else None
@@ -232,7 +234,7 @@ PRESET_HELP = ("N = the model's calibrated row N (Table 1 row N for a model with
 
 
 def _target(loaded: LoadedModel, args: argparse.Namespace):
-    from deepvis.settings import Target, resolve_unit
+    from deepvis.targets import Target, resolve_unit
 
     layer = loaded.layer(args.layer).name
     return Target(layer, resolve_unit(loaded, layer, args.unit), args.objective)
@@ -283,7 +285,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
     param = _param_of(args.param, args.from_photo)
     settings = presets.resolve(args.model, args.preset or ("3" if param == "pixels" else param))
-    chosen = {t.name: getattr(args, t.name) for t in opt.THETA if getattr(args, t.name) is not None}
+    chosen = {t.name: getattr(args, t.name) for t in THETA if getattr(args, t.name) is not None}
     settings = settings.replace(**{**chosen, "param": param})
     photo = np.asarray(_read_image(args.from_photo)) if args.from_photo else None
     loaded = _model(args)
@@ -312,10 +314,10 @@ def _param_of(param: str | None, photo: str | None) -> str:
     """The parametrization ``--param`` and ``--from-photo`` ask for (a photo means accentuation)."""
     if photo is None:
         if param == "accentuate":
-            raise ValueError("--param accentuate needs --from-photo IMAGE")
+            raise DeepvisError("--param accentuate needs --from-photo IMAGE")
         return param or "pixels"
     if param not in (None, "fourier", "accentuate"):
-        raise ValueError(f"--from-photo is feature accentuation (Fourier parametrization), not --param {param}")
+        raise DeepvisError(f"--from-photo is feature accentuation (Fourier parametrization), not --param {param}")
     return "accentuate"
 
 
@@ -340,17 +342,17 @@ def _columns(preset_list: str, param_list: str | None) -> list[tuple[str, str]]:
 
     choices = [p.strip() for p in preset_list.split(",") if p.strip()]
     if not choices:
-        raise ValueError("--presets needs at least one preset")
+        raise DeepvisError("--presets needs at least one preset")
     if param_list is None:
         return [(c, "pixels") for c in choices]
     params = [p.strip().lower() for p in param_list.split(",") if p.strip()]
     unknown = [p for p in params if p not in PARAMS]
     if unknown or not params:
-        raise ValueError(f"--params takes {', '.join(PARAMS)}, not {', '.join(unknown) or 'nothing'}")
+        raise DeepvisError(f"--params takes {', '.join(PARAMS)}, not {', '.join(unknown) or 'nothing'}")
     if len(choices) == 1:
         choices = choices * len(params)
     if len(choices) != len(params):
-        raise ValueError(f"--presets has {len(choices)} columns and --params {len(params)}: give one of each "
+        raise DeepvisError(f"--presets has {len(choices)} columns and --params {len(params)}: give one of each "
                          "per column (or a single preset)")
     return [(c if p == "pixels" else p, p) for c, p in zip(choices, params)]
 
@@ -366,7 +368,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     choices = [c for c, _ in columns]
     settings = [presets.resolve(args.model, c) for c in choices]
     if any(s.param == "accentuate" for s in settings) and not args.from_photo:
-        raise ValueError("an accentuate column needs --from-photo IMAGE")
+        raise DeepvisError("an accentuate column needs --from-photo IMAGE")
     if args.steps is not None:
         settings = [s.replace(steps=args.steps) for s in settings]
     photo = np.asarray(_read_image(args.from_photo)) if args.from_photo else None
@@ -425,7 +427,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         steps = [int(v) for v in args.steps.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--steps must be whole numbers separated by commas, not {args.steps!r}") from None
+        raise DeepvisError(f"--steps must be whole numbers separated by commas, not {args.steps!r}") from None
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     validate = [c.strip() for c in args.validate.split(",") if c.strip()]
     out = args.out or f"presets-{args.model}.json"
@@ -437,9 +439,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             while True:
                 step = next(progress)
-                best = " ".join(f"r{r}={t.score:.2f}" for r, t in sorted(step.best.items()))
-                stage = "validating " if step.trial.stage == "validate" else ""
-                bar.set_postfix_str(f"{stage}row {step.trial.row} trial {step.trial.index}: {step.trial.score:.2f} · "
+                best = " ".join(f"r{r}={t.score:.2f}" for r, t in sorted(step.detail.best.items()))
+                stage = "validating " if step.detail.trial.stage == "validate" else ""
+                bar.set_postfix_str(f"{stage}row {step.detail.trial.row} trial {step.detail.trial.index}: {step.detail.trial.score:.2f} · "
                                     f"best {best}")
                 if step.resumed:  # read back from the log: count it as done before this run, not in its rate
                     bar.initial = bar.n = step.done

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from deepvis.errors import DeepvisError
 
 COLLECTION_HELP = "a folder on this machine (subfolders included), or `samples` for the bundled photos"
 
@@ -64,7 +65,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     from deepvis import index, units
 
     if args.k < 1:
-        raise ValueError(f"--k must be at least 1, not {args.k}")
+        raise DeepvisError(f"--k must be at least 1, not {args.k}")
     loaded = _cli()._model(args)
     layer = loaded.layer(args.layer).name
     path = Path(args.db) if args.db else index.index_path(loaded, args.directory)
@@ -88,7 +89,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     for shard in args.shards:
         if not Path(shard).is_file():
-            raise ValueError(f"there is no index file {shard}")
+            raise DeepvisError(f"there is no index file {shard}")
     return _cli()._emit({"index": str(merge(args.out, args.shards)), "shards": args.shards})
 
 

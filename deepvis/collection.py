@@ -31,6 +31,7 @@ from pathlib import Path
 
 from torch import nn
 
+from deepvis.errors import DeepvisError
 from deepvis.images import SAMPLE_NAMES
 from deepvis.models import LoadedModel
 
@@ -42,7 +43,7 @@ SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "coffee.png", "che
 DEFAULT_NAME = "samples"
 
 
-class CollectionError(ValueError):
+class CollectionError(DeepvisError):
     """A collection that cannot be listed (no such folder, say); the message is one line."""
 
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from deepvis.errors import DeepvisError
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ DEFAULT_DISPLAY = "zero"
 def _batch(x: np.ndarray) -> np.ndarray:
     array = np.asarray(x, dtype=np.float64)
     if array.ndim not in (3, 4) or array.shape[-1] != 3:
-        raise ValueError(f"an optimized image is (H, W, 3) or (B, H, W, 3), not shape {array.shape}")
+        raise DeepvisError(f"an optimized image is (H, W, 3) or (B, H, W, 3), not shape {array.shape}")
     return array[None] if array.ndim == 3 else array
 
 
@@ -71,7 +72,7 @@ def _min_max(values: np.ndarray) -> np.ndarray:
 def show(x: np.ndarray, mean: Sequence[float], mode: str = DEFAULT_DISPLAY) -> np.ndarray:
     """``x`` (pixel space, see module docstring) as ``uint8`` in display ``mode``."""
     if mode not in DISPLAYS:
-        raise ValueError(f"display must be one of {', '.join(DISPLAYS)}, not {mode!r}")
+        raise DeepvisError(f"display must be one of {', '.join(DISPLAYS)}, not {mode!r}")
     batch = _batch(x)
     mean_rgb = np.asarray(mean, dtype=np.float64).reshape(1, 1, 1, 3)
     if mode == "zero":

@@ -53,6 +53,7 @@ import torchvision
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from torchvision.models.feature_extraction import NodePathTracer
+from deepvis.errors import DeepvisError
 
 CACHE_SIZE = 32
 
@@ -114,7 +115,7 @@ class UntraceableError(RuntimeError):
     """torch.fx cannot trace this model; the message says where it stopped."""
 
 
-class LayerError(ValueError):
+class LayerError(DeepvisError):
     """A requested layer does not exist or has no single tensor output."""
 
 

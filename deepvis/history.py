@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deepvis import optimize as opt
 from deepvis.display import DEFAULT_DISPLAY, show
+from deepvis.experiment import Experiment
+from deepvis.records import RunRecord, Snapshot
 
 HISTORY_BYTES = 24 * 2**20  # frames kept per run (one per page), so a session's histories stay under 64 MB
 HISTORY_FRAMES = 250
@@ -53,7 +54,7 @@ class Frame:
     finished: tuple[bool, ...]
 
     @classmethod
-    def of(cls, snapshot: opt.Snapshot) -> Frame:
+    def of(cls, snapshot: Snapshot) -> Frame:
         pixels = snapshot.pixels
         rows = snapshot.record.rows
         return cls(snapshot.iteration, show(pixels, snapshot.mean, "zero"),
@@ -89,7 +90,7 @@ class FrameHistory:
         self.stride, self.cap, self._count = 1, None, 0
         self._frames: list[tuple[int, Frame]] = []
 
-    def add(self, snapshot: opt.Snapshot) -> None:
+    def add(self, snapshot: Snapshot) -> None:
         frame = Frame.of(snapshot)
         if self.cap is None:
             self.cap = max(2, min(self.max_frames, self.max_bytes // max(1, frame.nbytes)))
@@ -128,8 +129,8 @@ class RunState:
     run_id: int
     names: tuple[str, ...]  # one per column (batch row, or settings of a sheet)
     history: FrameHistory
-    experiment: opt.Experiment | None = None
-    record: opt.RunRecord | None = None
+    experiment: Experiment | None = None
+    record: RunRecord | None = None
     total: int = 0
     status: str = "running"  # running → finished | stopped | failed
     error: str | None = None
@@ -141,14 +142,14 @@ class RunState:
         """Still computing in its own script thread (e.g. a Stop was clicked and it has not reached a snapshot)."""
         return self.status == "running" and self.thread.is_alive()
 
-    def add(self, snapshot: opt.Snapshot) -> None:
+    def add(self, snapshot: Snapshot) -> None:
         self.history.add(snapshot)
         self.record, self.total = snapshot.record, snapshot.total
         if snapshot.done:
             self.status = "finished"
 
 
-def stream(gen: Generator[opt.Snapshot, None, None], state: RunState, draw: Callable[[opt.Snapshot], None]) -> None:
+def stream(gen: Generator[Snapshot, None, None], state: RunState, draw: Callable[[Snapshot], None]) -> None:
     """Consume ``gen``, recording each snapshot in ``state`` before drawing it.
 
     A click anywhere while this loops makes Streamlit raise at the next ``st`` call inside ``draw``; the

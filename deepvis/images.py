@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from deepvis.errors import DeepvisError
 from deepvis.models import ModelSpec, Normalization
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -33,7 +34,7 @@ DEFAULT_MAX_SIDE = 2048
 SAMPLE_NAMES = ("chelsea", "coffee", "astronaut", "rocket")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(DeepvisError):
     """The bytes are not an image deepvis can use; the message says why."""
 
 

@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepvis.errors import DeepvisError
+from deepvis.progress import Progress
 from deepvis import collection as coll
 from deepvis.activations import capture
 from deepvis.images import ImageDecodeError, decode_image, model_view, to_batch
@@ -66,7 +68,7 @@ CREATE TABLE IF NOT EXISTS top (layer TEXT, channel INTEGER, rank INTEGER, path 
 """
 
 
-class IndexingError(ValueError):
+class IndexingError(DeepvisError):
     """An index that cannot be built or read as asked; the message is one line."""
 
 
@@ -81,15 +83,6 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {"path": self.path, "value": self.value, "y": self.y, "x": self.x}
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What :func:`build` yields after each batch."""
-
-    done: int
-    total: int
-    skipped: tuple[tuple[str, str], ...]  # (path, reason) of the broken files met so far in this run
 
 
 @dataclass(frozen=True)
@@ -226,7 +219,7 @@ def _build(loaded: LoadedModel, listing: list[coll.Entry], names: list[str], tar
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('top_stale', '1')")
         skipped: list[tuple[str, str]] = []
         batches = [todo[i:i + batch] for i in range(0, len(todo), batch)]
-        yield Progress(0, len(todo), ())
+        yield Progress(0, len(todo))
         with ThreadPoolExecutor(1) as reader:  # the next batch is decoded while this one runs forward
             pending = reader.submit(lambda b: [_read(e, loaded) for e in b], batches[0]) if batches else None
             for number, entries in enumerate(batches):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from deepvis.errors import DeepvisError
 from deepvis.activations import ImageAnalysis, analyze
 from deepvis.models import LoadedModel
 from deepvis.render import GridLayout, channel_grid
@@ -36,7 +37,7 @@ WINDOW = 2.0  # seconds of history behind the frame rate shown
 ICE_ENV = "DEEPVIS_ICE_SERVERS"
 
 
-class LiveError(ValueError):
+class LiveError(DeepvisError):
     """A live setting is unusable (bad ICE server list, not an RGB frame); the message is one line."""
 
 

@@ -30,16 +30,18 @@ import torch
 import torchvision
 from torch import nn
 
+from deepvis.errors import DeepvisError
 from deepvis.graph import UntraceableError, forward_pass, traced
 from deepvis.layers import LayerInfo, teaching_layer
 from deepvis.layers import list_layers as graph_layers
 from deepvis.hooks import owned_hooks
+from deepvis.settings import DEFAULT_MODEL
 
 WEIGHT_CHOICES = ("default", "random")
 _SKIPPED_TYPES = (nn.Dropout, nn.Identity, nn.Flatten)
 
 
-class ModelError(ValueError):
+class ModelError(DeepvisError):
     """A model cannot be built or loaded; the message says why in plain words."""
 
 
@@ -56,7 +58,7 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("Normalization needs three means and three positive stds")
+            raise DeepvisError("Normalization needs three means and three positive stds")
 
     @property
     def mean255(self) -> tuple[float, float, float]:
@@ -248,7 +250,6 @@ REGISTRY: dict[str, ModelSpec] = {
         _torchvision_builder("googlenet", "GoogLeNet_Weights", aux_logits=False, init_weights=True), IMAGENET,
         teaching_layer="inception4c.cat"),
 }
-DEFAULT_MODEL = "efficientnet_lite0"
 
 
 def build_module(spec: ModelSpec, weights: str, seed: int = 0) -> nn.Module:

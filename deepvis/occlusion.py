@@ -13,7 +13,7 @@ Conventions
   that cover it (Captum's convention; 0 where no window reaches).  Positive: covering it lowers the target.
 * Occluded copies run in batches of ``batch`` through the BatchNorm-folded graph, with no gradients.  On a CPU
   (8 a batch; larger ones are slower per copy there, their maps leave the caches) each copy recomputes only
-  the part of each feature map its patch reaches (:class:`deepvis.local.LocalRun`): for a 32-px patch on Lite0,
+  the part of each feature map its patch reaches (:class:`deepvis.windowed.LocalRun`): for a 32-px patch on Lite0,
   0.65 of a forward pass's multiply-adds and about 1.4× fewer seconds than whole passes, the same values to
   float rounding.  On a GPU (64 a batch) and for a network torch.fx cannot trace, whole copies run
   (:func:`deepvis.activations.capture`): there a batch costs little more than one copy, and recomputing small
@@ -30,21 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deepvis.errors import DeepvisError
+from deepvis.progress import Progress
 from deepvis.activations import capture
 from deepvis.graph import UntraceableError, forward_pass, truncated
 from deepvis.images import to_batch
-from deepvis.local import LocalRun, Windowed
+from deepvis.windowed import LocalRun, Windowed
 from deepvis.models import LoadedModel
 
 
-class OcclusionError(ValueError):
+class OcclusionError(DeepvisError):
     """Unusable patch, stride or target; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    done: int  # windows evaluated
-    total: int
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,8 @@ Conventions
 * **Batch.**  Each row has its own target and settings; one forward/backward
   per iteration serves all rows still running.  A row stops after its own
   ``steps`` iterations and no longer changes; the batch runs to the longest.
-* θ, targets and experiments live in :mod:`deepvis.settings` (re-exported here).
-* Rows of another parametrization (``Settings.param``) run in :mod:`deepvis.modern`,
+* θ lives in :mod:`deepvis.settings`, targets in :mod:`deepvis.targets`, batch rows in :mod:`deepvis.rows`.
+* Rows of another parametrization (``Settings.param``) run in :mod:`deepvis.param_ascent`,
   one batch per parametrization, advanced snapshot by snapshot with the pixel rows.
 * The model is shared: the forward pass is :func:`deepvis.activations.capture`'s
   graph module (nothing is registered on the model), gradients come from
@@ -65,21 +65,21 @@ Conventions
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Generator, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from deepvis import param_ascent
 from deepvis import regularizers as reg
 from deepvis.activations import capture
 from deepvis.graph import rectifier_input
 from deepvis.models import LoadedModel
-from deepvis.records import Recorder, RowRecord, RunRecord, Snapshot  # noqa: F401
-from deepvis.settings import (LR_POLICIES, LR_RULE, MAX_SIZE, MAX_STEPS, MIN_SIZE, OBJECTIVES, PRESET_NAMES,  # noqa: F401
-                              PRESETS, THETA, Experiment, OptimizeError, Settings, Target, Theta, class_names, is_int,
-                              preset, resolve_unit)
+from deepvis.records import Recorder, RowRecord, RunRecord, Snapshot
+from deepvis.rows import Rows
+from deepvis.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE, OptimizeError, Settings, is_int
+from deepvis.targets import Target, resolve_unit
 
 INIT_STD = 10.0
 
@@ -108,81 +108,12 @@ def _broadcast(targets: Target | Sequence[Target], settings: Settings | Sequence
     return target_list, settings_list
 
 
-class Rows:
-    """The rows running at an iteration, with their settings as tensors (built once per set of rows)."""
-
-    def __init__(self, active: tuple[int, ...], targets: list[Target], settings: list[Settings],
-                 shapes: Mapping[str, torch.Size], sources: Mapping[str, tuple[str, float | None] | None],
-                 device: torch.device) -> None:
-        chosen = [settings[b] for b in active]
-        self.active, self.settings = active, chosen
-        self.index = torch.tensor(active, device=device)
-        self.rows = slice(None) if len(active) == len(targets) else self.index
-
-        def per_row(values: list, dtype=torch.float32) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype, device=device)
-
-        self.constant = per_row([s.lr_policy == "constant" for s in chosen], torch.bool)
-        self.all_constant = all(s.lr_policy == "constant" for s in chosen)
-        self.lr, self.max_lr = per_row([s.lr for s in chosen]), per_row([s.max_lr for s in chosen])
-        self.desired, self.keep = per_row([s.desired_prog for s in chosen]), per_row([1 - s.decay for s in chosen])
-        self.norm_pcts, self.contrib_pcts = [s.norm_pct for s in chosen], [s.contrib_pct for s in chosen]
-        self.groups = []  # (layer, kind, members, units, ys, xs, source): one objective per layer and kind
-        key = lambda i: (targets[active[i]].layer, targets[active[i]].objective)  # noqa: E731
-        for (layer, kind), members in itertools.groupby(sorted(range(len(active)), key=key), key=key):
-            members = list(members)
-            shape = shapes[layer]
-            units = [targets[active[i]].unit for i in members]
-            positions = [_position(targets[active[i]], layer, shape) for i in members] if len(shape) == 3 else []
-            self.groups.append((layer, kind if len(shape) == 3 else "vector", per_row(members, torch.long),
-                                per_row(units, torch.long), per_row([p[0] for p in positions], torch.long),
-                                per_row([p[1] for p in positions], torch.long), sources[layer]))
-        self.captured = list(dict.fromkeys(source[0] if source else layer for layer, *_, source in self.groups))
-
-    def blur_sigmas(self, iteration: int) -> list[float]:
-        return [s.blur_radius if reg.blur_due(s.blur_radius, s.blur_every, iteration) else 0.0 for s in self.settings]
-
-    def objective(self, acts: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum of the objectives to differentiate, each row's objective ``(n,)``, whether its unit is its
-        layer's argmax ``(n,)``), rows in ``self.active`` order."""
-        n = len(self.active)
-        values = torch.empty(n, device=self.index.device)
-        is_max = torch.empty(n, dtype=torch.bool, device=self.index.device)
-        parts = []
-        for layer, kind, members, units, ys, xs, source in self.groups:
-            name = source[0] if source else layer
-            act = acts[name] if len(members) == n else acts[name][members]
-            # A rectified unit: ascend its input (module docstring), report and rank its own rectified value.
-            shown = act if source is None else act.detach().clamp(0.0, source[1])
-            batch = torch.arange(act.shape[0], device=act.device)
-            if kind == "neuron":
-                value, reported = act[batch, units, ys, xs], shown[batch, units, ys, xs]
-                flat = shown.detach().flatten(1).argmax(dim=1)
-                hit = flat == (units * act.shape[2] + ys) * act.shape[3] + xs
-            else:
-                scores, reported_scores = ((a.mean(dim=(2, 3)) if kind == "channel" else a) for a in (act, shown))
-                value, reported = scores[batch, units], reported_scores[batch, units]
-                hit = reported_scores.detach().argmax(dim=1) == units
-            parts.append((members, value, reported, hit))
-        total = sum(value.sum() for _, value, _, _ in parts)
-        for members, _, reported, hit in parts:
-            values[members], is_max[members] = reported.detach(), hit
-        return total, values, is_max
-
-
-def _position(target: Target, layer: str, shape: torch.Size) -> tuple[int, int]:
-    y, x = target.centre_or_position(shape[1], shape[2])
-    if y >= shape[1] or x >= shape[2]:
-        raise OptimizeError(f"position {(y, x)} is outside {layer}'s {shape[1]} x {shape[2]} output at this image size.")
-    return y, x
-
-
 def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: Settings | Sequence[Settings],
              *, seed: int = 0, size: int | None = None, every: int = 10, photo: np.ndarray | None = None,
              magnitude: torch.Tensor | None = None) -> Generator[Snapshot, None, None]:
     """Run every row; yield :class:`Snapshot` s (see module docstring).
 
-    Rows whose ``Settings.param`` is not ``pixels`` run under :mod:`deepvis.modern` (``photo``: the
+    Rows whose ``Settings.param`` is not ``pixels`` run under :mod:`deepvis.param_ascent` (``photo``: the
     ``(H, W, 3)`` uint8 image that ``accentuate`` rows start from; ``magnitude``: MACO's spectrum, default
     the bundled photos'), each parametrization in its own batch, in step with the pixel rows' batch."""
     target_list, settings_list = _broadcast(targets, settings)
@@ -212,9 +143,8 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
         if param == "pixels":
             part = _optimize(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size), int(every))
         else:
-            from deepvis import modern  # modern builds on this module's Rows
 
-            part = modern.optimize_group(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size),
+            part = param_ascent.optimize_group(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size),
                                          int(every), photo, magnitude)
         parts.append((members, part))
     return parts[0][1] if len(parts) == 1 else _in_step(parts, settings_list)

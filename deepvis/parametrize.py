@@ -3,7 +3,7 @@
 Conventions
 -----------
 * Every parametrization gives images ``(B, 3, H, W)`` float32 in **[0, 1]** (RGB, the
-  sigmoid of a decorrelated-colour image); :mod:`deepvis.modern` turns them into the
+  sigmoid of a decorrelated-colour image); :mod:`deepvis.param_ascent` turns them into the
   optimizer's pixel space (``255 · rgb − mean``, :mod:`deepvis.optimize`).
 * **Colour decorrelation** (Olah, Mordvintsev & Schubert 2017, *Feature Visualization*,
   Distill; Lucid's ``color_correlation_svd_sqrt``): the square root of ImageNet's colour
@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import roi_align
+from deepvis.errors import DeepvisError
 
 COLOR_CORRELATION_SVD_SQRT = np.array([[0.26, 0.09, 0.02],
                                        [0.27, 0.00, -0.05],
@@ -134,7 +135,7 @@ def magnitude_spectrum(photos: Sequence[np.ndarray], size: int) -> torch.Tensor:
     ``(H, W, 3)`` uint8, each squared to ``size`` (shorter side, centre crop), its mean removed and its colour
     decorrelated (:func:`decorrelate`)."""
     if not photos:
-        raise ValueError("MACO's magnitude spectrum needs at least one photo")
+        raise DeepvisError("MACO's magnitude spectrum needs at least one photo")
     total = torch.zeros(3, size, size // 2 + 1)
     for photo in photos:
         rgb = torch.from_numpy(square_photo(photo, size)).permute(2, 0, 1)[None]

@@ -36,12 +36,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deepvis.progress import Progress
 from deepvis import collection as coll
 from deepvis import optimize as opt
 from deepvis import receptive
 from deepvis.display import show
 from deepvis.models import LoadedModel
 from deepvis.render import png_bytes
+from deepvis.settings import Settings
+from deepvis.targets import Target
 
 BATCH = 8
 EVERY = 10  # iterations between the progress reports of a batch
@@ -57,15 +60,8 @@ class Pattern:
     mean: tuple[float, float, float]
 
 
-@dataclass(frozen=True)
-class Progress:
-    """What :func:`compute` yields after each batch: units done (cached ones included) of all asked."""
 
-    done: int
-    total: int
-
-
-def entry_path(loaded: LoadedModel, target: opt.Target, settings: opt.Settings, seed: int, size: int) -> Path:
+def entry_path(loaded: LoadedModel, target: Target, settings: Settings, seed: int, size: int) -> Path:
     """Where the image of ``target`` under ``settings``, ``seed`` and ``size`` is kept (module docstring)."""
     key = json.dumps({"target": target.to_dict(), "settings": settings.to_dict(), "seed": seed, "size": size},
                      sort_keys=True)
@@ -73,7 +69,7 @@ def entry_path(loaded: LoadedModel, target: opt.Target, settings: opt.Settings, 
     return coll.cache_dir() / "optimized" / coll.model_key(loaded) / f"{digest}.npz"
 
 
-def load(loaded: LoadedModel, target: opt.Target, settings: opt.Settings, seed: int = 0,
+def load(loaded: LoadedModel, target: Target, settings: Settings, seed: int = 0,
          size: int | None = None) -> Pattern | None:
     """The cached image, or None when it was never computed (or its file is unreadable)."""
     path = entry_path(loaded, target, settings, seed, size or loaded.spec.input_size)
@@ -91,7 +87,7 @@ def _write(path: Path, data: bytes) -> None:
     partial.replace(path)
 
 
-def field_of(loaded: LoadedModel, target: opt.Target, size: int) -> receptive.Box:
+def field_of(loaded: LoadedModel, target: Target, size: int) -> receptive.Box:
     """The part of an optimized image its unit sees: the centre neuron's (or ``position``'s) effective receptive
     field (:mod:`deepvis.receptive`); the whole image for a channel-mean objective or a vector layer."""
     if target.objective == "channel" or len(loaded.layer(target.layer).shape) != 3:
@@ -116,7 +112,7 @@ def _save(path: Path, pattern: Pattern, box: receptive.Box) -> None:
     _write(path, buffer.getvalue())  # last: an entry exists once both files do
 
 
-def thumbnails(loaded: LoadedModel, targets: Sequence[opt.Target], settings: opt.Settings, seed: int = 0,
+def thumbnails(loaded: LoadedModel, targets: Sequence[Target], settings: Settings, seed: int = 0,
                size: int | None = None) -> list[np.ndarray | None]:
     """Each target's ``(THUMB, THUMB, 3)`` uint8 thumbnail, or None where it is not computed yet."""
     size = size or loaded.spec.input_size
@@ -130,7 +126,7 @@ def thumbnails(loaded: LoadedModel, targets: Sequence[opt.Target], settings: opt
     return out
 
 
-def compute_one(loaded: LoadedModel, target: opt.Target, settings: opt.Settings, *, seed: int = 0,
+def compute_one(loaded: LoadedModel, target: Target, settings: Settings, *, seed: int = 0,
                 size: int | None = None, every: int = 10) -> Generator[float, None, Pattern]:
     """One unit's image: the cached one at once, else optimized now, yielding the fraction done every
     ``every`` iterations, then kept.  Bad targets or settings raise before anything runs."""
@@ -140,7 +136,7 @@ def compute_one(loaded: LoadedModel, target: opt.Target, settings: opt.Settings,
     return _one(loaded, target, settings, seed, size, cached, run)
 
 
-def _one(loaded: LoadedModel, target: opt.Target, settings: opt.Settings, seed: int, size: int,
+def _one(loaded: LoadedModel, target: Target, settings: Settings, seed: int, size: int,
          cached: Pattern | None, run: Generator | None) -> Generator[float, None, Pattern]:
     if cached is not None:
         return cached
@@ -153,7 +149,7 @@ def _one(loaded: LoadedModel, target: opt.Target, settings: opt.Settings, seed: 
     return found
 
 
-def compute(loaded: LoadedModel, targets: Sequence[opt.Target], settings: opt.Settings, *, seed: int = 0,
+def compute(loaded: LoadedModel, targets: Sequence[Target], settings: Settings, *, seed: int = 0,
             size: int | None = None, batch: int = BATCH) -> Generator[Progress, None, list[Pattern]]:
     """Each target's image, optimizing only the ones not cached, ``batch`` at a time (module docstring).
 
@@ -167,7 +163,7 @@ def compute(loaded: LoadedModel, targets: Sequence[opt.Target], settings: opt.Se
     return _compute(loaded, list(targets), settings, seed, size, max(1, int(batch)), paths)
 
 
-def _compute(loaded: LoadedModel, targets: list[opt.Target], settings: opt.Settings, seed: int, size: int,
+def _compute(loaded: LoadedModel, targets: list[Target], settings: Settings, seed: int, size: int,
              batch: int, paths: list[Path]) -> Generator[Progress, None, list[Pattern]]:
     missing = [i for i, target in enumerate(targets) if load(loaded, target, settings, seed, size) is None]
     done = len(targets) - len(missing)

@@ -4,14 +4,14 @@ Conventions
 -----------
 * A preset is named by a string: ``"3"`` (or the int 3) is the model's calibrated
   row 3 when it has calibrated presets, else Table 1 row 3; ``"table1:3"`` is always
-  the paper's CaffeNet row 3 verbatim (:data:`deepvis.settings.PRESETS`).
+  the paper's CaffeNet row 3 verbatim (:data:`PRESETS`).
 * Calibrated rows keep Table 1's four characters (:mod:`deepvis.calibrate`); they
   are made by ``python -m deepvis calibrate`` and saved as JSON (format
   ``deepvis-presets``, version 1).  The embedded model's file ships in the package
   (``deepvis/presets/<model>.json``).
 * Rows are numbered 1-4 as in Table 1.
 * The later parametrizations are presets too, named by their parametrization
-  (``"fourier"``, ``"maco"``, ``"accentuate"``; :data:`deepvis.settings.PARAM_PRESETS`):
+  (``"fourier"``, ``"maco"``, ``"accentuate"``; :data:`PARAM_PRESETS`):
   their papers' defaults, the same for every model.
 """
 
@@ -24,7 +24,37 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepvis.settings import PARAM_NAMES, PARAM_PRESETS, PRESETS, Settings, is_int, read_json_file
+from deepvis.errors import DeepvisError
+from deepvis.settings import PARAM_NAMES, Settings, is_int, read_json_file
+
+PRESETS: Mapping[int, Settings] = types.MappingProxyType({
+    1: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=50, contrib_pct=0, steps=500,
+                lr_policy="progress", max_lr=100.0, desired_prog=2.0),
+    2: Settings(decay=0.3, blur_radius=0.0, blur_every=0, norm_pct=20, contrib_pct=0, steps=750,
+                lr_policy="constant", lr=100.0),
+    3: Settings(decay=1e-4, blur_radius=1.0, blur_every=4, norm_pct=0, contrib_pct=0, steps=1000,
+                lr_policy="constant", lr=100.0),
+    4: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=0, contrib_pct=90, steps=1000,
+                lr_policy="progress", max_lr=1e8, desired_prog=2.0),
+})
+# Each later parametrization with its published defaults: Olah et al. 2017 as in Lucid/Lucent's render_vis (Adam
+# 0.05, 512 steps); MACO as in Fel et al.'s reference code (NAdam 1.0, 6 crops, noise 0.05; 256 steps as in
+# Xplique's maco); accentuation as in Hamblin et al.'s (NAdam, 6 crops, noise 0.05, penalty 1), with a smaller
+# step for this parametrization's spectrum scale (:mod:`deepvis.param_ascent`).
+PARAM_PRESETS: Mapping[str, Settings] = types.MappingProxyType({
+    "fourier": Settings(param="fourier", adam_lr=0.05, steps=512),
+    "maco": Settings(param="maco", adam_lr=1.0, steps=256, crops=6, noise=0.05),
+    "accentuate": Settings(param="accentuate", adam_lr=0.02, steps=128, crops=6, noise=0.05, closeness=1.0),
+})
+PRESET_NAMES: Mapping[int, str] = types.MappingProxyType({n: f"Table 1 row {n}" for n in PRESETS})
+
+
+def table1_row(number: int) -> Settings:
+    """Table 1 row ``number`` (1-4) of the paper."""
+    if not is_int(number) or number not in PRESETS:
+        raise DeepvisError(f"preset must be one of {', '.join(map(str, PRESETS))}, not {number!r}")
+    return PRESETS[number]
+
 
 PRESET_FORMAT = "deepvis-presets"
 SHIPPED = Path(__file__).parent / "presets"
@@ -48,9 +78,9 @@ class PresetFile:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError("a preset file names its model")
+            raise DeepvisError("a preset file names its model")
         if set(self.rows) != set(ROWS) or not all(isinstance(s, Settings) for s in self.rows.values()):
-            raise ValueError("a preset file has settings for rows 1, 2, 3 and 4")
+            raise DeepvisError("a preset file has settings for rows 1, 2, 3 and 4")
         object.__setattr__(self, "rows", types.MappingProxyType(dict(sorted(self.rows.items()))))
 
     def to_json(self) -> str:
@@ -70,7 +100,7 @@ class PresetFile:
                        {int(k): float(v) for k, v in data.get("scores", {}).items()}, data.get("command", ""),
                        tuple(data.get("validation", ())))
         except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"The preset file is incomplete ({exc.__class__.__name__}: {exc}).") from None
+            raise DeepvisError(f"The preset file is incomplete ({exc.__class__.__name__}: {exc}).") from None
 
     @classmethod
     def read(cls, path: str | Path) -> PresetFile:
@@ -86,7 +116,7 @@ def shipped(model: str) -> PresetFile | None:
 
 def _row(text: str) -> int:
     if not text.isdigit() or int(text) not in ROWS:
-        raise ValueError(f"a preset is a row {', '.join(map(str, ROWS))}, table1:N or one of "
+        raise DeepvisError(f"a preset is a row {', '.join(map(str, ROWS))}, table1:N or one of "
                          f"{', '.join(PARAM_PRESETS)}, not {text!r}")
     return int(text)
 

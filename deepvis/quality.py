@@ -42,11 +42,12 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from deepvis.errors import DeepvisError
 from deepvis.activations import capture
 from deepvis.display import DEFAULT_DISPLAY, show
 from deepvis.graph import forward_pass
 from deepvis.models import LoadedModel, load_model
-from deepvis.settings import Target, class_names
+from deepvis.targets import Target, class_names
 
 REPORTING_JUDGES = {"efficientnet_lite2": "efficientnet_lite0"}
 DEFAULT_REPORTING_JUDGE = "efficientnet_lite2"
@@ -185,7 +186,7 @@ def assess(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target],
     """The :class:`Quality` of each image ``pixels[b]`` (pixel space) made for ``targets[b]``."""
     pixels = np.asarray(pixels)
     if pixels.ndim != 4 or len(targets) != pixels.shape[0]:
-        raise ValueError(f"need one (H, W, 3) image per target, got {pixels.shape} for {len(targets)} targets")
+        raise DeepvisError(f"need one (H, W, 3) image per target, got {pixels.shape} for {len(targets)} targets")
     robust = robustness(model, pixels, targets)
     is_class = [class_names(model, t.layer) is not None for t in targets]
     verdicts: dict[int, tuple[int, float]] = {}

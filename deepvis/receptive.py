@@ -31,6 +31,7 @@ import weakref
 import numpy as np
 import torch
 
+from deepvis.errors import DeepvisError
 from deepvis.activations import capture
 from deepvis.images import normalize
 from deepvis.models import LoadedModel
@@ -86,7 +87,7 @@ def field(loaded: LoadedModel, layer: str, y: int, x: int, size: int | None = No
     size = size or loaded.spec.input_size
     (top, left, bottom, right), (height, width) = centre_field(loaded, layer, size)
     if not (0 <= y < height and 0 <= x < width):
-        raise ValueError(f"{layer}'s map is {height} x {width}; there is no position ({y}, {x}).")
+        raise DeepvisError(f"{layer}'s map is {height} x {width}; there is no position ({y}, {x}).")
     dy = round((y - height // 2) * size / height)
     dx = round((x - width // 2) * size / width)
     box = (top + dy, left + dx, bottom + dy, right + dx)

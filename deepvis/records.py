@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepvis.errors import DeepvisError
 from deepvis.display import DEFAULT_DISPLAY, show
-from deepvis.settings import Settings, Target
+from deepvis.settings import Settings
+from deepvis.targets import Target
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +50,7 @@ class RowRecord:
     def image(self, which: str = "best", mode: str = DEFAULT_DISPLAY) -> np.ndarray:
         """The ``best`` or ``last`` image as ``(H, W, 3)`` uint8 in display ``mode`` (:mod:`deepvis.display`)."""
         if which not in ("best", "last"):
-            raise ValueError(f"which must be 'best' or 'last', not {which!r}")
+            raise DeepvisError(f"which must be 'best' or 'last', not {which!r}")
         return show(self.best_x if which == "best" else self.last_x, self.mean, mode)
 
     @property

@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from deepvis.errors import DeepvisError
 
 PerRow = float | Sequence[float] | torch.Tensor
 
@@ -33,7 +34,7 @@ def _per_row(value: PerRow, rows: int) -> list[float]:
         return [float(value)] * rows
     values = [float(v) for v in value]
     if len(values) != rows:
-        raise ValueError(f"expected {rows} per-row values, got {len(values)}")
+        raise DeepvisError(f"expected {rows} per-row values, got {len(values)}")
     return values
 
 
@@ -46,7 +47,7 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype: torch.dtype = 
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """Normalized 1-D Gaussian of radius ``int(truncate * sigma + 0.5)`` (scipy's choice)."""
     if not sigma > 0 or not math.isfinite(sigma):
-        raise ValueError(f"blur sigma must be a positive number, not {sigma}")
+        raise DeepvisError(f"blur sigma must be a positive number, not {sigma}")
     radius = int(truncate * float(sigma) + 0.5)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     weights = torch.exp(-0.5 * (offsets / float(sigma)) ** 2)
@@ -76,7 +77,7 @@ def _blur_same_sigma(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, sigma: PerRow) -> torch.Tensor:
     """Blur each channel of each row with its own ``sigma`` (0 = unchanged); see module docstring."""
     if x.dim() != 4:
-        raise ValueError(f"gaussian_blur needs (B, C, H, W), got shape {tuple(x.shape)}")
+        raise DeepvisError(f"gaussian_blur needs (B, C, H, W), got shape {tuple(x.shape)}")
     sigmas = _per_row(sigma, x.shape[0])
     if len(set(sigmas)) == 1 and sigmas[0] > 0:
         return _blur_same_sigma(x, sigmas[0])
@@ -92,10 +93,10 @@ def gaussian_blur(x: torch.Tensor, sigma: PerRow) -> torch.Tensor:
 def percentile(values: torch.Tensor, pct: PerRow) -> torch.Tensor:
     """The ``pct`` percentile of each row of ``(B, N)`` values, numpy-style linear interpolation -> ``(B,)``."""
     if values.dim() != 2:
-        raise ValueError(f"percentile needs (B, N), got shape {tuple(values.shape)}")
+        raise DeepvisError(f"percentile needs (B, N), got shape {tuple(values.shape)}")
     pcts = _per_row(pct, values.shape[0])
     if any(not 0 <= p <= 100 for p in pcts):
-        raise ValueError("percentiles must be between 0 and 100")
+        raise DeepvisError("percentiles must be between 0 and 100")
     if len(set(pcts)) == 1:
         return torch.quantile(values, pcts[0] / 100.0, dim=1)
     return torch.stack([torch.quantile(row, p / 100.0) for row, p in zip(values, pcts)])

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from deepvis.errors import DeepvisError
 
 SCALINGS = ("channel", "layer")
 MIN_TILE = 28  # tiles are enlarged to at least this many pixels, so numbers fit
@@ -101,12 +102,12 @@ def channel_grid(activation: torch.Tensor | np.ndarray, scaling: str = "channel"
     box); ``highlight`` draws a white frame around one channel.
     """
     if scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {SCALINGS}, not {scaling!r}")
+        raise DeepvisError(f"scaling must be one of {SCALINGS}, not {scaling!r}")
     act = _as_numpy(activation)
     if act.ndim == 1:
         act = act[:, None, None]
     if act.ndim != 3:
-        raise ValueError(f"channel_grid needs (C, H, W), got shape {act.shape}")
+        raise DeepvisError(f"channel_grid needs (C, H, W), got shape {act.shape}")
     channels, height, width = act.shape
     layout = grid_layout(channels, height, width, cols)
     if scaling == "layer":
@@ -228,7 +229,7 @@ def weight_tiles(weight: torch.Tensor, cols: int | None = None) -> tuple[np.ndar
     """First-layer filters ``(C_out, 3, k, k)`` as RGB tiles, each scaled symmetrically about 0."""
     w = _as_numpy(weight)
     if w.ndim != 4 or w.shape[1] != 3:
-        raise ValueError(f"weight_tiles needs (C_out, 3, k, k), got {w.shape}")
+        raise DeepvisError(f"weight_tiles needs (C_out, 3, k, k), got {w.shape}")
     bound = np.abs(w).reshape(w.shape[0], -1).max(axis=1)[:, None, None, None]
     return _tiles(_about_zero(w, bound).transpose(0, 2, 3, 1), cols)
 
@@ -238,7 +239,7 @@ def kernel_tiles(kernels: torch.Tensor | np.ndarray) -> tuple[np.ndarray, GridLa
     ``|w|``, so its kernels compare."""
     k = _as_numpy(kernels)
     if k.ndim != 3:
-        raise ValueError(f"kernel_tiles needs (C_in, kh, kw), got {k.shape}")
+        raise DeepvisError(f"kernel_tiles needs (C_in, kh, kw), got {k.shape}")
     return _tiles(_about_zero(k, float(np.abs(k).max())))
 
 
@@ -285,7 +286,7 @@ def _gradient_hwc(gradient: torch.Tensor | np.ndarray) -> np.ndarray:
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3:
-        raise ValueError(f"A backward image needs one gradient (C, H, W), got shape {array.shape}")
+        raise DeepvisError(f"A backward image needs one gradient (C, H, W), got shape {array.shape}")
     return array.transpose(1, 2, 0)
 
 
@@ -304,7 +305,7 @@ def backprop_image(gradient: torch.Tensor | np.ndarray, filter: str = "raw", blu
     ``norm_blur``: the norm after a Gaussian blur of ``blur_sigma`` pixels.
     """
     if filter not in BACKPROP_FILTERS:
-        raise ValueError(f"filter must be one of {BACKPROP_FILTERS}, not {filter!r}")
+        raise DeepvisError(f"filter must be one of {BACKPROP_FILTERS}, not {filter!r}")
     if filter == "raw":
         return _symmetric_uint8(_gradient_hwc(gradient))
     if filter == "gray":
@@ -353,9 +354,9 @@ def compose_sheet(images: np.ndarray, rows: int, cols: int, row_labels: Sequence
     """
     array = np.asarray(images)
     if array.ndim != 4 or array.shape[0] != rows * cols or array.shape[-1] != 3:
-        raise ValueError(f"compose_sheet needs ({rows * cols}, H, W, 3) images, got shape {array.shape}")
+        raise DeepvisError(f"compose_sheet needs ({rows * cols}, H, W, 3) images, got shape {array.shape}")
     if row_labels and len(row_labels) != rows or col_labels and len(col_labels) != cols:
-        raise ValueError("need one label per row and per column")
+        raise DeepvisError("need one label per row and per column")
     font = label_font()
     line = font.size + 4
     height, width = array.shape[1:3]
@@ -379,7 +380,7 @@ def compose_sheet(images: np.ndarray, rows: int, cols: int, row_labels: Sequence
 def gif_bytes(frames: Sequence[np.ndarray], duration_ms: int = 80) -> bytes:
     """An endlessly looping animated GIF of ``(H, W, 3)`` uint8 frames."""
     if not frames:
-        raise ValueError("a GIF needs at least one frame")
+        raise DeepvisError("a GIF needs at least one frame")
     pictures = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
     buffer = io.BytesIO()
     pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms,

@@ -1,7 +1,7 @@
-"""What an optimization run is asked to do: θ (one table), targets, experiments.
+"""θ: the regularization and step-size hyperparameters of an optimization run, as one table.
 
-(About 340 lines: the inputs of a run, each validated on construction and saved as JSON, are one concept;
-the θ table's labels and help texts are most of the length.)
+(Over 300 lines: each θ setting's label, help text, range and CLI flag live with its field, and the help
+texts are most of the length.)
 
 Conventions
 -----------
@@ -12,32 +12,26 @@ Conventions
   its use in the engine (:mod:`deepvis.optimize`).
 * Values are in the optimizer's pixel space (0-255 units, mean subtracted; see
   :mod:`deepvis.optimize`).  Percentiles are in [0, 100].
-* :data:`PRESETS` are the paper's Table 1 rows, verbatim (Yosinski et al. 2015,
-  Table 1: decay, blur radius, blur every, norm percentile, contribution
-  percentile, iterations, learning-rate policy).
-* A :class:`Target` names a layer (a graph node, :mod:`deepvis.graph`) and a unit:
-  a channel of a map, or an element of a vector.  Class names are units of the
-  logits only; :func:`resolve_unit` is the one place that decides.
-* An :class:`Experiment` (targets x settings, seed, size, model) round-trips
-  through JSON (format ``deepvis-experiment``, version 1).
+* Named θ (Table 1's rows, calibrated rows, the later parametrizations' defaults)
+  live in :mod:`deepvis.presets`; what a run maximizes in :mod:`deepvis.targets`;
+  a saved comparison in :mod:`deepvis.experiment`.
+* Pure Python: no torch, no model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import numbers
-import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepvis.models import DEFAULT_MODEL, LoadedModel
+from deepvis.errors import DeepvisError
 
+DEFAULT_MODEL = "efficientnet_lite0"  # the embedded network (built by deepvis.models)
 LR_POLICIES = ("constant", "progress")
-OBJECTIVES = ("neuron", "channel")
 MIN_SIZE, MAX_SIZE = 8, 1024
 MAX_STEPS = 100_000
 
@@ -47,7 +41,7 @@ LR_RULE = ("lr multiplies the gradient w.r.t. the network's own input (g = s · 
            "objective by the desired progress.")
 
 
-class OptimizeError(ValueError):
+class OptimizeError(DeepvisError):
     """A run cannot be set up (bad target, size, unit, ...); the message says why."""
 
 
@@ -93,20 +87,20 @@ class Theta:
         """``value`` converted to the field's type, or a ``ValueError`` saying what is allowed."""
         if self.kind == "choice":
             if value not in self.choices:
-                raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
+                raise DeepvisError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
             return value
         if self.kind == "int":
             if not is_int(value):
-                raise ValueError(f"{self.name} must be a whole number, not {value!r}")
+                raise DeepvisError(f"{self.name} must be a whole number, not {value!r}")
             value = int(value)
         else:
             if not _is_number(value):
-                raise ValueError(f"{self.name} must be a finite number, not {value!r}")
+                raise DeepvisError(f"{self.name} must be a finite number, not {value!r}")
             value = float(value)
         too_low = self.low is not None and (value < self.low or (self.low_open and value == self.low))
         too_high = self.high is not None and (value > self.high or (self.high_open and value == self.high))
         if too_low or too_high:
-            raise ValueError(f"{self.name} must be {self.interval}, not {fmt(value)}")
+            raise DeepvisError(f"{self.name} must be {self.interval}, not {fmt(value)}")
         return value
 
     @property
@@ -209,10 +203,10 @@ class Settings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
         if not isinstance(data, Mapping):
-            raise ValueError("settings must be a JSON object")
+            raise DeepvisError("settings must be a JSON object")
         unknown = set(data) - {t.name for t in THETA}
         if unknown:
-            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise DeepvisError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**data)
 
     def replace(self, **changes: Any) -> Settings:
@@ -229,121 +223,8 @@ def _table() -> tuple[Theta, ...]:
 
 THETA: tuple[Theta, ...] = _table()
 
-PRESETS: Mapping[int, Settings] = types.MappingProxyType({
-    1: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=50, contrib_pct=0, steps=500,
-                lr_policy="progress", max_lr=100.0, desired_prog=2.0),
-    2: Settings(decay=0.3, blur_radius=0.0, blur_every=0, norm_pct=20, contrib_pct=0, steps=750,
-                lr_policy="constant", lr=100.0),
-    3: Settings(decay=1e-4, blur_radius=1.0, blur_every=4, norm_pct=0, contrib_pct=0, steps=1000,
-                lr_policy="constant", lr=100.0),
-    4: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=0, contrib_pct=90, steps=1000,
-                lr_policy="progress", max_lr=1e8, desired_prog=2.0),
-})
-# Each later parametrization with its published defaults: Olah et al. 2017 as in Lucid/Lucent's render_vis (Adam
-# 0.05, 512 steps); MACO as in Fel et al.'s reference code (NAdam 1.0, 6 crops, noise 0.05; 256 steps as in
-# Xplique's maco); accentuation as in Hamblin et al.'s (NAdam, 6 crops, noise 0.05, penalty 1), with a smaller
-# step for this parametrization's spectrum scale (:mod:`deepvis.modern`).
-PARAM_PRESETS: Mapping[str, Settings] = types.MappingProxyType({
-    "fourier": Settings(param="fourier", adam_lr=0.05, steps=512),
-    "maco": Settings(param="maco", adam_lr=1.0, steps=256, crops=6, noise=0.05),
-    "accentuate": Settings(param="accentuate", adam_lr=0.02, steps=128, crops=6, noise=0.05, closeness=1.0),
-})
-PRESET_NAMES: Mapping[int, str] = types.MappingProxyType({n: f"Table 1 row {n}" for n in PRESETS})
 
 
-def preset(number: int) -> Settings:
-    """Table 1 row ``number`` (1-4) of the paper."""
-    if not is_int(number) or number not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(map(str, PRESETS))}, not {number!r}")
-    return PRESETS[number]
-
-
-@dataclass(frozen=True)
-class Target:
-    """The unit to maximize: ``unit`` is a channel (conv layer) or an element/class (vector layer)."""
-
-    layer: str
-    unit: int
-    objective: str = "neuron"
-    position: tuple[int, int] | None = None  # (y, x) for "neuron" on a conv layer; None = centre
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.layer, str) or not self.layer:
-            raise ValueError("layer must be a non-empty layer name")
-        if not is_int(self.unit) or self.unit < 0:
-            raise ValueError(f"unit must be a non-negative whole number, not {self.unit!r}")
-        object.__setattr__(self, "unit", int(self.unit))
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
-        if self.position is not None:
-            pos = tuple(self.position)
-            if len(pos) != 2 or not all(is_int(v) and v >= 0 for v in pos):
-                raise ValueError(f"position must be two non-negative whole numbers (y, x), not {self.position!r}")
-            object.__setattr__(self, "position", (int(pos[0]), int(pos[1])))
-
-    def centre_or_position(self, height: int, width: int) -> tuple[int, int]:
-        """The ``(y, x)`` of a neuron objective on a ``height x width`` map: ``position``, else the centre."""
-        return self.position if self.position is not None else (height // 2, width // 2)
-
-    @property
-    def label(self) -> str:
-        if self.objective == "channel":
-            return f"{self.layer} ch {self.unit} (mean)"
-        where = f" @ {self.position}" if self.position is not None else ""
-        return f"{self.layer} unit {self.unit}{where}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "unit": self.unit, "objective": self.objective,
-                "position": list(self.position) if self.position is not None else None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Target:
-        if not isinstance(data, Mapping):
-            raise ValueError("target must be a JSON object")
-        unknown = set(data) - {"layer", "unit", "objective", "position"}
-        if unknown:
-            raise ValueError(f"unknown target field(s): {', '.join(sorted(unknown))}")
-        if "layer" not in data or "unit" not in data:
-            raise ValueError("target needs a layer and a unit")
-        position = data.get("position")
-        return cls(data["layer"], data["unit"], data.get("objective", "neuron"),
-                   tuple(position) if isinstance(position, (list, tuple)) else position)
-
-
-def class_names(loaded: LoadedModel, layer: str) -> Sequence[str] | None:
-    """The class names of ``layer``'s units: only for the logits (the last layer, one unit per class)."""
-    info = loaded.layer(layer)
-    is_logits = info.name == loaded.logits_layer and len(loaded.class_names) == info.channels
-    return loaded.class_names if is_logits else None
-
-
-def resolve_unit(loaded: LoadedModel, layer: str, query: str | int) -> int:
-    """A unit of ``layer`` from a number, or from a class name at the logits; ``OptimizeError`` otherwise.
-
-    The one rule for the CLI and the pages: a number must exist in the layer (0 to channels - 1); a class
-    name is accepted only at the logits, exactly (case-insensitive).
-    """
-    info = loaded.layer(layer)
-    noun = "channels" if info.is_spatial else "units"
-    text = str(query).strip()
-    if is_int(query) or text.isdigit():
-        unit = int(text)
-        if not 0 <= unit < info.channels:
-            raise OptimizeError(f"{info.name} has {info.channels} {noun} (0 to {info.channels - 1}); "
-                                f"unit {unit} does not exist.")
-        return unit
-    names = class_names(loaded, layer)
-    if names is None:
-        raise OptimizeError(f"{query!r} is not a unit number; class names apply only at the logits "
-                            f"({loaded.logits_layer}), and {info.name} has {info.channels} {noun}.")
-    wanted = text.lower()
-    for index, name in enumerate(names):
-        if name.lower() == wanted:
-            return index
-    raise OptimizeError(f"No class called {query!r}.")
-
-
-EXPERIMENT_FORMAT = "deepvis-experiment"
 
 
 def read_json_file(text: str | bytes, file_format: str, what: str) -> dict[str, Any]:
@@ -352,55 +233,11 @@ def read_json_file(text: str | bytes, file_format: str, what: str) -> dict[str, 
     try:
         data = json.loads(text)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"This is not a JSON file ({exc.__class__.__name__}).") from None
+        raise DeepvisError(f"This is not a JSON file ({exc.__class__.__name__}).") from None
     if not isinstance(data, dict) or data.get("format") != file_format:
-        raise ValueError(f"This JSON file is not a {what}.")
+        raise DeepvisError(f"This JSON file is not a {what}.")
     if data.get("version") != 1:
-        raise ValueError(f"Unsupported {what} file version {data.get('version')!r}.")
+        raise DeepvisError(f"Unsupported {what} file version {data.get('version')!r}.")
     return data
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """A comparison (one target, several settings) or a units x settings sheet; saved as JSON."""
-
-    targets: tuple[Target, ...]
-    settings: tuple[Settings, ...]
-    seed: int = 0
-    size: int | None = None
-    model: str = DEFAULT_MODEL
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "targets", tuple(self.targets))
-        object.__setattr__(self, "settings", tuple(self.settings))
-        if not self.targets or not all(isinstance(t, Target) for t in self.targets):
-            raise ValueError("an experiment needs at least one target")
-        if not self.settings or not all(isinstance(s, Settings) for s in self.settings):
-            raise ValueError("an experiment needs at least one setting")
-        if not is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative whole number, not {self.seed!r}")
-        if self.size is not None and (not is_int(self.size) or not MIN_SIZE <= self.size <= MAX_SIZE):
-            raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {self.size!r}")
-        if not isinstance(self.model, str) or not self.model:
-            raise ValueError("model must be a model name")
-
-    def rows(self) -> tuple[list[Target], list[Settings]]:
-        """Batch rows: every target with every setting, target-major (a sheet's row-major order)."""
-        pairs = list(itertools.product(self.targets, self.settings))
-        return [t for t, _ in pairs], [s for _, s in pairs]
-
-    def to_json(self) -> str:
-        return json.dumps({"format": EXPERIMENT_FORMAT, "version": 1, "model": self.model, "seed": self.seed,
-                           "size": self.size, "targets": [t.to_dict() for t in self.targets],
-                           "settings": [s.to_dict() for s in self.settings]}, indent=2)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Experiment:
-        data = read_json_file(text, EXPERIMENT_FORMAT, "saved deepvis comparison")
-        try:
-            targets = [Target.from_dict(t) for t in data["targets"]]
-            settings = [Settings.from_dict(s) for s in data["settings"]]
-            return cls(tuple(targets), tuple(settings), data.get("seed", 0), data.get("size"),
-                       data.get("model", DEFAULT_MODEL))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"The comparison file is incomplete ({exc.__class__.__name__}: {exc}).") from None

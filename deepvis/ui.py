@@ -9,7 +9,7 @@ Conventions
   (name, weights, seed, device), shared by every session.  Nothing here or in
   the pages may modify it (see :mod:`deepvis.graph`).
 * Widget groups return plain Python values or small typed objects (bytes, a
-  ``LoadedModel``, a layer name, an ``opt.Target``), so the pages stay thin and
+  ``LoadedModel``, a layer name, an ``Target``), so the pages stay thin and
   never read ``st.session_state`` keys themselves; every failure a person can
   cause becomes one ``st.error`` line, never a traceback.
 """
@@ -22,11 +22,11 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from deepvis import optimize as opt
 from deepvis.backprop import ModeSupport, mode_support
 from deepvis.layers import groups
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
+from deepvis.targets import OBJECTIVES, Target, class_names, resolve_unit
 
 SOURCES = ("Sample photo", "Upload", "Camera", "Live video")
 LIVE = "Live video"
@@ -178,14 +178,14 @@ def layer_picker(loaded: LoadedModel, key: str, default: str, side_by_side: bool
 
 
 def _unit_format(loaded: LoadedModel, layer: str) -> Callable[[int], str]:
-    classes = opt.class_names(loaded, layer)
+    classes = class_names(loaded, layer)
     return (lambda i: f"{i} · {classes[i]}") if classes else str
 
 
 def _default_unit(loaded: LoadedModel, layer: str) -> int:
-    classes = opt.class_names(loaded, layer)
+    classes = class_names(loaded, layer)
     try:
-        return opt.resolve_unit(loaded, layer, "flamingo") if classes else 0
+        return resolve_unit(loaded, layer, "flamingo") if classes else 0
     except ValueError:
         return 0
 
@@ -194,16 +194,16 @@ def _objective_picker(loaded: LoadedModel, key: str, layer: str) -> str:
     if not loaded.layer(layer).is_spatial:
         return "neuron"
     _init(f"{key}_objective", "neuron")
-    return st.radio("Objective (maximized)", opt.OBJECTIVES, key=f"{key}_objective", horizontal=True,
+    return st.radio("Objective (maximized)", OBJECTIVES, key=f"{key}_objective", horizontal=True,
                     format_func={"neuron": "one neuron (centre)", "channel": "channel mean"}.get,
                     help="One activation at the centre of the channel's map, or the mean of the whole map.")
 
 
-def target_picker(loaded: LoadedModel, key: str) -> opt.Target:
-    """Layer + unit (a class by name on the logits layer) + objective -> one ``opt.Target``."""
+def target_picker(loaded: LoadedModel, key: str) -> Target:
+    """Layer + unit (a class by name on the logits layer) + objective -> one ``Target``."""
     layer = layer_picker(loaded, key, loaded.logits_layer, side_by_side=False)
     info = loaded.layer(layer)
-    if opt.class_names(loaded, layer):
+    if class_names(loaded, layer):
         if st.session_state.get(f"{key}_class") not in range(info.channels):
             st.session_state[f"{key}_class"] = _default_unit(loaded, layer)
         unit = st.selectbox("Class (type to search)", range(info.channels), key=f"{key}_class",
@@ -213,12 +213,12 @@ def target_picker(loaded: LoadedModel, key: str) -> opt.Target:
             st.session_state[f"{key}_unit"] = 0
         noun = "Channel" if info.is_spatial else "Unit"
         unit = st.number_input(f"{noun} (0 – {info.channels - 1})", 0, info.channels - 1, key=f"{key}_unit")
-    return opt.Target(layer, int(unit), _objective_picker(loaded, key, layer))
+    return Target(layer, int(unit), _objective_picker(loaded, key, layer))
 
 
-def target_name(loaded: LoadedModel, target: opt.Target) -> str:
+def target_name(loaded: LoadedModel, target: Target) -> str:
     """``flamingo (class 130 of _fc)`` or ``_blocks.5 channel 12 · centre neuron`` (titles, sheet rows)."""
-    classes = opt.class_names(loaded, target.layer) if target.layer in {i.name for i in loaded.layers} else None
+    classes = class_names(loaded, target.layer) if target.layer in {i.name for i in loaded.layers} else None
     if classes:
         return f"{classes[target.unit]} (class {target.unit} of {target.layer})"
     if len(loaded.layer(target.layer).shape) == 1:
@@ -226,20 +226,20 @@ def target_name(loaded: LoadedModel, target: opt.Target) -> str:
     return f"{target.layer} channel {target.unit} · {'centre neuron' if target.objective == 'neuron' else 'mean'}"
 
 
-def units_picker(loaded: LoadedModel, key: str) -> list[opt.Target]:
-    """Layer + several units (classes on the logits layer) -> one ``opt.Target`` per unit (sheet rows)."""
+def units_picker(loaded: LoadedModel, key: str) -> list[Target]:
+    """Layer + several units (classes on the logits layer) -> one ``Target`` per unit (sheet rows)."""
     layer = layer_picker(loaded, key, loaded.logits_layer, side_by_side=False)
     info = loaded.layer(layer)
     chosen = [u for u in st.session_state.get(f"{key}_units", []) if u in range(info.channels)][:8]
     if not chosen:
-        classes = opt.class_names(loaded, layer)
-        chosen = ([opt.resolve_unit(loaded, layer, n) for n in ("flamingo", "strawberry", "goldfish") if n in classes]
+        classes = class_names(loaded, layer)
+        chosen = ([resolve_unit(loaded, layer, n) for n in ("flamingo", "strawberry", "goldfish") if n in classes]
                   if classes else []) or list(range(min(3, info.channels)))
     st.session_state[f"{key}_units"] = chosen
     units = st.multiselect("Units (rows of the sheet)", range(info.channels), key=f"{key}_units",
                            format_func=_unit_format(loaded, layer), max_selections=8)
     objective = _objective_picker(loaded, key, layer)
-    return [opt.Target(layer, int(u), objective) for u in units]
+    return [Target(layer, int(u), objective) for u in units]
 
 
 def chart_click(unit_key: str, chart_key: str) -> None:

@@ -30,18 +30,22 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from deepvis import optimize as opt
+from deepvis.errors import DeepvisError
 from deepvis import presets, quality, render, ui
 from deepvis.charts import PALETTE
 from deepvis.display import DISPLAYS, show
 from deepvis.history import FrameHistory, RunState, stream
 from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel
+from deepvis.experiment import Experiment
+from deepvis.records import RunRecord, Snapshot
+from deepvis.settings import LR_RULE, MAX_SIZE, MIN_SIZE, Settings, THETA, Theta
+from deepvis.targets import Target
 
 OPT, CMP = "opt", "cmp"  # the two pages' key prefixes
 CUSTOM = "custom"
 
 
-def preset_of(settings: opt.Settings, model: str) -> str:
+def preset_of(settings: Settings, model: str) -> str:
     """The preset key (``"3"``, ``"table1:3"``, :mod:`deepvis.presets`) these settings equal, else ``"custom"``."""
     return next((key for key, found in presets.choices(model).items() if found == settings), CUSTOM)
 
@@ -50,7 +54,7 @@ def preset_label(model: str, key: str) -> str:
     return "custom θ" if key == CUSTOM else presets.name(model, key)
 
 
-def settings_name(settings: opt.Settings, model: str) -> str:
+def settings_name(settings: Settings, model: str) -> str:
     """``Lite0 row 3 (calibrated)``, ``Table 1 row 3 (verbatim), 200 it`` (only the iterations changed), ``custom``."""
     found = preset_of(settings, model)
     if found != CUSTOM:
@@ -61,15 +65,15 @@ def settings_name(settings: opt.Settings, model: str) -> str:
     return "custom"
 
 
-def set_settings(key: str, settings: opt.Settings, model: str) -> None:
+def set_settings(key: str, settings: Settings, model: str) -> None:
     """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback)."""
     for name, value in settings.to_dict().items():
         st.session_state[f"{key}_{name}"] = value
     st.session_state[f"{key}_preset"] = preset_of(settings, model)
 
 
-def _read_settings(key: str) -> opt.Settings:
-    return opt.Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in opt.THETA})
+def _read_settings(key: str) -> Settings:
+    return Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in THETA})
 
 
 def _preset_chosen(key: str, model: str) -> None:
@@ -85,12 +89,12 @@ def _theta_edited(key: str, model: str) -> None:
         st.session_state[f"{key}_preset"] = CUSTOM
 
 
-def _theta_widget(key: str, theta: opt.Theta, explain: bool, model: str) -> None:
+def _theta_widget(key: str, theta: Theta, explain: bool, model: str) -> None:
     """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
     common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key, model),
                   help=None if explain else theta.help)
     if theta.enabled_by:
-        common["disabled"] = not theta.enabled({t.name: st.session_state[f"{key}_{t.name}"] for t in opt.THETA})
+        common["disabled"] = not theta.enabled({t.name: st.session_state[f"{key}_{t.name}"] for t in THETA})
     if theta.kind == "choice":
         st.radio(theta.label, theta.choices, horizontal=True, **common)
     elif theta.kind == "percent":
@@ -109,14 +113,14 @@ PRESET_HELP = ("Calibrated rows: this network's own presets, found by `deepvis c
                "CaffeNet values, verbatim. Or your own θ.")
 
 
-def settings_editor(key: str, model: str, default: str = "3", explain: bool = True) -> opt.Settings | None:
+def settings_editor(key: str, model: str, default: str = "3", explain: bool = True) -> Settings | None:
     """A preset selector (calibrated rows and Table 1, :mod:`deepvis.presets`) and every θ; returns the
     settings, or ``None`` after one ``st.error`` line.
 
     Choosing a preset fills in its θ; editing any θ turns the selector to "custom" (or to the preset it
     now equals).  ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip).
     """
-    if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in opt.THETA):
+    if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in THETA):
         set_settings(key, presets.resolve(model, default), model)
     options = (*presets.choices(model), CUSTOM)
     if st.session_state[f"{key}_preset"] not in options:  # another model's preset: name what the θ now are
@@ -126,8 +130,8 @@ def settings_editor(key: str, model: str, default: str = "3", explain: bool = Tr
     box = st.container() if explain else st.expander("Edit θ")
     with box:
         grid = st.columns(2) if explain else [st.container()]
-        for i, theta in enumerate(opt.THETA):
-            with grid[i * len(grid) // len(opt.THETA)]:
+        for i, theta in enumerate(THETA):
+            with grid[i * len(grid) // len(THETA)]:
                 _theta_widget(key, theta, explain, model)
     try:
         return _read_settings(key)
@@ -144,14 +148,14 @@ def color_header(index: int, title: str, caption: str) -> None:
     st.caption(caption)
 
 
-def column_name(index: int, settings: opt.Settings | None, model: str) -> str:
+def column_name(index: int, settings: Settings | None, model: str) -> str:
     """``A · Lite0 row 3 (calibrated)``, ``B · custom``, … (the header and legend name of column ``index``)."""
     return f"{chr(ord('A') + index)} · {settings_name(settings, model) if settings else 'invalid settings'}"
 
 
-def run_live(key: str, start: Callable[[], Generator[opt.Snapshot, None, None]],
-             draw: Callable[[opt.Snapshot], None], names: Sequence[str], history: FrameHistory | None = None,
-             experiment: opt.Experiment | None = None, **extra: object) -> RunState | None:
+def run_live(key: str, start: Callable[[], Generator[Snapshot, None, None]],
+             draw: Callable[[Snapshot], None], names: Sequence[str], history: FrameHistory | None = None,
+             experiment: Experiment | None = None, **extra: object) -> RunState | None:
     """Start a run (``start()`` -> generator), store its ``RunState`` as ``st.session_state[f"{key}_run"]``
     and stream it.  A ``ValueError`` at the start (bad settings, target, size) becomes one ``st.error`` line;
     a failure during the run is kept in the state for ``run_status`` to show."""
@@ -237,7 +241,7 @@ def quality_caption(verdict: quality.Quality, best_step: int) -> str:
     return f"**Quality** of the best image (iteration {best_step}) — {verdict.label} · {mark}"
 
 
-def summary_rows(record: opt.RunRecord, names: Sequence[str], verdicts: Sequence[quality.Quality]) -> list[dict]:
+def summary_rows(record: RunRecord, names: Sequence[str], verdicts: Sequence[quality.Quality]) -> list[dict]:
     """Per row: its parametrization, the best objective with the best image's quality score beside it, then
     the other objectives, iterations, the judge's verdict, final norm and std."""
     names = [names[b % len(names)] for b in range(len(record.rows))]  # a sheet: every unit under each setting
@@ -256,7 +260,7 @@ def sheet_image(pixels: np.ndarray, mean: Sequence[float], row_names: Sequence[s
     return render.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
 
 
-def apply_experiment(key: str, experiment: opt.Experiment) -> None:
+def apply_experiment(key: str, experiment: Experiment) -> None:
     """Put a loaded experiment into the comparison widgets (call from a callback, before they are drawn)."""
     if experiment.model in REGISTRY:
         st.session_state["model_name"] = experiment.model
@@ -280,11 +284,11 @@ def _experiment_uploaded(key: str) -> None:
     if upload is None:
         return
     try:
-        experiment = opt.Experiment.from_json(upload.getvalue())
+        experiment = Experiment.from_json(upload.getvalue())
         if not 2 <= len(experiment.settings) <= 6:
-            raise ValueError(f"A comparison has 2 to 6 settings; this file has {len(experiment.settings)}.")
+            raise DeepvisError(f"A comparison has 2 to 6 settings; this file has {len(experiment.settings)}.")
         if len({t.layer for t in experiment.targets}) > 1 or len({t.objective for t in experiment.targets}) > 1:
-            raise ValueError("The units of a sheet must share one layer and one objective.")
+            raise DeepvisError("The units of a sheet must share one layer and one objective.")
     except ValueError as exc:
         st.session_state[f"{key}_load_error"] = f"Cannot load {upload.name}: {exc}"
         return
@@ -299,7 +303,7 @@ def experiment_loader(key: str) -> None:
         st.error(st.session_state[f"{key}_load_error"])
 
 
-def accentuation_photo(page: str, settings: Sequence[opt.Settings | None]) -> tuple[np.ndarray | None, bool]:
+def accentuation_photo(page: str, settings: Sequence[Settings | None]) -> tuple[np.ndarray | None, bool]:
     """Where a row accentuates a photo (``param == "accentuate"``): a photo picker (sample, upload, camera).
     Returns ``(photo (H, W, 3) uint8 or None, whether the run can start)``; a bad file is one ``st.error``."""
     if not any(s is not None and s.param == "accentuate" for s in settings):
@@ -319,8 +323,8 @@ def accentuation_photo(page: str, settings: Sequence[opt.Settings | None]) -> tu
 class OptimizationForm:
     """What the Optimization page's person chose; ``settings`` is ``None`` after an invalid θ (error shown)."""
 
-    target: opt.Target
-    settings: opt.Settings | None
+    target: Target
+    settings: Settings | None
     seed: int
     size: int
     display: str
@@ -338,13 +342,13 @@ def optimization_form(loaded: LoadedModel) -> OptimizationForm:
     with left:
         target = ui.target_picker(loaded, OPT)
         seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{OPT}_seed")
-        size = st.number_input("Image size (px)", opt.MIN_SIZE, opt.MAX_SIZE, loaded.spec.input_size, step=16,
+        size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, loaded.spec.input_size, step=16,
                                key=f"{OPT}_size_{loaded.spec.name}")
         display = display_picker(OPT)
     with right:
         settings = settings_editor(OPT, loaded.spec.name)
     photo, ready = accentuation_photo(OPT, [settings])
-    st.caption(f"**Learning-rate rule** (pixels): {opt.LR_RULE}")
+    st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
     return OptimizationForm(target, settings, int(seed), int(size), display, photo, ready)
 
 
@@ -353,8 +357,8 @@ class ComparisonForm:
     """What the Comparison page's person chose: units (rows) x settings (columns) and how to show them."""
 
     mode: str  # "side": one unit, settings side by side; "sheet": units x settings
-    targets: tuple[opt.Target, ...]
-    settings: tuple[opt.Settings | None, ...]  # None where a column's θ is invalid (its error is shown)
+    targets: tuple[Target, ...]
+    settings: tuple[Settings | None, ...]  # None where a column's θ is invalid (its error is shown)
     seed: int
     size: int
     display: str
@@ -373,11 +377,11 @@ class ComparisonForm:
         return " (one batch per parametrization)" if mixed else " in one batch"
 
     @property
-    def experiment(self) -> opt.Experiment | None:
+    def experiment(self) -> Experiment | None:
         """The runnable experiment, or ``None`` while a unit is missing or a column's θ is invalid."""
         if not self.targets or not all(self.settings) or not self.ready:
             return None
-        return opt.Experiment(self.targets, self.settings, self.seed, self.size, self.model)
+        return Experiment(self.targets, self.settings, self.seed, self.size, self.model)
 
 
 def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerator) -> ComparisonForm:
@@ -396,7 +400,7 @@ def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerato
     with shared:
         k = st.number_input("Settings (columns)", 2, 6, key=f"{CMP}_k")
         seed = st.number_input("Seed (same noise for every column)", 0, 2**31 - 1, key=f"{CMP}_seed")
-        size = st.number_input("Image size (px)", opt.MIN_SIZE, opt.MAX_SIZE, step=16,
+        size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, step=16,
                                key=f"{CMP}_size_{loaded.spec.name}")
         display = display_picker(CMP)
     settings = []
@@ -407,7 +411,7 @@ def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerato
             with header.container():
                 color_header(j, column_name(j, settings[j], loaded.spec.name), settings[j].label if settings[j] else "")
     photo, ready = accentuation_photo(CMP, settings)
-    st.caption(f"**Learning-rate rule** (pixels): {opt.LR_RULE}")
+    st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
     form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), display, loaded.spec.name,
                           photo, ready)
     if not targets:

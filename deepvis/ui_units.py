@@ -36,6 +36,7 @@ from deepvis import collection as coll
 from deepvis import index
 from deepvis.models import REGISTRY, LoadedModel
 from deepvis.render import GridLayout
+from deepvis.targets import Target
 
 COLLECTIONS = ("Bundled photos", "A folder on this machine", "Upload photos")
 
@@ -263,12 +264,11 @@ def _poll(job: Job, doing: str, noun: str) -> None:
 def pattern_grid(loaded: LoadedModel, layer: str, unit: int, key: str) -> tuple[np.ndarray, GridLayout]:
     """Pattern mode (the toolbox's ``s`` key): each channel's optimized image under the chosen preset, from the
     disk cache; the missing ones are optimized on request, in batches, on a background worker."""
-    from deepvis import optimize as opt
     from deepvis import patterns
     from deepvis.render import image_grid
 
     choice, settings = _preset(loaded, key)
-    targets = [opt.Target(layer, c) for c in range(loaded.layer(layer).shape[0])]
+    targets = [Target(layer, c) for c in range(loaded.layer(layer).shape[0])]
     thumbs = patterns.thumbnails(loaded, targets, settings)
     missing = sum(t is None for t in thumbs)
     job = _jobs().setdefault(("patterns", coll.model_key(loaded), layer, choice, settings), Job())
@@ -323,7 +323,6 @@ def unit_summary(result, unit: int) -> str:
 
 def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> None:
     """The unit's optimized image under the chosen preset: from the disk cache at once, else on request."""
-    from deepvis import optimize as opt
     from deepvis import patterns, presets
     from deepvis.render import upscale
 
@@ -333,7 +332,7 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
                           format_func=lambda c: presets.name(loaded.spec.name, c),
                           help="Also the preset of pattern mode's grid.")
     settings = options[choice]
-    target = opt.Target(layer, unit)
+    target = Target(layer, unit)
     found = patterns.load(loaded, target, settings)
     if found is None and st.button(f"Optimize unit {unit} ({settings.steps} iterations)", key=f"{key}_optimize",
                                    help="Gradient ascent from seeded noise with this preset; kept on disk, so "

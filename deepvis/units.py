@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deepvis.errors import DeepvisError
 from deepvis import receptive
 from deepvis.backprop import backprop, mode_support
 from deepvis.images import to_batch
@@ -88,7 +89,7 @@ def hit_label(rank: int, hit: Hit, readable: bool = True) -> str:
 def top_sheet(loaded: LoadedModel, layer: str, unit: int, hits: Sequence[Hit], cols: int = 3) -> np.ndarray:
     """A labelled sheet of the hits' crops, ``cols`` per row, best first (``(H, W, 3)`` uint8)."""
     if not hits:
-        raise ValueError(f"{layer} unit {unit} has no indexed images")
+        raise DeepvisError(f"{layer} unit {unit} has no indexed images")
     crops = top_crops(loaded, layer, hits, SHEET_CROP)
     rows = -(-len(crops) // cols)
     blank = np.full((SHEET_CROP, SHEET_CROP, 3), 255, dtype=np.uint8)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from deepvis.errors import DeepvisError
 from deepvis.graph import UntraceableError, traced
 from deepvis.models import LoadedModel
 from deepvis.render import GridLayout, kernel_tiles
@@ -77,7 +78,7 @@ def conv_weights(loaded: LoadedModel, layer: str) -> ConvWeights | None:
 def filter_tiles(weights: ConvWeights, channel: int) -> tuple[np.ndarray, GridLayout]:
     """Channel ``channel``'s kernels as grey tiles scaled about zero by the filter's largest weight."""
     if not 0 <= channel < weights.weight.shape[0]:
-        raise ValueError(f"{weights.conv} has filters 0 to {weights.weight.shape[0] - 1}, not {channel}.")
+        raise DeepvisError(f"{weights.conv} has filters 0 to {weights.weight.shape[0] - 1}, not {channel}.")
     return kernel_tiles(weights.weight[channel])
 
 

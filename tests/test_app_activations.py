@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from deepvis.activations import analyze
 from deepvis.images import SAMPLE_NAMES, decode_image, model_view, sample_bytes
+from deepvis.targets import Target
 
 from helpers import jpeg_bytes
 
@@ -163,7 +164,6 @@ def _captions(at: AppTest) -> list[str]:
 
 def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypatch):
     from deepvis import index, patterns, presets
-    from deepvis import optimize as opt
 
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
     at = start()
@@ -194,7 +194,7 @@ def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypat
     quickest = min(choices, key=lambda c: choices[c].steps)
     at.selectbox(key="act_preset").set_value(quickest).run()
     settings = choices[quickest]
-    target = opt.Target(layer, 2)
+    target = Target(layer, 2)
     assert patterns.load(lite0, target, settings) is None
     optimize = next(b for b in at.button if b.label.startswith("Optimize unit 2"))
     optimize.click().run()

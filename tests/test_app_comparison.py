@@ -14,6 +14,9 @@ from streamlit.testing.v1 import AppTest
 from deepvis import charts
 from deepvis import optimize as opt
 from deepvis import presets, quality, ui
+from deepvis.experiment import Experiment
+from deepvis.settings import Settings
+from deepvis.targets import Target
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 SIZE = 64
@@ -27,7 +30,7 @@ def page() -> AppTest:
     return at
 
 
-def three_settings(at: AppTest) -> list[opt.Settings]:
+def three_settings(at: AppTest) -> list[Settings]:
     at.number_input(key="cmp_k").set_value(3).run()
     for j, steps in enumerate(STEPS):
         at.number_input(key=f"cmp_s{j}_steps").set_value(steps)
@@ -45,7 +48,7 @@ def headers(at: AppTest) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def compared() -> tuple[AppTest, list[opt.Settings]]:
+def compared() -> tuple[AppTest, list[Settings]]:
     at = page()
     settings = three_settings(at)
     at.button(key="cmp_start").click().run()
@@ -67,7 +70,7 @@ def test_three_settings_run_as_one_batch(compared, lite0):
     # the image by hundreds of grey levels a step, so later iterations amplify those differences: every column
     # is compared over its first 3 iterations (each a full forward, backward and step).
     for j, row in enumerate(state.record.rows):
-        single = opt.run(lite0, opt.Target("_fc", 130), settings[j], seed=0, size=SIZE).rows[0]
+        single = opt.run(lite0, Target("_fc", 130), settings[j], seed=0, size=SIZE).rows[0]
         np.testing.assert_allclose(row.objectives[:3], single.objectives[:3], rtol=1e-4, atol=1e-4)
 
     captions = column_captions(at)
@@ -144,7 +147,7 @@ def test_save_then_load_restores_the_comparison():
     at.number_input(key="cmp_seed").set_value(7).run()
     assert at.selectbox(key="cmp_s1_preset").value == "custom"
     saved = at.code[0].value
-    experiment = opt.Experiment.from_json(saved)
+    experiment = Experiment.from_json(saved)
     assert experiment.settings[1].decay == 0.05 and experiment.seed == 7 and experiment.size == SIZE
 
     at.number_input(key="cmp_k").set_value(2)

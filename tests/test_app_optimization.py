@@ -20,6 +20,9 @@ from deepvis import display, history, presets, quality, ui_runs
 from deepvis import optimize as opt
 from deepvis.hooks import hook_count
 from deepvis.render import upscale
+from deepvis.records import RowRecord, RunRecord, Snapshot
+from deepvis.settings import THETA
+from deepvis.targets import Target
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 SIZE, STEPS = 64, 5
@@ -73,7 +76,7 @@ def test_start_runs_the_library_and_shows_image_and_chart(finished, lite0):
 
     # The page ran exactly what its widgets say: the same run done directly gives the same numbers.
     settings = presets.resolve("efficientnet_lite0", "3")  # the page's default: Lite0's calibrated row 3
-    direct = opt.run(lite0, opt.Target("_fc", 130), settings.replace(steps=STEPS), seed=0, size=SIZE)
+    direct = opt.run(lite0, Target("_fc", 130), settings.replace(steps=STEPS), seed=0, size=SIZE)
     row = state.record.rows[0]
     np.testing.assert_allclose(row.objectives, direct.rows[0].objectives, rtol=1e-4, atol=1e-4)
     # The logit rises (at some iteration: calibrated row 3 takes large steps, lr 507, and its objective swings
@@ -156,11 +159,11 @@ def test_stop_keeps_the_history_and_leaves_the_model_clean(lite0):
     """What a click during a run does (seen in a real browser with Streamlit 1.67): the page reruns at once in
     a new thread, and the interrupted run computes on until its next ``st`` call, where Streamlit raises
     StopException into it.  Here the interrupted run streams in a worker thread and is stopped at iteration 2."""
-    gen = opt.optimize(lite0, opt.Target("_blocks.5", 7), opt.preset(3).replace(steps=20), seed=0, size=SIZE, every=1)
+    gen = opt.optimize(lite0, Target("_blocks.5", 7), presets.table1_row(3).replace(steps=20), seed=0, size=SIZE, every=1)
     reached, stop = threading.Event(), threading.Event()
     states: list[history.RunState] = []
 
-    def draw(snapshot: opt.Snapshot) -> None:
+    def draw(snapshot: Snapshot) -> None:
         if snapshot.iteration == 2:
             reached.set()
             stop.wait(120)
@@ -208,7 +211,7 @@ def test_preset_fills_theta_and_editing_makes_it_custom():
     at.number_input(key="opt_decay").set_value(0.01).run()
     assert at.selectbox(key="opt_preset").value == "custom"
     assert at.slider(key="opt_norm_pct").value == 50  # the other θ stay
-    assert len(at.caption) >= len(opt.THETA)  # every θ explained in a line
+    assert len(at.caption) >= len(THETA)  # every θ explained in a line
     calibrated = presets.resolve("efficientnet_lite0", "2")
     at.selectbox(key="opt_preset").set_value("2").run()
     assert at.number_input(key="opt_steps").value == calibrated.steps
@@ -229,11 +232,11 @@ def test_bad_settings_give_one_error_line_and_no_start(key, value, message):
     assert at.button(key="opt_start").disabled
 
 
-def snapshot(iteration: int, rows: int, size: int) -> opt.Snapshot:
+def snapshot(iteration: int, rows: int, size: int) -> Snapshot:
     n, image = iteration + 1, np.zeros((size, size, 3), np.float32)
-    row = opt.RowRecord(opt.Target("_fc", 1), opt.preset(3), np.zeros(n), np.zeros(n, bool), np.zeros(n),
+    row = RowRecord(Target("_fc", 1), presets.table1_row(3), np.zeros(n), np.zeros(n, bool), np.zeros(n),
                         np.zeros(n), np.zeros(n), image, 0, image, (127.0, 127.0, 127.0))
-    return opt.Snapshot(iteration, 1000, opt.RunRecord((row,) * rows, 0, size, iteration, 0.0))
+    return Snapshot(iteration, 1000, RunRecord((row,) * rows, 0, size, iteration, 0.0))
 
 
 @pytest.mark.parametrize("rows", [1, 6])
@@ -277,11 +280,11 @@ def test_accentuation_asks_for_a_photo_and_starts_from_it(lite0):
     row = state.record.rows[0]
     assert state.status == "finished" and row.settings.param == "accentuate" and row.steps_done == 3
     # it started from the coffee photo: the first image is the network's 64-px view of it, not noise
-    from deepvis import modern
+    from deepvis import param_ascent
     from deepvis.images import decode_image, sample_bytes
 
     photo = np.asarray(decode_image(sample_bytes("coffee")))
-    start = modern.photo_rgb(photo, lite0.spec, SIZE)[0].permute(1, 2, 0).numpy() * 255
+    start = param_ascent.photo_rgb(photo, lite0.spec, SIZE)[0].permute(1, 2, 0).numpy() * 255
     first = state.history.frames[0].pixels[0].astype(np.float32) + np.array(row.mean)
     assert np.abs(first - start).mean() < 2.0
     # choosing Upload with nothing uploaded keeps Start disabled, with a one-line hint

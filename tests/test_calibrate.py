@@ -12,6 +12,8 @@ from torch import nn
 from deepvis import calibrate, presets
 from deepvis import optimize as opt
 from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.presets import PRESETS
+from deepvis.targets import Target, resolve_unit
 
 NAMES = ("red", "green", "blue", "dark")
 SIZE, STEPS = 32, (4, 6)
@@ -77,7 +79,7 @@ def test_three_trials_write_a_preset_file_that_loads_back_and_drives_a_run(model
     assert all(s.steps in STEPS for s in loaded.rows.values())
 
     settings = presets.resolve("tiny0", "2", calibrated=loaded)
-    record = opt.run(model, opt.Target(model.logits_layer, 1), settings, size=SIZE)
+    record = opt.run(model, Target(model.logits_layer, 1), settings, size=SIZE)
     assert record.rows[0].final > record.rows[0].initial
 
 
@@ -139,8 +141,8 @@ def test_preset_names_resolve_to_calibrated_rows_or_table1_verbatim():
     assert len(shipped.validation) >= 3 and not set(shipped.validation) & set(shipped.classes)
     for row in (1, 2, 3, 4):
         assert presets.resolve("efficientnet_lite0", row) == shipped.rows[row]
-        assert presets.resolve("efficientnet_lite0", f"table1:{row}") == opt.PRESETS[row]
-        assert presets.resolve("alexnet", str(row)) == opt.PRESETS[row]  # no calibrated rows: Table 1
+        assert presets.resolve("efficientnet_lite0", f"table1:{row}") == PRESETS[row]
+        assert presets.resolve("alexnet", str(row)) == PRESETS[row]  # no calibrated rows: Table 1
     assert presets.name("efficientnet_lite0", "2") == "Lite0 row 2 (calibrated)"
     assert presets.name("efficientnet_lite0", "table1:2") == "Table 1 row 2 (verbatim)"
     for bad in ("5", "table1:0", "row2", "table1:"):
@@ -151,7 +153,7 @@ def test_preset_names_resolve_to_calibrated_rows_or_table1_verbatim():
 @pytest.mark.parametrize("row", [1, 2, 3, 4])
 def test_every_shipped_calibrated_row_raises_its_objective_on_the_embedded_model(lite0, row):
     settings = presets.resolve("efficientnet_lite0", row)
-    target = opt.Target(lite0.logits_layer, opt.resolve_unit(lite0, lite0.logits_layer, "goldfish"))
+    target = Target(lite0.logits_layer, resolve_unit(lite0, lite0.logits_layer, "goldfish"))
     record = opt.run(lite0, target, settings.replace(steps=min(settings.steps, 40)), size=96)
     objectives = record.rows[0].objectives
     assert objectives[-1] > objectives[0] + 2 and np.isfinite(objectives).all()

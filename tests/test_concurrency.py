@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from deepvis import backprop, optimize
+from deepvis.settings import Settings
+from deepvis.targets import Target
 from deepvis.activations import LayerError, capture
 from deepvis.hooks import hook_count
 from deepvis.images import decode_image, preprocess, sample_bytes
@@ -78,11 +80,11 @@ def make_jobs(lite0, inputs) -> dict[str, Callable[[], object]]:
         "deconv quadrants": lambda: backprop.deconvnet(model, inputs["quadrants"], "_blocks.4", (3, 7, 7)),
         "saliency coffee": lambda: backprop.saliency(model, inputs["coffee"], "_fc", espresso),
         "optimize flamingo": lambda: run_optimization(
-            optimize.Target("_fc", lite0.class_names.index("flamingo")),
-            optimize.Settings(steps=4, blur_every=2, blur_radius=0.5, decay=1e-3), seed=1, size=64),
+            Target("_fc", lite0.class_names.index("flamingo")),
+            Settings(steps=4, blur_every=2, blur_radius=0.5, decay=1e-3), seed=1, size=64),
         "optimize channel": lambda: run_optimization(
-            optimize.Target("_blocks.6", 11, "channel"),
-            optimize.Settings(steps=3, lr_policy="progress", norm_pct=10, contrib_pct=20), seed=2, size=48),
+            Target("_blocks.6", 11, "channel"),
+            Settings(steps=3, lr_policy="progress", norm_pct=10, contrib_pct=20), seed=2, size=48),
     }
 
 
@@ -143,7 +145,7 @@ def test_failing_and_abandoned_work_beside_good_work_leaves_model_clean(lite0, i
 
     def abandoned_optimization() -> int:
         barrier.wait(timeout=60)
-        generator = optimize.optimize(lite0, optimize.Target("_fc", 1), optimize.Settings(steps=50), size=32, every=1)
+        generator = optimize.optimize(lite0, Target("_fc", 1), Settings(steps=50), size=32, every=1)
         seen = [next(generator).iteration for _ in range(3)]
         generator.close()
         return len(seen)

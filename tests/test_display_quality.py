@@ -15,7 +15,9 @@ from torch import nn
 
 from deepvis import display, quality
 from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
-from deepvis.settings import Target
+from deepvis.targets import Target
+from deepvis.records import RowRecord, RunRecord, Snapshot
+from deepvis.targets import Target, resolve_unit
 
 MEAN = (120.0, 110.0, 100.0)
 
@@ -142,7 +144,7 @@ def test_embedded_model_images_are_judged_by_lite2_which_took_no_part_in_the_pre
     from deepvis import optimize as opt
     from deepvis import presets
 
-    target = opt.Target(lite0.logits_layer, opt.resolve_unit(lite0, lite0.logits_layer, "flamingo"))
+    target = Target(lite0.logits_layer, resolve_unit(lite0, lite0.logits_layer, "flamingo"))
     record = opt.run(lite0, target, presets.resolve("efficientnet_lite0", "table1:3").replace(steps=200))
     noise = np.random.default_rng(0).normal(0, 30, size=(224, 224, 3)).astype(np.float32)
     made, random_image = quality.assess(lite0, np.stack([record.rows[0].best_x, noise]), [target, target])
@@ -157,14 +159,14 @@ def test_embedded_model_images_are_judged_by_lite2_which_took_no_part_in_the_pre
 def test_history_frames_redraw_every_display_within_one_grey_level():
     """The history keeps 8-bit scaled-about-zero frames plus one scale per image: enough to redraw any display."""
     from deepvis import history
-    from deepvis import optimize as opt
+    from deepvis import presets
 
     rng = np.random.default_rng(1)
     faint = rng.normal(0, 2, (16, 16, 3)).astype(np.float32)  # a few grey levels, as faint rows make
     strong = np.clip(rng.normal(0, 80, (16, 16, 3)), -100, 130).astype(np.float32)  # saturating
-    rows = tuple(opt.RowRecord(opt.Target("_fc", 1), opt.preset(3), np.zeros(1), np.zeros(1, bool), np.zeros(1),
+    rows = tuple(RowRecord(Target("_fc", 1), presets.table1_row(3), np.zeros(1), np.zeros(1, bool), np.zeros(1),
                                np.zeros(1), np.zeros(1), x, 0, x, MEAN) for x in (faint, strong))
-    snap = opt.Snapshot(0, 10, opt.RunRecord(rows, 0, 16, 0, 0.0))
+    snap = Snapshot(0, 10, RunRecord(rows, 0, 16, 0, 0.0))
     frame = history.Frame.of(snap)
     np.testing.assert_array_equal(frame.view("zero"), display.show(snap.pixels, MEAN, "zero"))
     for mode in display.DISPLAYS:

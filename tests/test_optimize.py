@@ -25,6 +25,11 @@ from deepvis.cli import main as cli_main
 from deepvis.hooks import hook_count
 from deepvis.images import SAMPLE_NAMES, decode_image, model_view, sample_bytes, to_batch
 from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers, load_model
+from deepvis.experiment import Experiment
+from deepvis.presets import PRESETS
+from deepvis.records import RowRecord, Snapshot
+from deepvis.settings import OptimizeError, Settings, THETA
+from deepvis.targets import Target, class_names, resolve_unit
 
 # ---------------------------------------------------------------- tiny linear net
 
@@ -57,7 +62,7 @@ def as_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x + MEAN), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def snapshots(model, targets, settings, **kwargs) -> list[opt.Snapshot]:
+def snapshots(model, targets, settings, **kwargs) -> list[Snapshot]:
     return list(opt.optimize(model, targets, settings, every=1, **kwargs))
 
 
@@ -66,7 +71,7 @@ NO_REG = dict(decay=0.0, blur_radius=0.0, blur_every=0, norm_pct=0.0, contrib_pc
 
 def test_start_is_seeded_n0_10_and_the_last_iteration_changes_nothing(tiny):
     # One step: the record holds the clipped start, and no update follows it.
-    record = opt.run(tiny, opt.Target("0", 0), opt.Settings(**NO_REG, steps=1, lr=50.0))
+    record = opt.run(tiny, Target("0", 0), Settings(**NO_REG, steps=1, lr=50.0))
     row = record.rows[0]
     x = x0_clipped()
     np.testing.assert_array_equal(row.last_image, as_uint8(x))
@@ -80,8 +85,8 @@ def test_start_is_seeded_n0_10_and_the_last_iteration_changes_nothing(tiny):
 def test_constant_step_uses_lr_times_the_gradient_wrt_network_input_then_decay(tiny):
     # Objective: unit 0 at the centre (4, 4) of a 1x1 conv on x / s, so d obj / dx_c = w_c / s_c there and
     # the gradient w.r.t. the network input is g_in = w_c: the step adds lr * w_c to the centre pixel.
-    settings = opt.Settings(**{**NO_REG, "decay": 0.1}, steps=3, lr=4.0)
-    record = opt.run(tiny, opt.Target("0", 0), settings)
+    settings = Settings(**{**NO_REG, "decay": 0.1}, steps=3, lr=4.0)
+    record = opt.run(tiny, Target("0", 0), settings)
     w = WEIGHTS[0].double().numpy()
     x = x0_clipped()
     expected_obj, expected_norm = [], []
@@ -103,9 +108,9 @@ def test_progress_policy_picks_the_lr_whose_predicted_gain_is_desired_prog_cappe
     # lr * sum_c w_c^2 / s_c; on this linear net the prediction is exact.
     w = WEIGHTS[0].double().numpy()
     gain_per_lr = float((w * w / STD[:, 0, 0]).sum())
-    free = opt.Settings(**NO_REG, steps=2, lr_policy="progress", max_lr=100.0, desired_prog=2.0)
+    free = Settings(**NO_REG, steps=2, lr_policy="progress", max_lr=100.0, desired_prog=2.0)
     capped = free.replace(max_lr=0.1)
-    snaps = snapshots(tiny, opt.Target("0", 0), [free, capped])
+    snaps = snapshots(tiny, Target("0", 0), [free, capped])
     lrs = [row.lrs[0] for row in snaps[0].record.rows]  # the lr of the step after iteration 0
     np.testing.assert_allclose(lrs, [2.0 / gain_per_lr, 0.1], rtol=1e-6)
     rows = snaps[-1].record.rows
@@ -115,8 +120,8 @@ def test_progress_policy_picks_the_lr_whose_predicted_gain_is_desired_prog_cappe
 
 
 def test_blur_runs_only_every_blur_every_iterations_and_equals_scipy(tiny):
-    settings = opt.Settings(**{**NO_REG, "blur_radius": 1.0, "blur_every": 3}, steps=5, lr=0.0)
-    norms = opt.run(tiny, opt.Target("0", 0), settings).rows[0].norms
+    settings = Settings(**{**NO_REG, "blur_radius": 1.0, "blur_every": 3}, steps=5, lr=0.0)
+    norms = opt.run(tiny, Target("0", 0), settings).rows[0].norms
     x = x0_clipped()
     once = np.stack([gaussian_filter(c, 1.0) for c in x])  # after iteration 0
     twice = np.stack([gaussian_filter(c, 1.0) for c in once])  # after iteration 3
@@ -125,9 +130,9 @@ def test_blur_runs_only_every_blur_every_iterations_and_equals_scipy(tiny):
 
 def test_all_four_regularizers_run_in_the_documented_order(tiny):
     # Channel objective of unit 1: the spatial mean, so g_in = w / (H * W) at every pixel.
-    settings = opt.Settings(decay=0.1, blur_radius=0.5, blur_every=1, norm_pct=30, contrib_pct=40, steps=3,
+    settings = Settings(decay=0.1, blur_radius=0.5, blur_every=1, norm_pct=30, contrib_pct=40, steps=3,
                             lr=300.0)
-    record = opt.run(tiny, opt.Target("0", 1, "channel"), settings)
+    record = opt.run(tiny, Target("0", 1, "channel"), settings)
     g = np.broadcast_to((WEIGHTS[1].double().numpy() / SIZE ** 2).reshape(3, 1, 1), (3, SIZE, SIZE))
     x = x0_clipped()
     norms = []
@@ -148,8 +153,8 @@ def test_all_four_regularizers_run_in_the_documented_order(tiny):
 
 
 def test_a_finished_row_stops_changing_while_the_batch_runs_to_the_longest(tiny):
-    short = opt.Settings(**{**NO_REG, "blur_radius": 1.0, "blur_every": 1}, steps=2, lr=1.0)
-    snaps = snapshots(tiny, opt.Target("0", 0), [short, short.replace(steps=4)])
+    short = Settings(**{**NO_REG, "blur_radius": 1.0, "blur_every": 1}, steps=2, lr=1.0)
+    snaps = snapshots(tiny, Target("0", 0), [short, short.replace(steps=4)])
     assert [s.iteration for s in snaps] == [0, 1, 2, 3] and snaps[-1].done and snaps[-1].total == 4
     assert [s.record.rows[0].finished for s in snaps] == [False, True, True, True]
     for later in snaps[2:]:
@@ -173,17 +178,17 @@ def _assert_rows_match_single_runs(model, targets, settings, size=None, seed=0, 
 
 
 def test_batch_rows_equal_single_runs_on_the_tiny_net(tiny):
-    settings = [opt.preset(n).replace(steps=s) for n, s in ((1, 6), (2, 4), (3, 7), (4, 5))]
-    targets = [opt.Target("0", 0), opt.Target("0", 1, "channel"), opt.Target("0", 1, position=(2, 5)),
-               opt.Target("0", 0, "channel")]
+    settings = [presets.table1_row(n).replace(steps=s) for n, s in ((1, 6), (2, 4), (3, 7), (4, 5))]
+    targets = [Target("0", 0), Target("0", 1, "channel"), Target("0", 1, position=(2, 5)),
+               Target("0", 0, "channel")]
     _assert_rows_match_single_runs(tiny, targets, settings)
 
 
 def test_two_threads_on_the_shared_model_each_get_their_own_result(tiny):
-    jobs = {"a": (opt.Target("0", 0), opt.preset(3).replace(steps=60)),
-            "b": (opt.Target("0", 1, "channel"), opt.preset(4).replace(steps=60))}
+    jobs = {"a": (Target("0", 0), presets.table1_row(3).replace(steps=60)),
+            "b": (Target("0", 1, "channel"), presets.table1_row(4).replace(steps=60))}
     alone = {k: opt.run(tiny, *job).rows[0] for k, job in jobs.items()}
-    together: dict[str, opt.RowRecord] = {}
+    together: dict[str, RowRecord] = {}
 
     def work(key):
         together[key] = opt.run(tiny, *jobs[key]).rows[0]
@@ -205,7 +210,7 @@ def test_presets_are_table_1():
     table = {1: (0.0, 0.5, 4, 50, 0, 500, "progress", 100.0), 2: (0.3, 0.0, 0, 20, 0, 750, "constant", None),
              3: (1e-4, 1.0, 4, 0, 0, 1000, "constant", None), 4: (0.0, 0.5, 4, 0, 90, 1000, "progress", 1e8)}
     for n, (decay, radius, every, norm, contrib, steps, policy, max_lr) in table.items():
-        s = opt.preset(n)
+        s = presets.table1_row(n)
         assert (s.decay, s.blur_radius, s.blur_every, s.norm_pct, s.contrib_pct, s.steps, s.lr_policy) == (
             decay, radius, every, norm, contrib, steps, policy)
         if policy == "constant":
@@ -213,7 +218,7 @@ def test_presets_are_table_1():
         else:
             assert s.max_lr == max_lr and s.desired_prog == 2.0
     with pytest.raises(ValueError, match="preset must be one of 1, 2, 3, 4"):
-        opt.preset(5)
+        presets.table1_row(5)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -225,40 +230,40 @@ def test_presets_are_table_1():
     (dict(blur_every=True), "whole number")])
 def test_settings_reject_bad_values_with_a_plain_message(bad, message):
     with pytest.raises(ValueError, match=message):
-        opt.Settings(**bad)
+        Settings(**bad)
 
 
 def test_settings_round_trip_through_json_and_have_a_short_label():
-    for s in list(opt.PRESETS.values()) + [opt.Settings(decay=0.01, norm_pct=12.5, lr=7)]:
-        assert opt.Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
-    assert opt.preset(3).label == "decay 0.0001 · blur 1/4 · norm 0% · contrib 0% · lr 100 · 1000 it"
-    assert "no blur" in opt.preset(2).label and "progress 2 ≤ 1e8" in opt.preset(4).label
+    for s in list(PRESETS.values()) + [Settings(decay=0.01, norm_pct=12.5, lr=7)]:
+        assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert presets.table1_row(3).label == "decay 0.0001 · blur 1/4 · norm 0% · contrib 0% · lr 100 · 1000 it"
+    assert "no blur" in presets.table1_row(2).label and "progress 2 ≤ 1e8" in presets.table1_row(4).label
     with pytest.raises(ValueError, match="unknown setting"):
-        opt.Settings.from_dict({"decay": 0.1, "sharpness": 3})
+        Settings.from_dict({"decay": 0.1, "sharpness": 3})
 
 
 def test_target_validation():
     with pytest.raises(ValueError, match="objective"):
-        opt.Target("_fc", 1, "pixel")
+        Target("_fc", 1, "pixel")
     with pytest.raises(ValueError, match="unit"):
-        opt.Target("_fc", -1)
+        Target("_fc", -1)
     with pytest.raises(ValueError, match="position"):
-        opt.Target("_blocks.3", 1, position=(1,))
-    assert opt.Target.from_dict(opt.Target("_blocks.3", 2, position=(3, 4)).to_dict()) == opt.Target(
+        Target("_blocks.3", 1, position=(1,))
+    assert Target.from_dict(Target("_blocks.3", 2, position=(3, 4)).to_dict()) == Target(
         "_blocks.3", 2, position=(3, 4))
 
 
 def test_experiment_saves_and_loads_and_rejects_other_json():
-    experiment = opt.Experiment((opt.Target("_fc", 130), opt.Target("_blocks.5", 3, "channel")),
-                                (opt.preset(1), opt.preset(3).replace(steps=200, decay=0.01)), seed=7, size=96)
-    loaded = opt.Experiment.from_json(experiment.to_json())
+    experiment = Experiment((Target("_fc", 130), Target("_blocks.5", 3, "channel")),
+                                (presets.table1_row(1), presets.table1_row(3).replace(steps=200, decay=0.01)), seed=7, size=96)
+    loaded = Experiment.from_json(experiment.to_json())
     assert loaded == experiment
     targets, settings = loaded.rows()
     assert len(targets) == 4 and targets[1] == experiment.targets[0] and settings[1] == experiment.settings[1]
     for text in ("not json", json.dumps({"format": "something else"}),
                  json.dumps({"format": "deepvis-experiment", "version": 1, "targets": []})):
         with pytest.raises(ValueError):
-            opt.Experiment.from_json(text)
+            Experiment.from_json(text)
 
 
 def test_gif_of_frames():
@@ -299,8 +304,8 @@ def test_sheet_cells_hold_their_images_in_order_under_their_labels():
 
 
 def test_objective_rises_substantially_in_an_early_a_middle_and_a_late_layer(lite0):
-    targets = [opt.Target("_blocks.1", 6), opt.Target("_blocks.8", 20), opt.Target("_blocks.15", 100)]
-    record = opt.run(lite0, targets, opt.preset(3).replace(steps=24), size=64)
+    targets = [Target("_blocks.1", 6), Target("_blocks.8", 20), Target("_blocks.15", 100)]
+    record = opt.run(lite0, targets, presets.table1_row(3).replace(steps=24), size=64)
     for row in record.rows:
         later = row.objectives[12:].mean()  # the curve zig-zags with the blur every 4 steps: average it
         # "substantially": far above the response to the starting noise, in absolute and relative terms.
@@ -312,7 +317,7 @@ def test_preset_3_makes_flamingo_the_argmax_of_the_logits_within_300_iterations(
     # The slowest test (~30-40 s on 2 CPU cores): 300 full forward/backward passes at the model's 224 px.
     flamingo = lite0.class_names.index("flamingo")
     assert flamingo == 130
-    row = opt.run(lite0, opt.Target(lite0.logits_layer, flamingo), opt.preset(3).replace(steps=300),
+    row = opt.run(lite0, Target(lite0.logits_layer, flamingo), presets.table1_row(3).replace(steps=300),
                   size=224).rows[0]
     # The paper's CaffeNet run: argmax from iteration 27, best objective near the end.  Same shape here:
     assert row.argmax_step is not None and row.argmax_step < 100  # early
@@ -323,8 +328,8 @@ def test_preset_3_makes_flamingo_the_argmax_of_the_logits_within_300_iterations(
 
 def test_optimized_image_drives_its_channel_harder_than_real_photos(lite0):
     size, layer, channel = 96, "_blocks.8", 20
-    target = opt.Target(layer, channel, "channel")
-    row = opt.run(lite0, target, opt.preset(3).replace(steps=30), size=size).rows[0]
+    target = Target(layer, channel, "channel")
+    row = opt.run(lite0, target, presets.table1_row(3).replace(steps=30), size=size).rows[0]
     views = [model_view(decode_image(sample_bytes(n)), lite0.spec, size) for n in SAMPLE_NAMES]
     batch = to_batch(views + [row.last_image], lite0.spec.normalization)
     means = capture(lite0.module, batch, layer)[layer][:, channel].mean(dim=(1, 2))
@@ -333,7 +338,7 @@ def test_optimized_image_drives_its_channel_harder_than_real_photos(lite0):
 
 
 def test_same_seed_same_image_and_another_seed_another(lite0):
-    args = (lite0, opt.Target("_blocks.3", 7), opt.preset(1).replace(steps=4))
+    args = (lite0, Target("_blocks.3", 7), presets.table1_row(1).replace(steps=4))
     first = opt.run(*args, size=32, seed=3).rows[0]
     again = opt.run(*args, size=32, seed=3).rows[0]
     other = opt.run(*args, size=32, seed=4).rows[0]
@@ -343,7 +348,7 @@ def test_same_seed_same_image_and_another_seed_another(lite0):
 
 
 def test_closing_the_generator_early_leaves_the_shared_model_clean(lite0):
-    gen = opt.optimize(lite0, opt.Target("_blocks.5", 1), opt.preset(3), size=32, every=2)
+    gen = opt.optimize(lite0, Target("_blocks.5", 1), presets.table1_row(3), size=32, every=2)
     first = next(gen)
     assert first.iteration == 0 and not first.done and first.progress == 1 / 1000
     next(gen)
@@ -355,22 +360,22 @@ def test_closing_the_generator_early_leaves_the_shared_model_clean(lite0):
 
 
 def test_batch_of_settings_and_layers_equals_single_runs_on_the_embedded_model(lite0):
-    settings = [opt.preset(1).replace(steps=5), opt.preset(2).replace(steps=3), opt.preset(4).replace(steps=4)]
-    targets = [opt.Target("_blocks.4", 2), opt.Target("_blocks.4", 9, "channel"), opt.Target("_fc", 130)]
+    settings = [presets.table1_row(1).replace(steps=5), presets.table1_row(2).replace(steps=3), presets.table1_row(4).replace(steps=4)]
+    targets = [Target("_blocks.4", 2), Target("_blocks.4", 9, "channel"), Target("_fc", 130)]
     _assert_rows_match_single_runs(lite0, targets, settings, size=48, rtol=2e-3, pixels=2)
 
 
 def test_bad_targets_are_reported_plainly(lite0):
     with pytest.raises(ValueError, match="no layer"):
-        opt.optimize(lite0, opt.Target("_blocks.99", 0), opt.preset(3))
-    with pytest.raises(opt.OptimizeError, match="80 channels"):
-        opt.optimize(lite0, opt.Target("_blocks.5", 80), opt.preset(3))
-    with pytest.raises(opt.OptimizeError, match="outside"):
-        next(opt.optimize(lite0, opt.Target("_blocks.5", 0, position=(9, 0)), opt.preset(3), size=64))
-    with pytest.raises(opt.OptimizeError, match="size"):
-        opt.optimize(lite0, opt.Target("_blocks.5", 0), opt.preset(3), size=4)
-    with pytest.raises(opt.OptimizeError, match="2 targets and 3 settings"):
-        opt.optimize(lite0, [opt.Target("_fc", 1)] * 2, [opt.preset(3)] * 3)
+        opt.optimize(lite0, Target("_blocks.99", 0), presets.table1_row(3))
+    with pytest.raises(OptimizeError, match="80 channels"):
+        opt.optimize(lite0, Target("_blocks.5", 80), presets.table1_row(3))
+    with pytest.raises(OptimizeError, match="outside"):
+        next(opt.optimize(lite0, Target("_blocks.5", 0, position=(9, 0)), presets.table1_row(3), size=64))
+    with pytest.raises(OptimizeError, match="size"):
+        opt.optimize(lite0, Target("_blocks.5", 0), presets.table1_row(3), size=4)
+    with pytest.raises(OptimizeError, match="2 targets and 3 settings"):
+        opt.optimize(lite0, [Target("_fc", 1)] * 2, [presets.table1_row(3)] * 3)
     assert hook_count(lite0.module) == 0
 
 
@@ -393,9 +398,9 @@ def test_cli_optimize_writes_png_npy_and_gif_and_prints_the_record(tmp_path, cap
     # --out holds the best image by default (the toolbox's headline output), scaled about zero, and says so;
     # --npy the same image as floats; --final the last one.
     loaded = load_model(device="cpu")
-    settings = opt.preset(1).replace(decay=0.01, steps=3)
-    assert opt.Settings.from_dict(result["settings"]) == settings
-    row = opt.run(loaded, opt.Target("_blocks.5._bn2", 3), settings, size=32).rows[0]
+    settings = presets.table1_row(1).replace(decay=0.01, steps=3)
+    assert Settings.from_dict(result["settings"]) == settings
+    row = opt.run(loaded, Target("_blocks.5._bn2", 3), settings, size=32).rows[0]
     assert result["image"] == "best" and result["best_step"] == row.best_step and result["display"] == "zero"
     np.testing.assert_allclose(np.load(npy), row.best_x, atol=1e-4)
     assert np.array_equal(np.asarray(Image.open(out)), display.show(np.load(npy), result["mean"], "zero"))
@@ -422,7 +427,7 @@ def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet_and_colum
     assert len({r["seconds"] for r in result}) == 1
     assert Image.open(out).size[0] > 64
     settings = [presets.resolve("efficientnet_lite0", p).replace(steps=2) for p in ("1", "table1:3")]
-    record = opt.run(lite0, opt.Target("_fc", 130), settings, size=32)
+    record = opt.run(lite0, Target("_fc", 130), settings, size=32)
     for r, row, verdict in zip(result, record.rows, quality.assess_record(lite0, record, "last")):
         assert np.array_equal(np.asarray(Image.open(r["image"])), row.image("last", "zero"))  # as displayed
         assert r["quality"]["rank"] == verdict.rank and r["quality"]["judge"] == "efficientnet_lite2"
@@ -445,27 +450,27 @@ def test_cli_errors_are_one_line_with_exit_status_2(argv, message, capsys, tmp_p
 
 
 def test_a_size_the_network_cannot_take_is_refused_up_front(lite0):
-    with pytest.raises(opt.OptimizeError, match="16-pixel image is too small for _fc"):
-        opt.optimize(lite0, opt.Target("_fc", 130), opt.preset(3).replace(steps=2), size=16)
+    with pytest.raises(OptimizeError, match="16-pixel image is too small for _fc"):
+        opt.optimize(lite0, Target("_fc", 130), presets.table1_row(3).replace(steps=2), size=16)
     assert hook_count(lite0.module) == 0
 
 
 def test_class_names_apply_only_at_the_logits_and_numbers_follow_each_layers_size():
     """One rule for the CLI and the pages (deepvis.settings.resolve_unit)."""
     alexnet = load_model("alexnet", "random", "cpu")
-    assert opt.resolve_unit(alexnet, "classifier.4", "2000") == 2000  # a hidden layer of 4096 units
-    assert opt.resolve_unit(alexnet, "classifier.6", "flamingo") == 130  # a class at the logits
-    assert opt.resolve_unit(alexnet, "classifier.6", " Flamingo ") == 130 and opt.resolve_unit(
+    assert resolve_unit(alexnet, "classifier.4", "2000") == 2000  # a hidden layer of 4096 units
+    assert resolve_unit(alexnet, "classifier.6", "flamingo") == 130  # a class at the logits
+    assert resolve_unit(alexnet, "classifier.6", " Flamingo ") == 130 and resolve_unit(
         alexnet, "classifier.6", 7) == 7
-    with pytest.raises(opt.OptimizeError, match="class names apply only at the logits"):
-        opt.resolve_unit(alexnet, "classifier.4", "flamingo")
-    with pytest.raises(opt.OptimizeError, match="4096 units .0 to 4095.; unit 5000 does not exist"):
-        opt.resolve_unit(alexnet, "classifier.4", "5000")
-    with pytest.raises(opt.OptimizeError, match="1000 units"):
-        opt.resolve_unit(alexnet, "classifier.6", 1000)
-    with pytest.raises(opt.OptimizeError, match="No class called 'zebra crossing'"):
-        opt.resolve_unit(alexnet, "classifier.6", "zebra crossing")
-    assert opt.class_names(alexnet, "classifier.4") is None and len(opt.class_names(alexnet, "classifier.6")) == 1000
+    with pytest.raises(OptimizeError, match="class names apply only at the logits"):
+        resolve_unit(alexnet, "classifier.4", "flamingo")
+    with pytest.raises(OptimizeError, match="4096 units .0 to 4095.; unit 5000 does not exist"):
+        resolve_unit(alexnet, "classifier.4", "5000")
+    with pytest.raises(OptimizeError, match="1000 units"):
+        resolve_unit(alexnet, "classifier.6", 1000)
+    with pytest.raises(OptimizeError, match="No class called 'zebra crossing'"):
+        resolve_unit(alexnet, "classifier.6", "zebra crossing")
+    assert class_names(alexnet, "classifier.4") is None and len(class_names(alexnet, "classifier.6")) == 1000
 
 
 @pytest.mark.parametrize("unit, expected", [("2000", 2000), ("flamingo", None)])
@@ -492,11 +497,11 @@ def test_cli_refuses_a_missing_device_in_one_line(capsys):
 def test_every_theta_setting_has_one_row_driving_validation_cli_and_help():
     from deepvis.cli import build_parser
 
-    names = [t.name for t in opt.THETA]
-    assert names == list(opt.Settings().to_dict())  # one row per field, in field order
+    names = [t.name for t in THETA]
+    assert names == list(Settings().to_dict())  # one row per field, in field order
     optimize_parser = build_parser()._subparsers._group_actions[0].choices["optimize"]
     flags = {a.option_strings[0]: a for a in optimize_parser._actions if a.option_strings}
-    for theta in opt.THETA:
+    for theta in THETA:
         assert theta.label and theta.help.endswith(".")
         assert theta.flag in flags, theta.flag  # generated from the table
         assert theta.help in flags[theta.flag].help
@@ -505,11 +510,11 @@ def test_every_theta_setting_has_one_row_driving_validation_cli_and_help():
     assert (args.blur_radius, args.lr_policy, args.norm_pct) == (0.7, "progress", 12.5)
 
 
-@pytest.mark.parametrize("target", [opt.Target("_fc", 130), opt.Target("_blocks.4", 3)], ids=["flamingo", "block 4"])
+@pytest.mark.parametrize("target", [Target("_fc", 130), Target("_blocks.4", 3)], ids=["flamingo", "block 4"])
 def test_every_table_1_preset_raises_its_objective_on_the_embedded_model(lite0, target):
     """All four rows, batched from the same noise (96 px, 40 iterations): each must climb, not only row 3."""
-    record = opt.run(lite0, target, [opt.preset(n).replace(steps=40) for n in opt.PRESETS], size=96)
-    for number, row in zip(opt.PRESETS, record.rows):
+    record = opt.run(lite0, target, [presets.table1_row(n).replace(steps=40) for n in PRESETS], size=96)
+    for number, row in zip(PRESETS, record.rows):
         assert row.best_objective > row.initial + 3, (number, row.initial, row.best_objective)
         assert row.best_step >= 10 and row.objectives[-10:].mean() > row.initial + 2, number
 
@@ -525,6 +530,6 @@ def test_a_rectified_unit_that_is_off_on_the_noise_still_rises_through_its_input
     start = (x0 + mean).clamp(0, 255) - mean
     acts = capture(lite0.module, start / std, [node, "_blocks.9._bn1"])
     assert acts[node][0, channel].max() == 0 and acts["_blocks.9._bn1"][0, channel].max() < 0  # off, no gradient
-    row = opt.run(lite0, opt.Target(node, channel, "channel"), opt.preset(3).replace(steps=30), size=96).rows[0]
+    row = opt.run(lite0, Target(node, channel, "channel"), presets.table1_row(3).replace(steps=30), size=96).rows[0]
     assert row.initial == pytest.approx(float(acts[node][0, channel].mean()), abs=1e-6)
     assert row.best_objective > 0.5 and (row.objectives >= 0).all() and (row.objectives <= 6).all()

@@ -15,12 +15,16 @@ import pytest
 import torch
 from torch import nn
 
-from deepvis import modern
+from deepvis import param_ascent
 from deepvis import optimize as opt
 from deepvis import parametrize as pz
 from deepvis import presets
 from deepvis.cli import main as cli_main
-from deepvis.settings import PARAM_PRESETS, THETA
+from deepvis.presets import PARAM_PRESETS
+from deepvis.settings import THETA
+from deepvis.presets import PRESETS
+from deepvis.settings import OptimizeError, Settings
+from deepvis.targets import Target, resolve_unit
 
 
 def test_colour_matrix_is_lucids_normalized_and_invertible():
@@ -153,14 +157,14 @@ def test_maco_keeps_the_magnitude_and_optimizes_only_the_phase():
 def test_theta_table_offers_each_setting_only_where_it_is_used():
     by_name = {t.name: t for t in THETA}
     fourier = PARAM_PRESETS["fourier"].to_dict()
-    pixels = opt.PRESETS[3].to_dict()
+    pixels = PRESETS[3].to_dict()
     assert not by_name["decay"].enabled(fourier) and by_name["decay"].enabled(pixels)
     assert by_name["adam_lr"].enabled(fourier) and not by_name["adam_lr"].enabled(pixels)
     assert not by_name["crops"].enabled(fourier) and by_name["crops"].enabled(PARAM_PRESETS["maco"].to_dict())
     assert by_name["closeness"].enabled(PARAM_PRESETS["accentuate"].to_dict())
     assert by_name["param"].choices == ("pixels", "fourier", "maco", "accentuate")
     with pytest.raises(ValueError, match="param must be one of"):
-        opt.Settings(param="lucid")
+        Settings(param="lucid")
     assert presets.resolve("efficientnet_lite0", "maco") == PARAM_PRESETS["maco"]
 
 
@@ -169,8 +173,8 @@ def test_theta_table_offers_each_setting_only_where_it_is_used():
 SIZE = 96
 
 
-def _flamingo(lite0) -> opt.Target:
-    return opt.Target(lite0.logits_layer, opt.resolve_unit(lite0, lite0.logits_layer, "flamingo"))
+def _flamingo(lite0) -> Target:
+    return Target(lite0.logits_layer, resolve_unit(lite0, lite0.logits_layer, "flamingo"))
 
 
 @pytest.mark.parametrize("param", ["fourier", "maco"])
@@ -190,7 +194,7 @@ def test_accentuation_stays_near_its_photo_while_the_unit_rises(lite0, photos):
     target = _flamingo(lite0)
     settings = PARAM_PRESETS["accentuate"].replace(steps=20, crops=2)
     record = opt.run(lite0, target, [settings, settings.replace(closeness=30.0)], size=SIZE, photo=photos["coffee"])
-    start = modern.photo_rgb(photos["coffee"], lite0.spec, SIZE)[0].permute(1, 2, 0).numpy() * 255
+    start = param_ascent.photo_rgb(photos["coffee"], lite0.spec, SIZE)[0].permute(1, 2, 0).numpy() * 255
     loose, tight = record.rows
     for row in (loose, tight):
         assert row.best_objective > row.initial + 2
@@ -202,7 +206,7 @@ def test_accentuation_stays_near_its_photo_while_the_unit_rises(lite0, photos):
 
 
 def test_accentuation_without_a_photo_is_a_one_line_error(lite0):
-    with pytest.raises(opt.OptimizeError, match="starts from a photo"):
+    with pytest.raises(OptimizeError, match="starts from a photo"):
         opt.optimize(lite0, _flamingo(lite0), PARAM_PRESETS["accentuate"], size=SIZE)
 
 
@@ -258,12 +262,12 @@ def test_maco_spectrum_from_a_folder_skips_broken_files_and_drives_a_run(lite0, 
     for name in ("chelsea", "coffee"):
         Image.fromarray(photos[name]).save(tmp_path / f"{name}.png")
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
-    magnitude, skipped = modern.collection_magnitude(str(tmp_path), SIZE)
+    magnitude, skipped = param_ascent.collection_magnitude(str(tmp_path), SIZE)
     assert skipped == [str((tmp_path / "broken.jpg").resolve())]
     expected = pz.magnitude_spectrum([photos["chelsea"], photos["coffee"]], SIZE)
     torch.testing.assert_close(magnitude, expected)
     row = opt.run(lite0, _flamingo(lite0), PARAM_PRESETS["maco"].replace(steps=3, crops=1), size=SIZE,
                   magnitude=magnitude).rows[0]
     assert row.steps_done == 3
-    with pytest.raises(opt.OptimizeError, match="magnitude spectrum is"):
+    with pytest.raises(OptimizeError, match="magnitude spectrum is"):
         opt.optimize(lite0, _flamingo(lite0), PARAM_PRESETS["maco"], size=SIZE + 16, magnitude=magnitude)

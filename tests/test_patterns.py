@@ -10,6 +10,8 @@ from torch import nn
 from deepvis import optimize as opt
 from deepvis import patterns, render
 from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.settings import Settings
+from deepvis.targets import Target
 from tests.helpers import drain
 
 SIZE = 16
@@ -24,7 +26,7 @@ def tiny_model(seed: int = 0) -> LoadedModel:
     return LoadedModel(spec, module, "random", seed, torch.device("cpu"), list_layers(module, SIZE)[0], ())
 
 
-SETTINGS = opt.Settings(steps=25, lr=50.0, decay=0.01, blur_radius=0.0, blur_every=0)
+SETTINGS = Settings(steps=25, lr=50.0, decay=0.01, blur_radius=0.0, blur_every=0)
 
 
 @pytest.fixture()
@@ -35,7 +37,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_a_kept_image_is_the_run_it_came_from_and_is_served_without_running(cache, monkeypatch):
     model = tiny_model()
-    target = opt.Target("1", 2)
+    target = Target("1", 2)
     assert patterns.load(model, target, SETTINGS) is None
     found, fractions = drain(patterns.compute_one(model, target, SETTINGS, every=10))
     assert fractions == pytest.approx([1 / 25, 11 / 25, 21 / 25, 1.0])
@@ -50,18 +52,18 @@ def test_a_kept_image_is_the_run_it_came_from_and_is_served_without_running(cach
     again, steps = drain(patterns.compute_one(model, target, SETTINGS))
     assert steps == [] and np.array_equal(again.x, found.x)
     # Anything else in the key is another image: θ, seed, size, unit, objective, and the weights.
-    other = opt.Settings(steps=25, lr=60.0, decay=0.01, blur_radius=0.0, blur_every=0)
+    other = Settings(steps=25, lr=60.0, decay=0.01, blur_radius=0.0, blur_every=0)
     assert patterns.load(model, target, other) is None
     assert patterns.load(model, target, SETTINGS, seed=1) is None
     assert patterns.load(model, target, SETTINGS, size=SIZE + 8) is None
-    assert patterns.load(model, opt.Target("1", 3), SETTINGS) is None
-    assert patterns.load(model, opt.Target("1", 2, "channel"), SETTINGS) is None
+    assert patterns.load(model, Target("1", 3), SETTINGS) is None
+    assert patterns.load(model, Target("1", 2, "channel"), SETTINGS) is None
     assert patterns.load(tiny_model(seed=1), target, SETTINGS) is None
 
 
 def test_a_pattern_grid_is_computed_in_batches_and_resumes_after_an_interruption(cache):
     model = tiny_model()
-    targets = [opt.Target("1", c) for c in range(CHANNELS)]
+    targets = [Target("1", c) for c in range(CHANNELS)]
     work = patterns.compute(model, targets, SETTINGS, batch=2)
     assert next(work) == patterns.Progress(0, CHANNELS)
     while next(work).done < 2:  # progress within the first batch, every EVERY iterations
@@ -87,18 +89,18 @@ def test_a_pattern_grid_is_computed_in_batches_and_resumes_after_an_interruption
 def test_bad_targets_fail_before_anything_runs(cache):
     model = tiny_model()
     with pytest.raises(ValueError, match="unit"):
-        patterns.compute(model, [opt.Target("1", 99)], SETTINGS)
+        patterns.compute(model, [Target("1", 99)], SETTINGS)
     with pytest.raises(ValueError):
-        patterns.compute_one(model, opt.Target("nope", 0), SETTINGS)
+        patterns.compute_one(model, Target("nope", 0), SETTINGS)
 
 
 def test_a_thumbnail_shows_the_part_of_the_image_its_neuron_sees(cache):
     from PIL import Image
 
     model = tiny_model()
-    target = opt.Target("0", 2)  # the 3 x 3 convolution itself: the centre neuron (8, 8) sees rows/cols 7-9
+    target = Target("0", 2)  # the 3 x 3 convolution itself: the centre neuron (8, 8) sees rows/cols 7-9
     assert patterns.field_of(model, target, SIZE) == (7, 7, 10, 10)
-    assert patterns.field_of(model, opt.Target("0", 2, "channel"), SIZE) == (0, 0, SIZE, SIZE)
+    assert patterns.field_of(model, Target("0", 2, "channel"), SIZE) == (0, 0, SIZE, SIZE)
     found, _ = drain(patterns.compute_one(model, target, SETTINGS))
     (thumb,) = patterns.thumbnails(model, [target], SETTINGS)
     want = Image.fromarray(patterns.shown(found, (7, 7, 10, 10))).resize((patterns.THUMB,) * 2,

@@ -14,6 +14,7 @@ from deepvis import optimize as opt
 from deepvis import presets
 from deepvis.models import load_model
 from deepvis.render import upscale
+from deepvis.targets import Target, resolve_unit
 from tests.browser import app
 
 CAPTION = r"^iteration (\d+) · objective (\S+)"
@@ -109,7 +110,7 @@ def test_stop_ends_a_long_run_and_keeps_its_history(new_page) -> None:
     # What the real run kept is what the library computes for that iteration (same seed, unit and settings):
     # the shown image is the one evaluated at `iteration`, i.e. the last image of a run of iteration + 1 steps.
     loaded = load_model(device="cpu")
-    target = opt.Target(loaded.logits_layer, opt.resolve_unit(loaded, loaded.logits_layer, "flamingo"))
+    target = Target(loaded.logits_layer, resolve_unit(loaded, loaded.logits_layer, "flamingo"))
     settings = presets.resolve("efficientnet_lite0", "3")  # the page's default: Lite0's calibrated row 3
     row = opt.run(loaded, target, settings.replace(steps=iteration + 1), seed=0, size=64).rows[0]
     assert objective == pytest.approx(row.final, rel=1e-3, abs=1e-3)

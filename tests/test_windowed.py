@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from deepvis.graph import truncated
-from deepvis.local import LocalRun, Windowed, _reach
+from deepvis.windowed import LocalRun, Windowed, _reach
 
 
 def test_window_reach_by_hand():
@@ -31,7 +31,7 @@ def test_window_reach_by_hand():
 
 
 class _Every(nn.Module):
-    """One of each op deepvis.local knows, and two it must not treat as local."""
+    """One of each op deepvis.windowed knows, and two it must not treat as local."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ Conventions
   view; ``maco``/``accentuate``: ``crops`` random crops plus noise), in the
   network's input units ``(255·rgb − mean)/std``; each row's activations are
   averaged over its views, so its objective is the mean over its views (the same
-  objectives as the pixel engine, :class:`deepvis.optimize.Rows`).  Loss = −objective,
+  objectives as the pixel engine, :class:`deepvis.rows.Rows`).  Loss = −objective,
   plus for ``accentuate`` ``closeness · mean((x − x_photo)²)`` with ``x`` in the
   network's input units (Hamblin et al.'s penalty; the photo is the start image as
   the parametrization draws it).  A row's last iteration evaluates and does not step.
@@ -45,9 +45,10 @@ from deepvis import parametrize as pz
 from deepvis.activations import capture
 from deepvis.images import model_view
 from deepvis.models import LoadedModel, ModelSpec
-from deepvis.optimize import Rows
+from deepvis.rows import Rows
 from deepvis.records import Recorder, Snapshot
-from deepvis.settings import OptimizeError, Settings, Target
+from deepvis.settings import OptimizeError, Settings
+from deepvis.targets import Target
 
 FOURIER_DECAY, ACCENT_DECAY = 1.0, 1.5
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 from torch.nn import functional as F
+from deepvis.errors import DeepvisError
 
 _POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.GELU,
                       nn.LeakyReLU, nn.ELU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
@@ -153,7 +154,7 @@ def _call(graph: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> ob
         return getattr(args[0], node.target)(*args[1:], **kwargs)
     if node.op == "get_attr":
         return operator.attrgetter(node.target)(graph)
-    raise ValueError(f"cannot run a {node.op} node")
+    raise DeepvisError(f"cannot run a {node.op} node")
 
 
 def _dense(value: object) -> object:
@@ -206,7 +207,7 @@ class LocalRun:
                     args, kwargs = fx.node.map_aggregate((args, kwargs), _dense)
                     value = _call(self.graph, node, args, kwargs)
                 env[node] = value.values if isinstance(value, Windowed) and value.full() else value
-        raise ValueError("the graph has no output")
+        raise DeepvisError("the graph has no output")
 
     def _local(self, node: fx.Node, args: tuple, kwargs: dict, count: int) -> object:
         """The node's value computed window by window, or ``NotImplemented``."""
