@@ -1,0 +1,131 @@
+"""Commands that look at a model or at one photo: ``info``, ``predict``, ``activations``,
+``backprop`` and ``occlusion``.
+
+Each prints JSON on stdout; images go to the files ``--out`` / ``--npy`` name.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from deepvis.activations import analyze, predict
+from deepvis.backprop import Unit, backprop
+from deepvis.cli.common import LAYER_HELP, add_model_options, emit, model_of, read_image, run_with_bar, write_png
+from deepvis.errors import DeepvisError
+from deepvis.images import model_view, preprocess
+from deepvis.occlusion import occlude
+from deepvis.render import backprop_image, heat_colors, to_uint8
+
+
+def add_info(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("info", help="model, device, input size and layers with their shapes")
+    add_model_options(parser)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    loaded = model_of(args)
+    return emit({
+        "model": loaded.spec.name, "title": loaded.spec.title, "weights": loaded.weights,
+        "device": str(loaded.device), "input_size": loaded.spec.input_size,
+        "normalization": {"mean": loaded.spec.normalization.mean, "std": loaded.spec.normalization.std},
+        "default_layer": loaded.default_layer, "notice": loaded.notice,
+        "layers": [{"name": i.name, "group": i.group, "op": i.op, "rectified": i.rectified,
+                    "description": i.description, "shape": list(i.shape), "kind": i.kind} for i in loaded.layers],
+    })
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="top-K ImageNet classes for a photo")
+    parser.add_argument("image")
+    parser.add_argument("--top", type=int, default=5)
+    add_model_options(parser)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    image = read_image(args.image)
+    loaded = model_of(args)
+    predictions = predict(loaded.module, preprocess(image, loaded.spec, loaded.device), loaded.class_names, args.top)
+    return emit([{"label": p.label, "index": p.index, "prob": p.prob} for p in predictions[0]])
+
+
+def add_activations(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("activations", help="per-channel mean, max and argmax of one layer for a photo")
+    parser.add_argument("image")
+    parser.add_argument("--layer", required=True, help=LAYER_HELP)
+    add_model_options(parser)
+
+
+def run_activations(args: argparse.Namespace) -> int:
+    image = read_image(args.image)
+    loaded = model_of(args)
+    info = loaded.layer(args.layer)
+    result = analyze(loaded, image, info.name)
+    return emit({"model": loaded.spec.name, "layer": info.name, "description": info.description,
+                 "shape": list(info.shape), "channels": result.stats.as_records()})
+
+
+def add_backprop(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("backprop", help="saliency, deconvnet or guided-backprop image of one unit for a photo")
+    parser.add_argument("image")
+    parser.add_argument("--layer", required=True, help=LAYER_HELP)
+    parser.add_argument("--unit", type=int, required=True, help="channel of the layer")
+    parser.add_argument("--y", type=int, default=None, help="row of the unit (with --x): seed a one-hot there; "
+                        "without --y/--x the seed is the channel's activation map")
+    parser.add_argument("--x", type=int, default=None, help="column of the unit (with --y)")
+    parser.add_argument("--mode", required=True, choices=["saliency", "deconv", "guided"])
+    parser.add_argument("--filter", default="norm_blur", choices=["raw", "gray", "norm", "norm_blur"],
+                        help="how the PNG shows the gradient, as on the Activations page: raw (signed, zero = grey; "
+                             "faint), gray, norm (per-pixel strength) or norm_blur (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="PNG of the gradient, drawn with --filter")
+    parser.add_argument("--npy", default=None, help="also save the raw gradient (3, H, W) w.r.t. the network input")
+    add_model_options(parser)
+
+
+def run_backprop(args: argparse.Namespace) -> int:
+    unit = Unit(args.unit, args.y, args.x)
+    image = read_image(args.image)
+    loaded = model_of(args)
+    layer = loaded.layer(args.layer).name
+    gradient = backprop(loaded.module, preprocess(image, loaded.spec, loaded.device), layer, unit, args.mode)[0]
+    write_png(args.out, backprop_image(gradient, args.filter))
+    array = gradient.float().cpu().numpy()
+    if args.npy:
+        np.save(args.npy, array)
+    return emit({"model": loaded.spec.name, "weights": loaded.weights, "layer": layer, "mode": args.mode,
+                 "filter": args.filter,
+                 "unit": {"channel": unit.channel, "y": unit.y, "x": unit.x},
+                 "seed": "point" if unit.has_position else "map", "shape": list(array.shape),
+                 "max_abs": float(np.abs(array).max()), "out": args.out, "npy": args.npy})
+
+
+def add_occlusion(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("occlusion", help="occlusion map of a photo: what covering each part does to the top "
+                            "class or a unit (Zeiler & Fergus)")
+    parser.add_argument("image")
+    parser.add_argument("--layer", default=None, help=f"{LAYER_HELP}; with --unit the target is that unit's "
+                        "activation summed over its map (default: the top class's probability)")
+    parser.add_argument("--unit", type=int, default=None, help="channel or element of --layer")
+    parser.add_argument("--patch", type=int, default=32, help="side of the grey square, px (default: %(default)s)")
+    parser.add_argument("--stride", type=int, default=16, help="step between squares, px (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="PNG of the map as a heatmap (bright = the target drops most)")
+    parser.add_argument("--npy", default=None, help="also save the (H, W) float32 map: per pixel the mean drop over "
+                        "the squares that cover it (Captum's convention)")
+    add_model_options(parser)
+
+
+def run_occlusion(args: argparse.Namespace) -> int:
+    if (args.layer is None) != (args.unit is None):
+        raise DeepvisError("give --layer and --unit together, or neither (the top class)")
+    image = read_image(args.image)
+    loaded = model_of(args)
+    layer = loaded.layer(args.layer).name if args.layer else None
+    view = model_view(image, loaded.spec)
+    result = run_with_bar(occlude(loaded, view, args.patch, args.stride, layer, args.unit), "occlusion", "window")
+    write_png(args.out, heat_colors(to_uint8(np.clip(result.drops, 0, None))))
+    if args.npy:
+        np.save(args.npy, result.drops.astype(np.float32))
+    return emit({"model": loaded.spec.name, "target": result.target, "baseline": result.baseline,
+                 "patch": args.patch, "stride": args.stride, "windows": result.windows,
+                 "max_drop": float(result.drops.max()), "out": args.out, "npy": args.npy})
