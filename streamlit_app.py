@@ -1,15 +1,16 @@
 """deepvis: look inside a convolutional network (after Yosinski et al. 2015)."""
 
+import importlib
 from pathlib import Path
 
-# Imported once at start-up: Plotly imports pandas lazily, and sessions drawing their
-# first chart at the same moment would otherwise race on that import.
-import pandas  # noqa: F401
-import plotly.express  # noqa: F401
-import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
 from deepvis.allocator import keep_freed_memory
+
+# Imported once at start-up: Plotly imports pandas lazily, and sessions drawing their
+# first chart at the same moment would otherwise race on that import.
+for _name in ("pandas", "plotly.express", "plotly.graph_objects"):
+    importlib.import_module(_name)
 
 keep_freed_memory()  # the server's forward passes reuse freed memory (deepvis.allocator)
 

@@ -2,19 +2,20 @@
 
 import streamlit as st
 
-from deepvis import charts, history, ui, ui_runs
+from deepvis import charts, history
 from deepvis import optimize as opt
+from deepvis.app import forms, inputs, model, pickers, runs
 from deepvis.render import png_bytes
 from deepvis.records import Snapshot
 
-loaded = ui.model_sidebar()
+loaded = model.model_sidebar()
 st.title("Comparison")
 st.caption("The same unit, the same starting noise, different regularization or parametrization: columns of "
            "one parametrization run together in one batch, so the settings are the only difference.")
 
-form = ui_runs.comparison_form(loaded, st.expander("Save or load a comparison"))
+form = forms.comparison_form(loaded, st.expander("Save or load a comparison"))
 names, targets, mode, display = form.names, form.targets, form.mode, form.display
-start = ui_runs.start_stop(ui_runs.CMP, ready=form.experiment is not None)
+start = runs.start_stop(forms.CMP, ready=form.experiment is not None)
 progress, live = st.empty(), st.empty()
 
 
@@ -23,12 +24,12 @@ def draw_live(snap: Snapshot) -> None:
                       + (f" × {len(targets)} units" if mode == "sheet" else "") + form.batching)
     with live.container():
         if mode == "sheet":
-            ui.show_png(ui_runs.sheet_image(snap.pixels, snap.mean, [ui.target_name(loaded, t) for t in targets], names,
-                                            display))
+            rows = [pickers.target_name(loaded, t) for t in targets]
+            inputs.show_png(runs.sheet_image(snap.pixels, snap.mean, rows, names, display))
             return
         pixels = snap.pixels  # (B, H, W, 3), stacked once per snapshot
         for j, column in enumerate(st.columns(len(names))):
-            column.image(png_bytes(ui_runs.frame_view(pixels[j], snap.mean, display)), output_format="PNG",
+            column.image(png_bytes(runs.frame_view(pixels[j], snap.mean, display)), output_format="PNG",
                          width="stretch",
                          caption=f"{names[j][0]} · objective {snap.objectives[j]:.4g}")
         st.plotly_chart(charts.curves_figure(snap.record, names))
@@ -36,11 +37,11 @@ def draw_live(snap: Snapshot) -> None:
 
 if start:
     experiment = form.experiment
-    ui_runs.run_live(ui_runs.CMP, lambda: opt.optimize(
+    runs.run_live(forms.CMP, lambda: opt.optimize(
         loaded, *experiment.rows(), seed=form.seed, size=form.size, photo=form.photo,
         every=history.snapshot_every(max(s.steps for s in experiment.settings))),
         draw_live, names, history.FrameHistory(max_frames=2) if mode == "sheet" else None, experiment,
-        mode=mode, rows=[ui.target_name(loaded, t) for t in targets])
+        mode=mode, rows=[pickers.target_name(loaded, t) for t in targets])
     live.empty()
 
 
@@ -55,27 +56,27 @@ def history_viewer(state: history.RunState, display: str, verdicts: list) -> Non
     pixels = frame.pixels
     for j, column in enumerate(st.columns(len(state.names))):
         with column:
-            ui_runs.color_header(j, state.names[j], state.experiment.settings[j].label)
+            forms.color_header(j, state.names[j], state.experiment.settings[j].label)
             done = f" · finished after {frame.steps[j] + 1}" if frame.finished[j] else ""
-            st.image(png_bytes(ui_runs.frame_view(pixels[j], frame.mean, display)), output_format="PNG",
+            st.image(png_bytes(runs.frame_view(pixels[j], frame.mean, display)), output_format="PNG",
                      width="stretch", caption=f"iteration {frame.steps[j]} · objective {frame.objectives[j]:.4g}{done}")
-            st.markdown(ui_runs.quality_caption(verdicts[j], state.record.rows[j].best_step))
+            runs.quality_line(verdicts[j], state.record.rows[j].best_step)
     st.plotly_chart(charts.curves_figure(state.record, state.names, marker=shown), key="cmp_chart")
 
 
-state = ui_runs.last_run(ui_runs.CMP)
+state = runs.last_run(forms.CMP)
 if state is not None:
     st.subheader(state.extra["rows"][0] if state.extra["mode"] == "side" else "Units × settings")
-    if ui_runs.wind_down(state):
+    if runs.wind_down(state):
         st.stop()
-    ui_runs.run_status(state)
+    runs.run_status(state)
 if state is not None and state.record is not None:
-    verdicts = ui_runs.run_quality(state, loaded)
+    verdicts = runs.run_quality(state, loaded)
     if state.extra["mode"] == "sheet":
         last = state.history.frames[-1]
-        sheet = ui_runs.sheet_image(last.pixels, last.mean, state.extra["rows"], state.names, display)
-        ui.show_png(sheet, caption="Rows: units · columns: settings (the paper's figure layout)")
+        sheet = runs.sheet_image(last.pixels, last.mean, state.extra["rows"], state.names, display)
+        inputs.show_png(sheet, caption="Rows: units · columns: settings (the paper's figure layout)")
         st.download_button("Download the sheet (PNG)", png_bytes(sheet), "sheet.png", "image/png", on_click="ignore")
     else:
         history_viewer(state, display, verdicts)
-    st.dataframe(ui_runs.summary_rows(state.record, state.names, verdicts), hide_index=True)
+    runs.summary_table(state, verdicts)

@@ -2,19 +2,20 @@
 
 import streamlit as st
 
-from deepvis import charts, history, render, ui, ui_runs
+from deepvis import charts, history, render
 from deepvis import optimize as opt
+from deepvis.app import forms, model, pickers, runs
 from deepvis.display import npy_bytes
 from deepvis.render import png_bytes
 from deepvis.records import Snapshot
 
-loaded = ui.model_sidebar()
+loaded = model.model_sidebar()
 st.title("Optimization")
 st.caption("Start from noise and change the image, step by step, so that one unit fires as strongly as "
            "possible; four regularizers (Table 1 of the paper) keep the result recognizable. The later "
            "parametrizations (Fourier, MACO, accentuation of a photo) are presets too.")
-form = ui_runs.optimization_form(loaded)
-start = ui_runs.start_stop(ui_runs.OPT, ready=form.runnable)
+form = forms.optimization_form(loaded)
+start = runs.start_stop(forms.OPT, ready=form.runnable)
 progress, live = st.empty(), st.empty()
 
 
@@ -22,16 +23,16 @@ def draw_live(snap: Snapshot) -> None:
     progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total}")
     with live.container():
         image_col, chart_col = st.columns([1, 2])
-        image_col.image(png_bytes(ui_runs.frame_view(snap.pixels[0], snap.mean, form.display)), output_format="PNG",
+        image_col.image(png_bytes(runs.frame_view(snap.pixels[0], snap.mean, form.display)), output_format="PNG",
                         caption=f"iteration {snap.iteration} · objective {snap.objectives[0]:.4g}")
         chart_col.plotly_chart(charts.curves_figure(snap.record, ["objective"], norms=True))
 
 
 if start:
-    ui_runs.run_live(ui_runs.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed,
-                                                       size=form.size, photo=form.photo,
-                                                       every=history.snapshot_every(form.settings.steps)),
-                     draw_live, [ui.target_name(loaded, form.target)])
+    runs.run_live(forms.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed,
+                                                  size=form.size, photo=form.photo,
+                                                  every=history.snapshot_every(form.settings.steps)),
+                  draw_live, [pickers.target_name(loaded, form.target)])
     live.empty()  # the viewer below takes over
 
 
@@ -43,7 +44,7 @@ def history_viewer(state: history.RunState, display: str) -> None:
         shown = st.select_slider("History (iteration)", iterations, value=shown, key=f"opt_history_{state.run_id}")
     frame, row = state.history.at(shown), state.record.rows[0]
     image_col, chart_col = st.columns([1, 2])
-    image_col.image(png_bytes(ui_runs.frame_view(frame.pixels[0], frame.mean, display)), output_format="PNG",
+    image_col.image(png_bytes(runs.frame_view(frame.pixels[0], frame.mean, display)), output_format="PNG",
                     caption=f"iteration {shown} · objective {frame.objectives[0]:.4g}")
     with chart_col:
         st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=shown, norms=True), key="opt_chart")
@@ -55,18 +56,18 @@ def history_viewer(state: history.RunState, display: str) -> None:
                       "network's top-1 class).")
 
 
-state = ui_runs.last_run(ui_runs.OPT)
+state = runs.last_run(forms.OPT)
 if state is not None:
     st.subheader(state.names[0])
-    if ui_runs.wind_down(state):
+    if runs.wind_down(state):
         st.stop()
-    ui_runs.run_status(state)
+    runs.run_status(state)
 if state is not None and state.record is not None:
     history_viewer(state, form.display)
     row = state.record.rows[0]
-    st.markdown(ui_runs.quality_caption(ui_runs.run_quality(state, loaded)[0], row.best_step))
+    runs.quality_line(runs.run_quality(state, loaded)[0], row.best_step)
     name = f"{row.target.layer}_{row.target.unit}"
-    final, best = (png_bytes(ui_runs.frame_view(x, row.mean, form.display, 0)) for x in (row.last_x, row.best_x))
+    final, best = (png_bytes(runs.frame_view(x, row.mean, form.display, 0)) for x in (row.last_x, row.best_x))
     a, b, c, d = st.columns(4)
     a.download_button("Final image (PNG)", final, f"{name}_final.png", "image/png", on_click="ignore")
     b.download_button("Best image (PNG)", best, f"{name}_best.png", "image/png", on_click="ignore")
@@ -74,5 +75,5 @@ if state is not None and state.record is not None:
                       on_click="ignore", help="x in the optimizer's pixel space: 0–255 units with the model's mean "
                       f"{tuple(round(v, 1) for v in row.mean)} subtracted; (H, W, 3) float32.")
     d.download_button("History (animated GIF)", lambda: render.gif_bytes(
-        [ui_runs.frame_view(f.pixels[0], f.mean, form.display, 0) for f in state.history.frames]), f"{name}.gif",
+        [runs.frame_view(f.pixels[0], f.mean, form.display, 0) for f in state.history.frames]), f"{name}.gif",
         "image/gif", on_click="ignore")

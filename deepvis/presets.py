@@ -23,9 +23,13 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepvis.errors import DeepvisError
 from deepvis.settings import PARAM_NAMES, Settings, is_int, read_json_file
+
+if TYPE_CHECKING:
+    from deepvis.models import LoadedModel
 
 PRESETS: Mapping[int, Settings] = types.MappingProxyType({
     1: Settings(decay=0.0, blur_radius=0.5, blur_every=4, norm_pct=50, contrib_pct=0, steps=500,
@@ -121,8 +125,10 @@ def _row(text: str) -> int:
     return int(text)
 
 
-def resolve(model: str, choice: str | int, calibrated: PresetFile | None = None) -> Settings:
-    """The settings a preset name stands for (module docstring); ``ValueError`` in one line otherwise."""
+def resolve(model: str | LoadedModel, choice: str | int, calibrated: PresetFile | None = None) -> Settings:
+    """The settings a preset name stands for (module docstring) for a model (or its name); a one-line
+    :class:`deepvis.errors.DeepvisError` otherwise."""
+    model = model if isinstance(model, str) else model.spec.name
     text = str(choice).strip().lower() if not is_int(choice) else str(choice)
     if text in PARAM_PRESETS:
         return PARAM_PRESETS[text]
@@ -158,3 +164,21 @@ def choices(model: str, photo: bool = True) -> dict[str, Settings]:
     out.update({k: v for k, v in PARAM_PRESETS.items() if photo or v.param != "accentuate"})
     return out
 
+
+CUSTOM = "custom"  # what settings equal to no named preset are called
+
+
+def preset_of(settings: Settings, model: str) -> str:
+    """The preset key (``"3"``, ``"table1:3"``) these settings equal, else :data:`CUSTOM`."""
+    return next((key for key, found in choices(model).items() if found == settings), CUSTOM)
+
+
+def settings_name(settings: Settings, model: str) -> str:
+    """``Lite0 row 3 (calibrated)``, ``Table 1 row 3 (verbatim), 200 it`` (only the iterations changed), ``custom``."""
+    found = preset_of(settings, model)
+    if found != CUSTOM:
+        return name(model, found)
+    for key, preset in choices(model).items():
+        if preset.replace(steps=settings.steps) == settings:
+            return f"{name(model, key)}, {settings.steps} it"
+    return CUSTOM

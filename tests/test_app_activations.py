@@ -12,10 +12,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from deepvis.activations import analyze
-from deepvis.images import SAMPLE_NAMES, decode_image, model_view, sample_bytes
+from deepvis.backprop import backprop
+from deepvis.images import SAMPLE_NAMES, decode_image, model_view, sample_bytes, to_batch
+from deepvis.render import backprop_image, upscale
 from deepvis.targets import Target
-
-from helpers import jpeg_bytes
+from tests.app_media import record_media
+from tests.helpers import jpeg_bytes
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 CATS = ("tabby", "tiger cat", "Egyptian cat")
@@ -122,15 +124,35 @@ def backward_caption(at: AppTest) -> str | None:
     return captions[0] if captions else None
 
 
-def test_backward_image_follows_unit_mode_and_filter(app):
-    app.number_input(key="act_unit").set_value(3).run()
+def backward_shown(at: AppTest, pixels) -> tuple[str, np.ndarray]:
+    """The backward image's caption (``guided, raw filter``) and the pixels the page sent."""
+    (image,) = [img for img in at.get("image") if img.captions and img.captions[0].endswith(" filter")]
+    return image.captions[0], pixels(image.value[0])
+
+
+def test_backward_image_follows_unit_mode_and_filter(app, lite0, monkeypatch):
+    pixels = record_media(monkeypatch)
+    layer, unit = app.selectbox(key="act_layer_efficientnet_lite0").value, 3
+    batch = to_batch(model_view(decode_image(sample_bytes("chelsea")), lite0.spec), lite0.spec.normalization)
+
+    def library(mode: str, seed: str, shown: str) -> np.ndarray:  # computed here, not by the page's code
+        return upscale(backprop_image(backprop(lite0.module, batch, layer, unit, mode, seed)[0], shown), 224)
+
+    app.number_input(key="act_unit").set_value(unit).run()
     assert backward_caption(app) == "saliency, raw filter"  # the default mode
-    for mode in ("saliency", "deconv", "guided"):
-        app.radio(key="act_bp_mode").set_value(mode).run()
-        assert not app.exception and backward_caption(app) == f"{mode}, raw filter"
-    app.radio(key="act_bp_filter").set_value("norm_blur").run()
-    app.radio(key="act_bp_seed").set_value("point").run()
-    assert not app.exception and backward_caption(app) == "guided, norm_blur filter"
+    pictures = {}
+    for key, value in [("act_bp_mode", "saliency"), ("act_bp_mode", "deconv"), ("act_bp_mode", "guided"),
+                       ("act_bp_filter", "norm_blur"), ("act_bp_seed", "point")]:
+        app.radio(key=key).set_value(value).run()
+        assert not app.exception and not app.error
+        mode, seed, shown = (app.radio(key=k).value for k in ("act_bp_mode", "act_bp_seed", "act_bp_filter"))
+        caption, got = backward_shown(app, pixels)
+        assert caption == f"{mode}, {shown} filter"
+        want = library(mode, seed, shown)
+        assert got.shape == want.shape
+        assert np.mean(np.abs(got.astype(int) - want.astype(int)) > 2) < 1e-3, caption  # float noise at most
+        pictures[(mode, seed, shown)] = got
+    assert len({p.tobytes() for p in pictures.values()}) == len(pictures)  # each choice changed the picture
 
 
 def test_missing_weights_fall_back_then_functional_relus_offer_every_mode(tmp_path, monkeypatch):
@@ -156,7 +178,7 @@ def test_missing_weights_fall_back_then_functional_relus_offer_every_mode(tmp_pa
     assert not at.exception and backward_caption(at) == "guided, raw filter"
 
 
-# ------------------------------------------------------------- the unit column (issue 12)
+# ------------------------------------------------------------- the unit column
 
 def _captions(at: AppTest) -> list[str]:
     return [c for img in at.get("image") for c in img.captions]
@@ -261,16 +283,24 @@ def test_occlusion_map_on_request_equals_the_library(lite0):
     assert any(c.value.startswith(f"{want.target}: ") for c in at.caption)
     # the unit as target: a new map on request, the class map is not reused
     at.radio(key="act_occ_target").set_value(at.radio(key="act_occ_target").options[1]).run()
-    assert at.button(key="act_occ_go") is not None
+    assert not at.exception and not any(c.value.startswith(f"{want.target}: ") for c in at.caption)
+    assert any(c.value.startswith("A grey square") for c in at.caption)  # offered again, not computed yet
     at.button(key="act_occ_go").click().run()
     assert not at.exception and at.session_state["act_occ_result"][1].target.endswith("unit 0")
 
 
-def test_the_units_weights_are_shown(app):
-    captions = [c for image in app.get("image") for c in image.captions if c.startswith("Filter ")]
-    unit = app.session_state["act_unit"]
-    assert captions == [f"Filter {unit} of _blocks.9._depthwise_conv.conv2d (1 × 5 × 5; depthwise: one kernel), "
-                        "scaled about zero: grey = 0"]
+def test_the_units_weights_are_shown(lite0, monkeypatch):
+    from deepvis.weights import conv_weights, filter_tiles
+
+    pixels = record_media(monkeypatch)
+    at = start()
+    at.number_input(key="act_unit").set_value(5).run()
+    assert not at.exception
+    (image,) = [image for image in at.get("image") if image.captions and image.captions[0].startswith("Filter ")]
+    assert image.captions == ["Filter 5 of _blocks.9._depthwise_conv.conv2d (1 × 5 × 5; depthwise: one kernel), "
+                              "scaled about zero: grey = 0"]
+    found = conv_weights(lite0, at.selectbox(key="act_layer_efficientnet_lite0").value)
+    assert np.array_equal(pixels(image.value[0]), upscale(filter_tiles(found, 5)[0], 224, smooth=False))
 
 
 def test_representation_map_of_the_collection_and_opening_a_photo(lite0, tmp_path, monkeypatch):

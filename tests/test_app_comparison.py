@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from deepvis import charts
 from deepvis import optimize as opt
-from deepvis import presets, quality, ui
+from deepvis import presets, quality
 from deepvis.experiment import Experiment
 from deepvis.settings import Settings
 from deepvis.targets import Target
@@ -109,9 +109,13 @@ def test_every_column_shows_its_quality_and_the_table_agrees(compared, lite0):
     at, _ = compared
     state = at.session_state["cmp_run"]
     want = quality.assess_record(lite0, state.record)
-    lines = [m.value for m in at.markdown if m.value.startswith("**Quality**")]
-    assert lines == [f"**Quality** of the best image (iteration {row.best_step}) — {q.label} · "
-                     f"{'legible' if q.legible else 'not legible'}" for row, q in zip(state.record.rows, want)]
+    lines = [m for m in at.markdown if m.value.startswith("**Quality**")]
+    assert [m.value for m in lines] == [f"**Quality** of the best image (iteration {row.best_step}) — {q.label} · "
+                                        f"{'legible' if q.legible else 'not legible'}"
+                                        for row, q in zip(state.record.rows, want)]
+    assert all(m.proto.help == quality.JUDGE_HELP for m in lines)  # what the judge is, in each line's tooltip
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert "judge network" in columns["judge rank"]["help"] and "probability" in columns["judge p"]["help"]
     table = at.dataframe[0].value
     assert list(table["judge rank"]) == [q.rank for q in want]
     np.testing.assert_allclose(table["robustness"].astype(float), [np.nan if q.robustness is None else q.robustness

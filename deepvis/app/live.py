@@ -1,7 +1,6 @@
 """The Activations page's live camera: the browser camera streamed to the server (streamlit-webrtc).
 
-A Streamlit module (with :mod:`deepvis.ui`, :mod:`deepvis.ui_runs` and :mod:`deepvis.ui_units`): the live
-loop has to own its placeholders while it runs, which no other page needs.
+The live loop owns its placeholders while it runs, which no other part of the app needs.
 
 Conventions
 -----------
@@ -13,7 +12,7 @@ Conventions
   machine).
 * Live pictures go out as JPEG (quality :data:`deepvis.render.JPEG_QUALITY`): a video's frames, encoded in
   a few milliseconds where a PNG of a large grid takes tens; a frozen frame is analyzed and shown lossless.
-* **Freeze** opens the newest frame as the page's photo (:func:`deepvis.ui.image_input`'s opened photo, PNG
+* **Freeze** opens the newest frame as the page's photo (:func:`deepvis.app.inputs.image_input`'s opened photo, PNG
   bytes), analyzed as any still photo (backward images, unit view, downloads); **Back to live video** closes it.
 * A camera the browser denies, or a connection that does not come up, gives one line; the snapshot camera
   stays one click away.
@@ -28,7 +27,9 @@ import time
 import numpy as np
 import streamlit as st
 
-from deepvis import live, ui_units
+from deepvis import live
+from deepvis.app.grid import unit_stepper
+from deepvis.errors import one_line
 from deepvis.models import LoadedModel
 from deepvis.render import heat_colors, jpeg_bytes, overlay, png_bytes, to_uint8, upscale
 
@@ -65,15 +66,14 @@ def stream(loaded: LoadedModel, layer: str, key: str, photo, grid_col, unit_col)
                                       rtc_configuration={"iceServers": servers},
                                       media_stream_constraints={"video": {**CAMERA, "frameRate": {"ideal": fps}},
                                                                 "audio": False})
-        except Exception as exc:  # the component needs a running Streamlit server; say why in one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            st.error(f"Live video is unavailable here ({first}); the Camera source takes snapshots.")
+        except Exception as exc:  # the component needs a running Streamlit server (not AppTest): say why in one line
+            st.error(f"Live video is unavailable here ({one_line(exc)}); the Camera source takes snapshots.")
             return
         st.button("Freeze", key=f"{key}_freeze", on_click=_freeze, args=(key,), disabled=not context.state.playing,
                   help="Take the current frame into the full analysis (the toolbox's f key).")
         status, view, predictions = st.empty(), st.empty(), st.empty()
     with unit_col:
-        unit = ui_units.unit_stepper(f"{key}_unit", channels)
+        unit = unit_stepper(f"{key}_unit", channels)
         unit_map = st.empty()
     with grid_col:
         grid_place, caption = st.empty(), st.empty()

@@ -1,137 +1,27 @@
-"""Streamlit widgets shared by the pages: the model, the photo, layers and units.
-
-One of the two modules that touch Streamlit (the other is :mod:`deepvis.ui_runs`,
-the optimization pages' forms and live runs).
+"""Pickers of what to look at: a layer (block, then layer), a unit or class, a target or several, and a
+click on a chart's bar.
 
 Conventions
 -----------
-* ``shared_model`` is cached with ``st.cache_resource``: one frozen model per
-  (name, weights, seed, device), shared by every session.  Nothing here or in
-  the pages may modify it (see :mod:`deepvis.graph`).
-* Widget groups return plain Python values or small typed objects (bytes, a
-  ``LoadedModel``, a layer name, an ``Target``), so the pages stay thin and
-  never read ``st.session_state`` keys themselves; every failure a person can
-  cause becomes one ``st.error`` line, never a traceback.
+* Every picker takes a ``key`` prefix and keeps its values under ``{key}_…`` so that a
+  saved experiment can be put back into the widgets (:func:`deepvis.app.forms.apply_experiment`).
+  The layer's key also names the model (:func:`layer_key`): each network keeps its own.
+* A stored layer the model lacks, or a unit out of range, falls back to the default
+  silently (links warn about theirs, :mod:`deepvis.app.links`).
+* Class names label the units of the logits layer (:func:`deepvis.targets.class_names`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import streamlit as st
-from PIL import Image
 
-from deepvis.backprop import ModeSupport, mode_support
+from deepvis.errors import DeepvisError
 from deepvis.layers import groups
-from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
-from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelError, default_device, load_model
+from deepvis.models import LoadedModel
 from deepvis.targets import OBJECTIVES, Target, class_names, resolve_unit
 
-SOURCES = ("Sample photo", "Upload", "Camera", "Live video")
-LIVE = "Live video"
-
-
-@st.cache_resource(show_spinner="Loading the model (once for every session)…", max_entries=4)
-def shared_model(name: str, weights: str, seed: int, device: str) -> LoadedModel:
-    return load_model(name, weights, device, seed)
-
-
-def model_sidebar() -> LoadedModel:
-    """Sidebar picker for model and weights; returns the shared model (falls back to the default).
-
-    Every page calls this first thing (the widgets keep their state across pages
-    through their keys).  It is not drawn by the router because AppTest re-runs
-    only the page script on reruns under ``st.navigation``.
-    """
-    with st.sidebar:
-        st.subheader("Model")
-        name = st.selectbox("Network", list(REGISTRY), format_func=lambda n: REGISTRY[n].title, key="model_name")
-        weights = st.radio("Weights", ("default", "random"), horizontal=True, key="model_weights",
-                           format_func=lambda w: "pretrained (ImageNet)" if w == "default" else "random init",
-                           help="Random weights show what an untrained network of the same shape responds to.")
-        seed = 0
-        if weights == "random":
-            seed = int(st.number_input("Init seed", 0, 2**31 - 1, 0, key="model_seed"))
-        device = str(default_device())
-        try:
-            loaded = shared_model(name, weights, seed, device)
-        except ModelError as exc:
-            st.error(str(exc))
-            st.info("Showing the embedded EfficientNet-Lite0 instead; it works offline.")
-            loaded = shared_model(DEFAULT_MODEL, "default", 0, device)
-        st.caption(f"**{loaded.spec.title}** · {loaded.weights} weights · device **{loaded.device.type}** · "
-                   f"{len(loaded.layers)} layers · input {loaded.spec.input_size}px")
-        if loaded.notice:
-            st.info(loaded.notice)
-    return loaded
-
-
-def image_input(key: str = "image", live: bool = False) -> tuple[bytes, str] | None:
-    """Sample / upload / camera (/ live video with ``live``) picker; returns ``(bytes, label)`` or ``None``
-    while nothing is chosen (live video: ``None``, and :func:`live_streaming` is True).  A photo the page has
-    opened (``st.session_state[f"{key}_opened"] = (bytes, name)``) comes first, with a button to close it."""
-    sources = SOURCES if live else SOURCES[:-1]
-    source = st.radio("Image source", sources, horizontal=True, key=f"{key}_source",
-                      help="Live video streams your camera to the network (the paper's webcam view); Camera takes "
-                           "snapshots." if live else None)
-    opened = st.session_state.get(f"{key}_opened")
-    if opened is not None:  # a photo put here by the page: a frozen live frame, a point of the map
-        st.caption(f"Photo: {opened[1]}")
-        st.button("Back to live video" if source == LIVE else "Close this photo", key=f"{key}_close",
-                  on_click=lambda: st.session_state.pop(f"{key}_opened"))
-        return opened
-    if source == LIVE:
-        return None  # the page streams it (deepvis.ui_live); Freeze opens the newest frame as above
-    if source == "Sample photo":
-        name = st.selectbox("Sample", SAMPLE_NAMES, key=f"{key}_sample")
-        return sample_bytes(name), f"sample: {name}"
-    if source == "Upload":
-        upload = st.file_uploader("Upload a photo", type=None, key=f"{key}_upload",
-                                  help="JPEG, PNG, GIF, WebP, BMP or TIFF; large photos are scaled down.")
-    else:
-        upload = st.camera_input("Take a photo", key=f"{key}_camera")
-    if upload is None:
-        st.info("Choose a file or take a photo to begin." if source == "Upload" else "Take a photo to begin.")
-        return None
-    return upload.getvalue(), upload.name
-
-
-def live_streaming(key: str) -> bool:
-    """Whether ``image_input(key, live=True)`` is on live video with no frozen frame open."""
-    return st.session_state.get(f"{key}_source") == LIVE and st.session_state.get(f"{key}_opened") is None
-
-
-def decoded_image(data: bytes) -> Image.Image | None:
-    """Decode with a one-line ``st.error`` on failure (the session keeps working)."""
-    try:
-        return decode_image(data)
-    except ImageDecodeError as exc:
-        st.error(f"Cannot use this file: {exc}")
-        return None
-
-
-def show_png(image: np.ndarray, caption: str | None = None, width: int | str = "content") -> None:
-    """Show a uint8 image losslessly (PNG, never JPEG)."""
-    from deepvis.render import png_bytes
-
-    st.image(png_bytes(image), caption=caption, output_format="PNG", width=width)
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _mode_support(name: str, weights: str, seed: int, device: str) -> ModeSupport:
-    loaded = shared_model(name, weights, seed, device)
-    return mode_support(loaded.module, loaded.spec.input_size)
-
-
-def backprop_modes(loaded: LoadedModel) -> ModeSupport:
-    """Which backward modes this network allows (one dry pass per model, cached)."""
-    return _mode_support(loaded.spec.name, loaded.weights, loaded.seed, str(loaded.device))
-
-
-# --- Optimization and Comparison pages (issues 3 and 4) ------------------------------------------------------
-# Keys: every widget group takes a ``key`` prefix and keeps its values in st.session_state under
-# ``{key}_...`` so that a saved experiment can be put back into the widgets (see ``apply_experiment``).
 
 def _init(key: str, value: object) -> None:
     if key not in st.session_state:
@@ -160,7 +50,7 @@ def layer_picker(loaded: LoadedModel, key: str, default: str, side_by_side: bool
     by_group = groups(loaded.layers)
     try:
         current = loaded.layer(st.session_state.get(widget_key, default))
-    except ValueError:
+    except DeepvisError:
         current = loaded.layer(default)
     st.session_state[widget_key] = current.name
     st.session_state[group_key] = current.group
@@ -186,7 +76,7 @@ def _default_unit(loaded: LoadedModel, layer: str) -> int:
     classes = class_names(loaded, layer)
     try:
         return resolve_unit(loaded, layer, "flamingo") if classes else 0
-    except ValueError:
+    except DeepvisError:
         return 0
 
 

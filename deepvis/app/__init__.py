@@ -1,0 +1,27 @@
+"""The app wing: every module that imports Streamlit (and streamlit-webrtc), one concept each.
+
+The library (``deepvis.*`` outside this package) never imports Streamlit; the pages
+(``app_pages/``) call into these modules and stay a table of contents.
+
+Conventions
+-----------
+* Widget groups take a ``key`` prefix and keep their values in ``st.session_state``
+  under ``{key}_…``; they return plain values or small typed objects, so the pages
+  never read session keys themselves.
+* Every failure a person can cause (:class:`deepvis.errors.DeepvisError`, and
+  ``OSError`` for files and devices) becomes one ``st.error`` line, written with
+  :func:`deepvis.errors.one_line` where the message is not ours; anything else is a
+  bug and shows as one.
+* Long work runs through :func:`deepvis.progress.drain`: on the page under a bar, or
+  on a background thread (:mod:`deepvis.app.jobs`), whose progress one polling
+  fragment shows.
+* The model is shared by every session (:mod:`deepvis.app.model`); nothing here
+  modifies it.
+
+Modules: ``model`` (shared model, sidebar), ``inputs`` (photo sources), ``pickers``
+(layer, unit, target), ``links`` (URL), ``grid`` (layer grid, unit stepper),
+``photo_sets`` (collections, indexing), ``jobs`` (background work, polling),
+``unit_column``, ``panels`` (backprop, weights, occlusion), ``layer_map`` (t-SNE),
+``theta`` (θ editor), ``runs`` (live runs), ``forms`` (the optimization pages' forms),
+``live`` (live video).
+"""

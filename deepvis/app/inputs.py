@@ -1,0 +1,71 @@
+"""Where a page's photo comes from (sample, upload, camera, live video), decoding it, and showing images.
+
+Conventions
+-----------
+* :func:`image_input` returns ``(bytes, label)`` or ``None`` while nothing is chosen.
+  A photo the page has opened (``st.session_state[f"{key}_opened"] = (bytes, name)``:
+  a frozen live frame, a point of the layer map) comes first, with a button to close it.
+* A file that is not a photo is one ``st.error`` line (:func:`decoded_image`); the
+  session keeps working.
+* Images the network sees are shown losslessly (PNG, :func:`show_png`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
+from deepvis.render import png_bytes
+
+SOURCES = ("Sample photo", "Upload", "Camera", "Live video")
+LIVE = "Live video"
+
+
+def image_input(key: str = "image", live: bool = False) -> tuple[bytes, str] | None:
+    """Sample / upload / camera (/ live video with ``live``) picker; returns ``(bytes, label)`` or ``None``
+    while nothing is chosen (live video: ``None``, and :func:`live_streaming` is True)."""
+    sources = SOURCES if live else SOURCES[:-1]
+    source = st.radio("Image source", sources, horizontal=True, key=f"{key}_source",
+                      help="Live video streams your camera to the network (the paper's webcam view); Camera takes "
+                           "snapshots." if live else None)
+    opened = st.session_state.get(f"{key}_opened")
+    if opened is not None:  # a photo put here by the page: a frozen live frame, a point of the map
+        st.caption(f"Photo: {opened[1]}")
+        st.button("Back to live video" if source == LIVE else "Close this photo", key=f"{key}_close",
+                  on_click=lambda: st.session_state.pop(f"{key}_opened"))
+        return opened
+    if source == LIVE:
+        return None  # the page streams it (deepvis.app.live); Freeze opens the newest frame as above
+    if source == "Sample photo":
+        name = st.selectbox("Sample", SAMPLE_NAMES, key=f"{key}_sample")
+        return sample_bytes(name), f"sample: {name}"
+    if source == "Upload":
+        upload = st.file_uploader("Upload a photo", type=None, key=f"{key}_upload",
+                                  help="JPEG, PNG, GIF, WebP, BMP or TIFF; large photos are scaled down.")
+    else:
+        upload = st.camera_input("Take a photo", key=f"{key}_camera")
+    if upload is None:
+        st.info("Choose a file or take a photo to begin." if source == "Upload" else "Take a photo to begin.")
+        return None
+    return upload.getvalue(), upload.name
+
+
+def live_streaming(key: str) -> bool:
+    """Whether ``image_input(key, live=True)`` is on live video with no frozen frame open."""
+    return st.session_state.get(f"{key}_source") == LIVE and st.session_state.get(f"{key}_opened") is None
+
+
+def decoded_image(data: bytes) -> Image.Image | None:
+    """Decode with a one-line ``st.error`` on failure (the session keeps working)."""
+    try:
+        return decode_image(data)
+    except ImageDecodeError as exc:
+        st.error(f"Cannot use this file: {exc}")
+        return None
+
+
+def show_png(image: np.ndarray, caption: str | None = None, width: int | str = "content") -> None:
+    """Show a uint8 image losslessly (PNG, never JPEG)."""
+    st.image(png_bytes(image), caption=caption, output_format="PNG", width=width)

@@ -1,0 +1,120 @@
+"""The Activations page's panels about one unit and the shown photo: its backward image, its weights, the
+photo's occlusion map, and the first layer's filters.
+
+Conventions
+-----------
+* Each panel takes the model, the photo as the network sees it (``view``, uint8
+  ``(H, W, 3)``), the layer and unit, and a ``key`` prefix for its widgets.
+* Pictures are enlarged to 224 px and sent as PNG; downloads are the pictures at the
+  network's resolution (or the float map, ``.npy``).
+* A backward pass or occlusion the network cannot do is one ``st.error`` line
+  (``DeepvisError``); the occlusion map is computed on request under a progress bar and
+  kept for the photo, patch, stride and target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import streamlit as st
+
+from deepvis.app.inputs import show_png
+from deepvis.app.jobs import with_bar
+from deepvis.app.model import backprop_modes
+from deepvis.backprop import SEEDS, backprop
+from deepvis.display import npy_bytes
+from deepvis.errors import DeepvisError
+from deepvis.images import to_batch
+from deepvis.models import LoadedModel
+from deepvis.occlusion import occlude
+from deepvis.render import (BACKPROP_FILTERS, backprop_image, backprop_overlay, heat_colors, overlay, png_bytes,
+                            to_uint8, upscale, weight_tiles)
+from deepvis.weights import conv_weights, filter_tiles, kernel_norms
+
+PATCHES, STRIDES = (16, 24, 32, 48, 64), (8, 16, 32)
+
+
+def backprop_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int, key: str) -> None:
+    """Which pixels of the photo drive the unit: the mode (saliency, deconvnet, guided backprop, as the network
+    allows), the seed and the filter chosen here; the backward image, it over the photo, and a download."""
+    support = backprop_modes(loaded)
+    if support.reason:
+        st.info(support.reason)
+    mode = st.radio("Backward pass", support.modes, horizontal=True, key=f"{key}_bp_mode",
+                    help="saliency: the plain gradient · deconv: only positive gradients pass each ReLU · "
+                         "guided: positive gradients where the ReLU was active")
+    seed = st.radio("Start from", SEEDS, horizontal=True, key=f"{key}_bp_seed",
+                    format_func={"map": "the unit's activation map", "point": "its strongest position"}.get)
+    shown = st.radio("Filter", BACKPROP_FILTERS, horizontal=True, key=f"{key}_bp_filter")
+    try:
+        with st.spinner("Backward pass…"):
+            batch = to_batch(view, loaded.spec.normalization, loaded.device)
+            gradient = backprop(loaded.module, batch, layer, unit, mode, seed)[0]
+    except DeepvisError as exc:
+        st.error(str(exc))
+        return
+    picture, blend = st.columns(2)
+    picture.image(png_bytes(upscale(backprop_image(gradient, shown), 224)), caption=f"{mode}, {shown} filter",
+                  output_format="PNG", width="stretch")
+    with blend:
+        show_png(upscale(backprop_overlay(view, gradient), 224), caption="Overlaid on the input", width="stretch")
+    st.download_button("Download the backward image (PNG)", png_bytes(backprop_image(gradient, shown)),
+                       f"{loaded.spec.name}_{layer}_{unit}_{mode}.png", "image/png")
+
+
+def weights_panel(loaded: LoadedModel, layer: str, unit: int) -> None:
+    """The raw weights behind ``unit`` (:mod:`deepvis.weights`): its filter's kernels, and their norms."""
+    found = conv_weights(loaded, layer)
+    if found is None or unit >= found.weight.shape[0]:
+        st.caption(f"{layer} has no single convolution above it (an addition, a pooling or a linear layer).")
+        return
+    tiles, _ = filter_tiles(found, unit)
+    shape = " × ".join(map(str, found.weight.shape[1:]))
+    kind = "depthwise: one kernel" if found.depthwise else f"{found.weight.shape[1]} kernels, one per input channel"
+    st.image(png_bytes(upscale(tiles, 224, smooth=False)), output_format="PNG", width="stretch",
+             caption=f"Filter {unit} of {found.conv} ({shape}; {kind}), scaled about zero: grey = 0")
+    if not found.depthwise and found.weight.shape[1] > 1:
+        st.bar_chart(kernel_norms(found)[unit], height=140, x_label="input channel", y_label="kernel norm")
+
+
+def first_layer_filters(loaded: LoadedModel) -> None:
+    """The first convolution's filters as RGB tiles (the paper's conv1 picture)."""
+    tiles, _ = weight_tiles(loaded.first_conv.weight)
+    show_png(tiles, caption=f"{tuple(loaded.first_conv.weight.shape)} weights, each scaled about zero")
+
+
+def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int, key: str) -> None:
+    """Zeiler & Fergus's occlusion map of the shown photo (:mod:`deepvis.occlusion`): patch, stride and target
+    chosen here, computed on request with a progress bar, kept for the photo, drawn over it."""
+    pick_patch, pick_stride, pick_target = st.columns(3)
+    patch = pick_patch.select_slider("Patch (px)", PATCHES, value=32, key=f"{key}_occ_patch")
+    stride = pick_stride.select_slider("Stride (px)", STRIDES, value=16, key=f"{key}_occ_stride")
+    target = pick_target.radio("Target", ("top class", f"unit {unit}"), key=f"{key}_occ_target",
+                               help="How much covering each part lowers the top class's probability, or this "
+                                    "unit's activation summed over its map.")
+    aim = (layer, unit) if target != "top class" else (None, None)
+    wanted = (hashlib.sha1(view.tobytes()).hexdigest(), loaded.spec.name, loaded.weights, patch, stride, *aim)
+    kept = st.session_state.get(f"{key}_occ_result")
+    if kept is None or kept[0] != wanted:
+        if not st.button("Compute the occlusion map", key=f"{key}_occ_go"):
+            st.caption("A grey square (the model's mean colour) slides over the photo; the map shows how much the "
+                       "target drops where it covers. About 1.5 s at patch 32, stride 16 on a 2-core CPU.")
+            return
+        try:
+            kept = (wanted, with_bar(occlude(loaded, view, patch, stride, *aim), "Occluding…", "squares"))
+        except DeepvisError as exc:
+            st.error(str(exc))
+            return
+        st.session_state[f"{key}_occ_result"] = kept
+    result = kept[1]
+    drops = np.clip(result.drops, 0, None)
+    heat, blend = st.columns(2)
+    heat.image(png_bytes(upscale(heat_colors(to_uint8(drops)), 224)), caption="Drop (bright = covering hurts most)",
+               output_format="PNG", width="stretch")
+    blend.image(png_bytes(upscale(overlay(view, drops), 224)), caption="Overlaid on the input", output_format="PNG",
+                width="stretch")
+    st.caption(f"{result.target}: {result.baseline:.4g} on the whole photo; the largest mean drop is "
+               f"{result.drops.max():.4g} ({result.windows} squares).")
+    st.download_button("Download the map (float .npy)", npy_bytes(result.drops), f"occlusion_{patch}_{stride}.npy",
+                       "application/octet-stream", on_click="ignore", key=f"{key}_occ_npy")

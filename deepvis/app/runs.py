@@ -1,0 +1,156 @@
+"""Live runs of the Optimization and Comparison pages: Start and Stop, streaming, how a run ended, its images in
+the chosen display, its quality and its summary table.
+
+Conventions
+-----------
+* A run streams into a ``RunState`` (:func:`run_live`), kept in the session as each
+  snapshot arrives, so what was made survives Stop, reruns and page switches;
+  :func:`last_run` gives it back.  History frames are float16 and bounded
+  (``FrameHistory``).
+* Stop just interrupts the script: the interrupted run computes on until its next
+  ``st`` call, while the new script run waits for it (:func:`wind_down`, through the
+  app's one polling fragment, :func:`deepvis.app.jobs.poll`).
+* Optimized images are drawn from the float history in the chosen display
+  (:func:`frame_view`, :mod:`deepvis.display`), so switching it never recomputes a run;
+  a finished or stopped run's quality (:mod:`deepvis.quality`) is computed once and
+  kept with the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+
+import numpy as np
+import streamlit as st
+
+from deepvis import quality, render
+from deepvis.app.jobs import poll
+from deepvis.display import show
+from deepvis.errors import DeepvisError, one_line
+from deepvis.experiment import Experiment
+from deepvis.history import FrameHistory, RunState, stream
+from deepvis.models import LoadedModel
+from deepvis.records import RunRecord, Snapshot
+
+JUDGE_COLUMNS = {  # the summary table's judge columns, with the quality line's explanation in brief
+    "judge rank": "Rank of the unit's class among the judge network's 1000 (1 = its top class); the judge took no "
+                  "part in making the image or choosing the presets.",
+    "judge p": "The judge network's probability for the unit's class.",
+}
+
+
+def start_stop(page: str, ready: bool) -> bool:
+    """The Start and Stop buttons; True when Start was clicked (Stop just interrupts the running script)."""
+    start_col, stop_col, _ = st.columns([1, 1, 6])
+    start = start_col.button("Start", type="primary", key=f"{page}_start", disabled=not ready)
+    stop_col.button("Stop", key=f"{page}_stop", disabled=not start, help="Ends the run and keeps what was made.")
+    return start
+
+
+def run_live(key: str, start: Callable[[], Generator[Snapshot, None, None]],
+             draw: Callable[[Snapshot], None], names: Sequence[str], history: FrameHistory | None = None,
+             experiment: Experiment | None = None, **extra: object) -> RunState | None:
+    """Start a run (``start()`` -> generator), store its ``RunState`` as ``st.session_state[f"{key}_run"]``
+    and stream it.  A ``DeepvisError`` at the start (bad settings, target, size) becomes one ``st.error`` line;
+    a failure during the run is kept in the state for :func:`run_status` to show."""
+    try:
+        gen = start()
+    except DeepvisError as exc:
+        st.error(f"Cannot start: {exc}")
+        return None
+    st.session_state[f"{key}_runs"] = st.session_state.get(f"{key}_runs", 0) + 1
+    state = RunState(st.session_state[f"{key}_runs"], tuple(names), history or FrameHistory(), experiment,
+                     extra=dict(extra))
+    st.session_state[f"{key}_run"] = state
+    try:
+        stream(gen, state, draw)
+    except (DeepvisError, RuntimeError) as exc:  # RuntimeError: torch cannot run the network on this input
+        hint = " (is the image too small for this network?)" if isinstance(exc, RuntimeError) else ""
+        state.status, state.error = "failed", f"{one_line(exc)}{hint}"
+    return state
+
+
+def last_run(page: str) -> RunState | None:
+    """The page's latest run in this session (running, stopped, finished or failed), if any."""
+    return st.session_state.get(f"{page}_run")
+
+
+def wind_down(state: RunState) -> bool:
+    """While an interrupted run is still ending, say so and return True (the caller draws nothing more).
+
+    A click during a run starts a new script run at once, in a new thread; the old one keeps computing
+    until its next ``st`` call, where Streamlit stops it (its ``finally`` then marks the run stopped).
+    The polling fragment waits until then and reruns the page, which then shows the kept history.
+    """
+    if state.status == "running" and not state.thread.is_alive():
+        state.status = "stopped"  # its thread ended without reaching the finally (e.g. the server stopped it)
+    if not state.active:
+        return False
+    st.info(f"Stopping… the run ends at its next snapshot (iteration {state.record.iteration if state.record else 0}"
+            f" of {state.total} so far); what it made is kept.")
+    poll(lambda: not state.active)
+    return True
+
+
+def run_status(state: RunState) -> None:
+    """One line on how the last run ended."""
+    shown = state.record.iteration + 1 if state.record else 0
+    seconds = state.record.seconds if state.record else 0.0
+    if state.status == "stopped":
+        st.info(f"Stopped after {shown} of {state.total} iterations; the images made so far are kept below.")
+    elif state.status == "finished":
+        st.caption(f"Finished {state.total} iterations in {seconds:.1f} s.")
+    elif state.status == "failed":
+        st.error(f"The run failed: {state.error}")
+
+
+def frame_view(pixels: np.ndarray, mean: Sequence[float], mode: str, min_size: int = 224) -> np.ndarray:
+    """What the pages show of one float image ``(H, W, 3)`` (pixel space): drawn in display ``mode``
+    (:mod:`deepvis.display`), small images enlarged (nearest neighbour) to ``min_size``."""
+    shown = show(pixels, mean, mode)
+    return render.upscale(shown, min_size, smooth=False) if max(shown.shape[:2]) < min_size else shown
+
+
+def sheet_image(pixels: np.ndarray, mean: Sequence[float], row_names: Sequence[str], col_names: Sequence[str],
+                mode: str) -> np.ndarray:
+    """Rows x columns of ``(R*C, H, W, 3)`` float images (row-major) as one labelled image (small ones enlarged)."""
+    shown = np.stack([frame_view(image, mean, mode, min_size=128) for image in pixels])
+    return render.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
+
+
+def run_quality(state: RunState, loaded: LoadedModel) -> list[quality.Quality]:
+    """The quality of every row's best image, computed once per finished or stopped run (about 0.25 s a row
+    on a CPU) and kept in the run's state."""
+    if state.extra.get("quality_at") != state.record.iteration:
+        with st.spinner("Scoring the images (judge network and robustness)…"):
+            state.extra["quality"] = quality.assess_record(loaded, state.record)
+        state.extra["quality_at"] = state.record.iteration
+    return state.extra["quality"]
+
+
+def quality_caption(verdict: quality.Quality, best_step: int) -> str:
+    mark = "legible" if verdict.legible else "not legible"
+    return f"**Quality** of the best image (iteration {best_step}) — {verdict.label} · {mark}"
+
+
+def quality_line(verdict: quality.Quality, best_step: int) -> None:
+    """The quality line under an optimized image, with what the judge is as its tooltip."""
+    st.markdown(quality_caption(verdict, best_step), help=quality.JUDGE_HELP)
+
+
+def summary_rows(record: RunRecord, names: Sequence[str], verdicts: Sequence[quality.Quality]) -> list[dict]:
+    """Per row: its parametrization, the best objective with the best image's quality score beside it, then
+    the other objectives, iterations, the judge's verdict, final norm and std."""
+    names = [names[b % len(names)] for b in range(len(record.rows))]  # a sheet: every unit under each setting
+    return [{"unit": row.target.unit, "setting": name, "parametrization": row.settings.param,
+             "best objective": row.best_objective, "quality score": q.score, "final objective": row.final,
+             "best iteration": row.best_step, "argmax from": row.argmax_step, "judge rank": q.rank,
+             "judge p": q.prob, "robustness": q.robustness, "legible": q.legible, "final norm": float(row.norms[-1]),
+             "final std": float(row.stds[-1]), "iterations": row.steps_done}
+            for row, name, q in zip(record.rows, names, verdicts)]
+
+
+def summary_table(state: RunState, verdicts: Sequence[quality.Quality]) -> None:
+    """:func:`summary_rows` as a table; the judge's columns explain themselves in their tooltips."""
+    st.dataframe(summary_rows(state.record, state.names, verdicts), hide_index=True,
+                 column_config={name: st.column_config.Column(help=text) for name, text in JUDGE_COLUMNS.items()})

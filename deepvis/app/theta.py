@@ -1,0 +1,99 @@
+"""The θ editor: a preset selector and one widget per regularization and parametrization setting.
+
+Conventions
+-----------
+* The widgets are generated from :data:`deepvis.settings.THETA` (its kind, limits and
+  help text); their values live under ``{key}_{name}`` and the selector under
+  ``{key}_preset``, so a saved experiment can be put back (:func:`set_settings`).
+* The selector offers the model's calibrated rows, the paper's Table 1 rows and the
+  later parametrizations (:mod:`deepvis.presets`), then ``custom``.  Choosing a preset
+  fills in its θ; editing any θ turns the selector to ``custom`` (or to the preset it
+  now equals).
+* Invalid θ are one ``st.error`` line and no settings (``None``).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from deepvis import presets
+from deepvis.errors import DeepvisError
+from deepvis.presets import CUSTOM, preset_of
+from deepvis.settings import Settings, THETA, Theta
+
+PRESET_HELP = ("Calibrated rows: this network's own presets, found by `deepvis calibrate` (a random search over "
+               "θ that keeps each Table 1 row's character, scored under random views of a second network; the "
+               "quality line under each image comes from a third, which took no part). Table 1 rows: the paper's "
+               "CaffeNet values, verbatim. Or your own θ.")
+
+
+def preset_label(model: str, key: str) -> str:
+    return "custom θ" if key == CUSTOM else presets.name(model, key)
+
+
+def set_settings(key: str, settings: Settings, model: str) -> None:
+    """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback)."""
+    for name, value in settings.to_dict().items():
+        st.session_state[f"{key}_{name}"] = value
+    st.session_state[f"{key}_preset"] = preset_of(settings, model)
+
+
+def _read_settings(key: str) -> Settings:
+    return Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in THETA})
+
+
+def _preset_chosen(key: str, model: str) -> None:
+    chosen = st.session_state[f"{key}_preset"]
+    if chosen != CUSTOM:
+        set_settings(key, presets.resolve(model, chosen), model)
+
+
+def _theta_edited(key: str, model: str) -> None:
+    try:
+        st.session_state[f"{key}_preset"] = preset_of(_read_settings(key), model)
+    except DeepvisError:
+        st.session_state[f"{key}_preset"] = CUSTOM
+
+
+def _theta_widget(key: str, theta: Theta, explain: bool, model: str) -> None:
+    """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
+    common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key, model),
+                  help=None if explain else theta.help)
+    if theta.enabled_by:
+        common["disabled"] = not theta.enabled({t.name: st.session_state[f"{key}_{t.name}"] for t in THETA})
+    if theta.kind == "choice":
+        st.radio(theta.label, theta.choices, horizontal=True, **common)
+    elif theta.kind == "percent":
+        st.slider(theta.label, float(theta.low), float(theta.high), step=theta.step, **common)
+    elif theta.kind == "int":
+        st.number_input(theta.label, step=int(theta.step), **common)
+    else:
+        st.number_input(theta.label, step=theta.step, format="%g", **common)
+    if explain:
+        st.caption(theta.help)
+
+
+def settings_editor(key: str, model: str, default: str = "3", explain: bool = True) -> Settings | None:
+    """A preset selector and every θ; returns the settings, or ``None`` after one ``st.error`` line.
+
+    ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip, and the θ sit in
+    an "Edit θ" expander).
+    """
+    if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in THETA):
+        set_settings(key, presets.resolve(model, default), model)
+    options = (*presets.choices(model), CUSTOM)
+    if st.session_state[f"{key}_preset"] not in options:  # another model's preset: name what the θ now are
+        _theta_edited(key, model)
+    st.selectbox("Settings", options, key=f"{key}_preset", on_change=_preset_chosen, args=(key, model),
+                 format_func=lambda p: preset_label(model, p), help=PRESET_HELP)
+    box = st.container() if explain else st.expander("Edit θ")
+    with box:
+        grid = st.columns(2) if explain else [st.container()]
+        for i, theta in enumerate(THETA):
+            with grid[i * len(grid) // len(THETA)]:
+                _theta_widget(key, theta, explain, model)
+    try:
+        return _read_settings(key)
+    except DeepvisError as exc:
+        st.error(f"Invalid settings: {exc}")
+        return None
