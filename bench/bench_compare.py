@@ -10,7 +10,7 @@ from the same seed: ``batched`` is one ``deepvis.optimize.run`` call with the fo
 (one forward/backward per iteration for all four); ``sequential`` is four calls, one per setting.
 Prints a Markdown table with the best (minimum) of ``--repeats`` interleaved repeats after one warm-up (the CPU
 here is shared with other jobs; the minimum is the least disturbed run) and
-the ratio batched ÷ sequential (issue 4's target: ≤ 0.6 on a 2-core CPU, ≤ 0.35 on a GPU).
+the ratio batched ÷ sequential (target: ≤ 0.6 on a 2-core CPU, ≤ 0.35 on a GPU).
 """
 
 from __future__ import annotations

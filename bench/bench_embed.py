@@ -1,4 +1,4 @@
-"""The map of a layer's representation: embedding an indexed collection of 1,000 images (issue 15's table).
+"""The map of a layer's representation: embedding an indexed collection of 1,000 images.
 
 Run by hand from the repository root:
 

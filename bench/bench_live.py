@@ -1,4 +1,4 @@
-"""Live video: grid updates per second, on the server alone and end to end in Chromium (issue 14's table).
+"""Live video: grid updates per second, on the server alone and end to end in Chromium.
 
 Run by hand from the repository root:
 

@@ -1,4 +1,4 @@
-"""Occlusion map of one photo: deepvis against Captum's ``Occlusion`` (issue 15's table).
+"""Occlusion map of one photo: deepvis against Captum's ``Occlusion``.
 
 Run by hand from the repository root:
 

@@ -1,4 +1,4 @@
-"""The later parametrizations against Lucent: iterations per second and judge top-5 hits (issue 13's table).
+"""The later parametrizations against Lucent: iterations per second and judge top-5 hits.
 
 Run by hand from the repository root (Lucent is a benchmark-only dependency, see bench/requirements.txt):
 
@@ -15,7 +15,7 @@ Run by hand from the repository root (Lucent is a benchmark-only dependency, see
   left on, as a user who calls ``render_vis`` on this model gets.  MACO and accentuation are timed the same way.
 * **Hits**: each of the six report classes (:data:`bench.bench_legibility.REPORT_CLASSES`) at the method's own
   iteration count (Lucent: its default 512 thresholds; deepvis: each preset's steps), seed 0; the judge
-  (EfficientNet-Lite1, :mod:`deepvis.quality`) ranks each image scaled about zero, as the pages show it.
+  (the reporting judge, EfficientNet-Lite2, :mod:`deepvis.quality`) ranks each image scaled about zero, as the pages show it.
   deepvis runs the six classes as one batch; Lucent one class at a time.  Accentuation starts from
   scikit-image's ``coffee`` photo.
 

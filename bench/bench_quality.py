@@ -3,7 +3,7 @@
     python -m bench.bench_quality --threads 2 --repeats 5
 
 The images are real optimized class images (Lite0, flamingo, calibrated rows 1-4, 20 iterations). The first
-call also loads the judge (EfficientNet-Lite1) once per process; that load is reported on its own.
+call also loads the reporting judge (EfficientNet-Lite2) once per process; that load is reported on its own.
 """
 
 from __future__ import annotations

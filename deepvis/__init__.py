@@ -1,1 +1,70 @@
-"""deepvis: see inside a convolutional network (Yosinski et al. 2015)."""
+"""deepvis: see inside a convolutional network, after Yosinski et al. (2015).
+
+The public API.  Every high-level function takes a :class:`LoadedModel` first (the
+embedded network from :func:`load_model`, or your own module from :func:`wrap_model`)
+and a photo as a PIL image (:func:`open_photo`); long work is a generator of
+:class:`Progress` that :func:`drain` runs to its result; every error a user can cause
+is a :class:`DeepvisError` with a one-line message.  Names load on first use, so
+``import deepvis`` is quick and the configuration modules need no torch.
+
+>>> import deepvis as dv
+>>> model = dv.load_model()
+>>> seen = dv.analyze(model, dv.open_photo("chelsea"), "_blocks.9._swish_1")
+
+See ``docs/api.md`` for a tour.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> (module, attribute)
+_API = {
+    # models
+    "load_model": ("deepvis.models", "load_model"),
+    "wrap_model": ("deepvis.models", "wrap_model"),
+    "LoadedModel": ("deepvis.models", "LoadedModel"),
+    "Normalization": ("deepvis.models", "Normalization"),
+    "MODELS": ("deepvis.models", "REGISTRY"),
+    # photos
+    "open_photo": ("deepvis.images", "open_photo"),
+    "model_view": ("deepvis.images", "model_view"),
+    # one photo through the network
+    "analyze": ("deepvis.activations", "analyze"),
+    "backward": ("deepvis.backprop", "backward"),
+    "occlude": ("deepvis.occlusion", "occlude"),
+    "conv_weights": ("deepvis.weights", "conv_weights"),
+    "receptive_field": ("deepvis.receptive", "field"),
+    # what a unit wants to see
+    "Target": ("deepvis.targets", "Target"),
+    "resolve_unit": ("deepvis.targets", "resolve_unit"),
+    "Settings": ("deepvis.settings", "Settings"),
+    "preset": ("deepvis.presets", "resolve"),
+    "visualize": ("deepvis.optimize", "run"),
+    "visualize_steps": ("deepvis.optimize", "optimize"),
+    "assess": ("deepvis.quality", "assess"),
+    "show": ("deepvis.display", "show"),
+    # collections: top images and maps
+    "build_index": ("deepvis.index", "build"),
+    "top_images": ("deepvis.index", "top"),
+    # protocols
+    "Progress": ("deepvis.progress", "Progress"),
+    "drain": ("deepvis.progress", "drain"),
+    "DeepvisError": ("deepvis.errors", "DeepvisError"),
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'deepvis' has no attribute {name!r}")
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -1,6 +1,6 @@
 """Backward images of one unit: saliency, deconvnet and guided backprop.
 
-(About 320 lines: the three modes, their rectifier rule, its graph rewriting and the unit/seed validation
+(Over 300 lines: the three modes, their rectifier rule, its graph rewriting and the unit/seed validation
 belong together.)
 
 Conventions
@@ -52,12 +52,16 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from deepvis.errors import DeepvisError
 from deepvis.activations import capture
+from deepvis.errors import DeepvisError
 from deepvis.graph import TracedModel, UntraceableError, forward_pass, node_name, rectifier_top, traced
+from deepvis.images import model_view, to_batch
+from deepvis.models import LoadedModel
 
 MODES = ("saliency", "deconv", "guided")
 SEEDS = ("map", "point")
@@ -295,6 +299,15 @@ def backprop(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | in
     if gradient is None:
         gradient = torch.zeros_like(start)
     return gradient.detach().to(inputs.device)
+
+
+def backward(loaded: LoadedModel, image: Image.Image | np.ndarray, layer: str, unit: Unit | int | tuple[int, int, int],
+             mode: str = "guided", seed: str | None = None) -> torch.Tensor:
+    """:func:`backprop` for a photo as ``loaded`` sees it (its centre crop, :func:`deepvis.images.model_view`):
+    the ``(3, S, S)`` gradient w.r.t. the network's input; ``layer`` may be a module path."""
+    view = np.asarray(image) if isinstance(image, np.ndarray) else model_view(image, loaded.spec)
+    inputs = to_batch(view, loaded.spec.normalization, loaded.device)
+    return backprop(loaded.module, inputs, loaded.layer(layer).name, unit, mode, seed)[0]
 
 
 def saliency(model: nn.Module, inputs: torch.Tensor, layer: str, unit: Unit | int | tuple[int, int, int],

@@ -28,8 +28,8 @@ Conventions
 * **Validation** (against the winner's curse: with a few classes, a row's best trial
   is partly luck).  After the search, each row's ``top`` best trials run again on a
   second set of classes (:data:`DEFAULT_VALIDATION`, apart from the calibration classes
-  and from the README's report classes); the row's preset is the candidate with the
-  best mean score over both sets (weighted by their number of classes).
+  and from the benchmarks' report classes, ``bench/README.md``); the row's preset is the
+  candidate with the best mean score over both sets (weighted by their number of classes).
 * **Resumable.**  Every finished trial (and validation run) is one JSON line in ``<out>.trials.jsonl``
   (after a header line naming the model, judge, classes, seed, size and iterations);
   a search started again with the same ``out`` skips logged trials.  After each

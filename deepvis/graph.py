@@ -1,5 +1,8 @@
 """Layers as the network computes them: nodes of the traced forward graph.
 
+(Over 300 lines: tracing, the private twin, truncation, BatchNorm folding and the trace lock are one
+mechanism.)
+
 Conventions
 -----------
 * **A layer is a node** of the model's forward graph, traced once in eval mode by

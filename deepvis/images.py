@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -156,3 +157,17 @@ def sample_bytes(name: str) -> bytes:
     from importlib.resources import files
 
     return (files("deepvis") / "samples" / f"{name}.jpg").read_bytes()
+
+
+def open_photo(source: str | Path | bytes) -> Image.Image:
+    """A photo from a file path, its bytes, or the name of a bundled sample (``chelsea``, ``coffee``, ...),
+    decoded as the pages decode uploads (:func:`decode_image`); a one-line :class:`ImageDecodeError` otherwise."""
+    if isinstance(source, (bytes, bytearray)):
+        return decode_image(bytes(source))
+    if isinstance(source, str) and source in SAMPLE_NAMES:
+        return decode_image(sample_bytes(source))
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"Cannot read {source}: {exc.strerror or exc}.") from None
+    return decode_image(data)

@@ -1,5 +1,7 @@
 """The top images of every unit: a collection indexed once, on disk, in SQLite.
 
+(Over 300 lines: building, resuming, merging and reading one on-disk index share its schema.)
+
 Conventions
 -----------
 * **What is stored.**  For every image of a collection and every indexed layer, each

@@ -1,5 +1,8 @@
 """Model registry: the embedded EfficientNet-Lite0 and torchvision classifiers.
 
+(Over 300 lines: the registry, building and placing a model, and the two ways of finding its layers
+belong together.)
+
 Conventions
 -----------
 * A model takes a batch ``(N, 3, S, S)`` of RGB images already normalized with
@@ -16,6 +19,9 @@ Conventions
 * ``weights`` is ``"default"`` (the pretrained ImageNet weights) or ``"random"``
   (``torch.manual_seed(seed)`` then the constructor, without touching the
   caller's global RNG state).
+* :func:`wrap_model` makes a :class:`LoadedModel` of any module already built and in
+  eval mode (a network of one's own, a small one in a test); it does not change the
+  module.
 """
 
 from __future__ import annotations
@@ -330,3 +336,22 @@ def load_model(name: str = DEFAULT_MODEL, weights: str = "default", device: torc
     module = build_module(spec, weights, seed).to(target)
     layers, notice = list_layers(module, spec.input_size, target)
     return LoadedModel(spec, module, weights, seed, target, layers, imagenet_classes(), notice)
+
+
+def wrap_model(module: nn.Module, name: str = "custom", *, input_size: int = 224,
+               normalization: Normalization = IMAGENET, class_names: tuple[str, ...] = (), weights: str = "custom",
+               seed: int = 0, device: torch.device | str = "cpu", title: str | None = None) -> LoadedModel:
+    """A :class:`LoadedModel` of ``module`` as it is (already on ``device``, in eval mode, frozen by its owner).
+
+    ``class_names`` name the last layer's units when it is the logits (one name per unit).  Raises
+    :class:`ModelError` for a module that is still in training mode (its BatchNorm and dropout would
+    change what every view shows).
+    """
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"a model is a torch.nn.Module, not {type(module).__name__}")
+    if module.training:
+        raise ModelError(f"{name} is in training mode; call .eval() on it first (BatchNorm and dropout would "
+                         "otherwise change every result)")
+    spec = ModelSpec(name, title or name, lambda pretrained: module, normalization, input_size=input_size)
+    layers, notice = list_layers(module, input_size, device)
+    return LoadedModel(spec, module, weights, seed, torch.device(device), layers, tuple(class_names), notice)

@@ -1,7 +1,6 @@
 """Turning tensors into pictures: channel grids, heatmaps, overlays, sheets, PNG and GIF bytes.
 
-(Longer than most modules, about 350 lines, because every pixel the project outputs is made here: one
-concept, arrays in, pictures out.)
+(Over 300 lines: every pixel the project outputs is made here; one concept, arrays in, pictures out.)
 
 Conventions
 -----------

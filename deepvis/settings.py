@@ -1,8 +1,5 @@
 """θ: the regularization and step-size hyperparameters of an optimization run, as one table.
 
-(Over 300 lines: each θ setting's label, help text, range and CLI flag live with its field, and the help
-texts are most of the length.)
-
 Conventions
 -----------
 * **θ is one table.**  Each field of :class:`Settings` carries its own label, help

@@ -1,5 +1,8 @@
 """Local recomputation: many copies of one input, each changed only inside a small window, through a traced graph.
 
+(Over 300 lines: each local op's window rule, and the run that carries windows through the graph, must agree
+with one another.)
+
 An occlusion map runs the network on ~170 copies of a photo that differ from it in one patch each.  Through a
 convolution a change reaches only the outputs whose receptive field meets it, so most of each early feature map
 equals the unchanged photo's.  :class:`LocalRun` runs the unchanged photo once, then carries each copy as the

@@ -1,4 +1,4 @@
-"""Small helpers shared by tests (import as ``from helpers import …``)."""
+"""Small helpers shared by tests (import as ``from tests.helpers import …``: one module object for all)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from deepvis.activations import LayerError, analyze, capture, channel_stats, pre
 from deepvis.hooks import hook_count
 from deepvis.images import decode_image, preprocess, sample_bytes
 
-from helpers import Untraceable
+from tests.helpers import Untraceable
 
 
 def tiny_net() -> nn.Sequential:

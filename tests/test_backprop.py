@@ -22,7 +22,7 @@ from deepvis.images import decode_image, model_view, preprocess, sample_bytes, t
 from deepvis.models import REGISTRY, build_module
 from deepvis.render import BACKPROP_FILTERS, backprop_image, backprop_overlay, gaussian_blur
 
-from helpers import Untraceable
+from tests.helpers import Untraceable
 
 # ---------------------------------------------------------------------------------------------------------
 # A hand-weighted 1-channel net on a 1 x 5 strip:  conv [1, -1]  ->  rectifier  ->  conv [2, 1, -1, 3].

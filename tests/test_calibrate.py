@@ -11,7 +11,7 @@ from torch import nn
 
 from deepvis import calibrate, presets
 from deepvis import optimize as opt
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.models import LoadedModel, Normalization, wrap_model
 from deepvis.presets import PRESETS
 from deepvis.targets import Target, resolve_unit
 
@@ -26,9 +26,8 @@ def tiny(seed: int) -> LoadedModel:
         module = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                nn.Linear(6, 4))
     module.eval().requires_grad_(False)
-    spec = ModelSpec(f"tiny{seed}", "tiny", lambda pretrained: module, Normalization((0.5,) * 3, (0.25,) * 3),
-                     input_size=SIZE)
-    return LoadedModel(spec, module, "random", seed, torch.device("cpu"), list_layers(module, SIZE)[0], NAMES)
+    return wrap_model(module, f"tiny{seed}", input_size=SIZE, normalization=Normalization((0.5,) * 3, (0.25,) * 3),
+                      class_names=NAMES, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +156,11 @@ def test_every_shipped_calibrated_row_raises_its_objective_on_the_embedded_model
     record = opt.run(lite0, target, settings.replace(steps=min(settings.steps, 40)), size=96)
     objectives = record.rows[0].objectives
     assert objectives[-1] > objectives[0] + 2 and np.isfinite(objectives).all()
+
+
+def test_the_report_classes_took_no_part_in_the_search():
+    from bench.bench_legibility import HELD_OUT, REPORT_CLASSES
+
+    searched = set(calibrate.DEFAULT_CLASSES) | set(calibrate.DEFAULT_VALIDATION)
+    assert len(calibrate.DEFAULT_CLASSES) >= 8 and not searched & (set(HELD_OUT) | set(REPORT_CLASSES))
+    assert not set(calibrate.DEFAULT_CLASSES) & set(calibrate.DEFAULT_VALIDATION)

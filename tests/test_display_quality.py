@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from deepvis import display, quality
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
-from deepvis.targets import Target
+from deepvis.models import LoadedModel, Normalization, wrap_model
 from deepvis.records import RowRecord, RunRecord, Snapshot
 from deepvis.targets import Target, resolve_unit
 
@@ -74,8 +73,7 @@ SIZE = 56  # jitter of size / 56 = 1 px
 
 def tiny_model(module: nn.Module, names: tuple[str, ...] = (), size: int = SIZE) -> LoadedModel:
     module.eval().requires_grad_(False)
-    spec = ModelSpec("tiny", "tiny", lambda pretrained: module, NORM, input_size=size)
-    return LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, size)[0], names)
+    return wrap_model(module, "tiny", input_size=size, normalization=NORM, class_names=names)
 
 
 @pytest.fixture(scope="module")

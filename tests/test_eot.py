@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deepvis import calibrate, eot, quality
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.models import LoadedModel, Normalization, wrap_model
 
 SIZE = 32
 NORM = Normalization((0.5,) * 3, (0.25,) * 3)
@@ -38,8 +38,7 @@ class HandJudge(nn.Module):
 
 
 def wrap(module: nn.Module, name: str) -> LoadedModel:
-    spec = ModelSpec(name, name, lambda pretrained: module, NORM, input_size=SIZE)
-    return LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, SIZE)[0], NAMES)
+    return wrap_model(module, name, input_size=SIZE, normalization=NORM, class_names=NAMES)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Indexing a collection: top images equal a brute-force max, incremental re-indexing, merging shards,
-broken files, invalidation, receptive-field crops, and the `index` / `top` / `merge` commands."""
+broken files, invalidation, and the `index` / `top` / `merge` commands."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from torch import nn
 
-from deepvis import index, receptive
+from deepvis import index
 from deepvis.activations import capture
 from deepvis.cli import main
 from deepvis.images import decode_image, model_view, to_batch
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.models import LoadedModel
 from tests.helpers import drain as run
 from tests.helpers import jpeg_bytes
 
@@ -186,34 +184,6 @@ def test_bad_requests_fail_in_one_line(lite0, folder, tmp_path):
         index.top(db, LAYERS[0], 10_000)
     with pytest.raises(index.IndexingError, match="no index"):
         index.top(tmp_path / "none.sqlite", LAYERS[0], 0)
-
-
-# ------------------------------------------------------------- receptive fields, hand-computed
-
-
-def _ones_conv(channels: int, stride: int) -> nn.Conv2d:
-    conv = nn.Conv2d(channels, 2, 3, stride=stride, padding=1, bias=False)
-    with torch.no_grad():
-        conv.weight.fill_(1.0)
-    return conv
-
-
-def test_receptive_field_of_stacked_uniform_convs_is_the_theoretical_one():
-    # conv3x3/1 then conv3x3/2: every output position sees 5 x 5 input pixels, at stride 2;
-    # uniform kernels spread the gradient mass as 1,2,3,2,1, whose middle 90 % is all five.
-    module = nn.Sequential(_ones_conv(3, 1), nn.ReLU(), _ones_conv(2, 2)).eval().requires_grad_(False)
-    spec = ModelSpec("ones", "ones", lambda pretrained: module, Normalization((0.5,) * 3, (0.25,) * 3), input_size=16)
-    loaded = LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, 16)[0], ())
-    (box, shape) = receptive.centre_field(loaded, "2")
-    assert shape == (8, 8) and box == (6, 6, 11, 11)  # centre position 4 -> input pixel 8, +-2
-    assert receptive.field(loaded, "2", 1, 6) == (0, 10, 5, 15)  # shifted by stride 2 per position
-    assert receptive.field(loaded, "2", 0, 0) == (0, 0, 3, 3)  # clipped at the edge
-    assert receptive.field(loaded, "2", 0, 0, clip=False) == (-2, -2, 3, 3)
-    view = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
-    part = receptive.crop(view, (-2, -2, 3, 3))
-    assert part.shape == (5, 5, 3) and (part[:2] == receptive.PAD).all() and (part[2:, 2:] == view[:3, :3]).all()
-    with pytest.raises(ValueError, match="no position"):
-        receptive.field(loaded, "2", 8, 0)
 
 
 def test_cli_index_and_top_print_json_and_write_the_sheet(folder, tmp_path, capsys, monkeypatch):

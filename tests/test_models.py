@@ -104,7 +104,7 @@ def test_bad_names_are_refused():
 
 
 def test_an_untraceable_network_falls_back_to_module_layers_with_a_notice():
-    from helpers import Untraceable
+    from tests.helpers import Untraceable
 
     layers, notice = models.list_layers(Untraceable().eval(), 32)
     assert [i.name for i in layers] == ["conv", "relu", "head"]

@@ -14,7 +14,7 @@ from torch import nn
 
 from deepvis.cli import main as cli_main
 from deepvis.images import model_view, to_batch
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.models import LoadedModel, Normalization, wrap_model
 from deepvis.occlusion import OcclusionError, occlude, occlusion_map, windows
 
 SIZE = 24
@@ -30,8 +30,7 @@ def random_net() -> LoadedModel:
         module[1].running_var.uniform_(0.5, 2.0)
     module = module.eval().requires_grad_(False)
     norm = Normalization((0.5, 0.4, 0.3), (0.25, 0.5, 1.0))
-    spec = ModelSpec("random", "random", lambda pretrained: module, norm, input_size=SIZE)
-    return LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, SIZE)[0], ("a", "b", "c"))
+    return wrap_model(module, "random", input_size=SIZE, normalization=norm, class_names=("a", "b", "c"))
 
 
 def captum_map(forward, inputs: torch.Tensor, patch: int, stride: int, target) -> np.ndarray:
@@ -81,10 +80,9 @@ class _Untraceable(nn.Module):
 
 def test_an_untraceable_network_runs_whole_copies_and_equals_captum(random_net):
     module = _Untraceable(random_net.module).eval()
-    spec = ModelSpec("untraceable", "untraceable", lambda pretrained: module, random_net.spec.normalization,
-                     input_size=SIZE)
-    loaded = LoadedModel(spec, module, "untraceable", 0, torch.device("cpu"), list_layers(module, SIZE)[0],
-                         ("a", "b", "c"))
+    loaded = wrap_model(module, "untraceable", input_size=SIZE, normalization=random_net.spec.normalization,
+                        class_names=("a", "b", "c"))
+    assert loaded.notice is not None  # torch.fx cannot trace it
     view = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     inputs = to_batch(view, loaded.spec.normalization)
     result = occlusion_map(loaded, view, 5, 4)

@@ -24,11 +24,10 @@ from deepvis.activations import capture
 from deepvis.cli import main as cli_main
 from deepvis.hooks import hook_count
 from deepvis.images import SAMPLE_NAMES, decode_image, model_view, sample_bytes, to_batch
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers, load_model
-from deepvis.experiment import Experiment
+from deepvis.models import LoadedModel, Normalization, load_model, wrap_model
 from deepvis.presets import PRESETS
 from deepvis.records import RowRecord, Snapshot
-from deepvis.settings import OptimizeError, Settings, THETA
+from deepvis.settings import OptimizeError, Settings
 from deepvis.targets import Target, class_names, resolve_unit
 
 # ---------------------------------------------------------------- tiny linear net
@@ -44,8 +43,7 @@ def tiny() -> LoadedModel:
     with torch.no_grad():
         conv.weight.copy_(WEIGHTS.view(2, 3, 1, 1))
     module = nn.Sequential(conv).eval().requires_grad_(False)
-    spec = ModelSpec("tiny", "Tiny 1x1 conv", lambda pretrained: module, TINY_NORM, input_size=SIZE)
-    return LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, SIZE)[0], ())
+    return wrap_model(module, "tiny", title="Tiny 1x1 conv", input_size=SIZE, normalization=TINY_NORM)
 
 
 MEAN = np.array(TINY_NORM.mean255).reshape(3, 1, 1)
@@ -204,66 +202,6 @@ def test_two_threads_on_the_shared_model_each_get_their_own_result(tiny):
 
 
 # ---------------------------------------------------------------- configuration
-
-
-def test_presets_are_table_1():
-    table = {1: (0.0, 0.5, 4, 50, 0, 500, "progress", 100.0), 2: (0.3, 0.0, 0, 20, 0, 750, "constant", None),
-             3: (1e-4, 1.0, 4, 0, 0, 1000, "constant", None), 4: (0.0, 0.5, 4, 0, 90, 1000, "progress", 1e8)}
-    for n, (decay, radius, every, norm, contrib, steps, policy, max_lr) in table.items():
-        s = presets.table1_row(n)
-        assert (s.decay, s.blur_radius, s.blur_every, s.norm_pct, s.contrib_pct, s.steps, s.lr_policy) == (
-            decay, radius, every, norm, contrib, steps, policy)
-        if policy == "constant":
-            assert s.lr == 100.0
-        else:
-            assert s.max_lr == max_lr and s.desired_prog == 2.0
-    with pytest.raises(ValueError, match="preset must be one of 1, 2, 3, 4"):
-        presets.table1_row(5)
-
-
-@pytest.mark.parametrize("bad, message", [
-    (dict(norm_pct=101), r"norm_pct must be in \[0, 100\], not 101"), (dict(contrib_pct=-1), "contrib_pct"),
-    (dict(blur_radius=-0.5), "blur_radius must be at least 0"), (dict(blur_every=-1), "blur_every"),
-    (dict(steps=0), r"steps must be in \[1, 100000\]"), (dict(steps=2.5), "whole number"),
-    (dict(lr_policy="adam"), "lr_policy must be one of constant, progress"), (dict(decay=1.0), r"decay must be in \[0, 1\)"),
-    (dict(lr=float("nan")), "finite"), (dict(max_lr=0), "max_lr must be above 0"),
-    (dict(blur_every=True), "whole number")])
-def test_settings_reject_bad_values_with_a_plain_message(bad, message):
-    with pytest.raises(ValueError, match=message):
-        Settings(**bad)
-
-
-def test_settings_round_trip_through_json_and_have_a_short_label():
-    for s in list(PRESETS.values()) + [Settings(decay=0.01, norm_pct=12.5, lr=7)]:
-        assert Settings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
-    assert presets.table1_row(3).label == "decay 0.0001 · blur 1/4 · norm 0% · contrib 0% · lr 100 · 1000 it"
-    assert "no blur" in presets.table1_row(2).label and "progress 2 ≤ 1e8" in presets.table1_row(4).label
-    with pytest.raises(ValueError, match="unknown setting"):
-        Settings.from_dict({"decay": 0.1, "sharpness": 3})
-
-
-def test_target_validation():
-    with pytest.raises(ValueError, match="objective"):
-        Target("_fc", 1, "pixel")
-    with pytest.raises(ValueError, match="unit"):
-        Target("_fc", -1)
-    with pytest.raises(ValueError, match="position"):
-        Target("_blocks.3", 1, position=(1,))
-    assert Target.from_dict(Target("_blocks.3", 2, position=(3, 4)).to_dict()) == Target(
-        "_blocks.3", 2, position=(3, 4))
-
-
-def test_experiment_saves_and_loads_and_rejects_other_json():
-    experiment = Experiment((Target("_fc", 130), Target("_blocks.5", 3, "channel")),
-                                (presets.table1_row(1), presets.table1_row(3).replace(steps=200, decay=0.01)), seed=7, size=96)
-    loaded = Experiment.from_json(experiment.to_json())
-    assert loaded == experiment
-    targets, settings = loaded.rows()
-    assert len(targets) == 4 and targets[1] == experiment.targets[0] and settings[1] == experiment.settings[1]
-    for text in ("not json", json.dumps({"format": "something else"}),
-                 json.dumps({"format": "deepvis-experiment", "version": 1, "targets": []})):
-        with pytest.raises(ValueError):
-            Experiment.from_json(text)
 
 
 def test_gif_of_frames():
@@ -492,22 +430,6 @@ def test_cli_refuses_a_missing_device_in_one_line(capsys):
         assert cli_main(["info", "--device", device]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and ("no " + device in err or "unknown device" in err), err
-
-
-def test_every_theta_setting_has_one_row_driving_validation_cli_and_help():
-    from deepvis.cli import build_parser
-
-    names = [t.name for t in THETA]
-    assert names == list(Settings().to_dict())  # one row per field, in field order
-    optimize_parser = build_parser()._subparsers._group_actions[0].choices["optimize"]
-    flags = {a.option_strings[0]: a for a in optimize_parser._actions if a.option_strings}
-    for theta in THETA:
-        assert theta.label and theta.help.endswith(".")
-        assert theta.flag in flags, theta.flag  # generated from the table
-        assert theta.help in flags[theta.flag].help
-    args = build_parser().parse_args(["optimize", "--layer", "_fc", "--unit", "1", "--out", "x.png", "--blur-radius",
-                                      "0.7", "--lr-policy", "progress", "--norm-pct", "12.5"])
-    assert (args.blur_radius, args.lr_policy, args.norm_pct) == (0.7, "progress", 12.5)
 
 
 @pytest.mark.parametrize("target", [Target("_fc", 130), Target("_blocks.4", 3)], ids=["flamingo", "block 4"])

@@ -9,7 +9,7 @@ from torch import nn
 
 from deepvis import optimize as opt
 from deepvis import patterns, render
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.models import LoadedModel, Normalization, wrap_model
 from deepvis.settings import Settings
 from deepvis.targets import Target
 from tests.helpers import drain
@@ -21,9 +21,7 @@ CHANNELS = 5
 def tiny_model(seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
     module = nn.Sequential(nn.Conv2d(3, CHANNELS, 3, padding=1), nn.ReLU()).eval().requires_grad_(False)
-    spec = ModelSpec("tiny", "tiny", lambda pretrained: module, Normalization((0.5,) * 3, (0.25,) * 3),
-                     input_size=SIZE)
-    return LoadedModel(spec, module, "random", seed, torch.device("cpu"), list_layers(module, SIZE)[0], ())
+    return wrap_model(module, "tiny", input_size=SIZE, normalization=Normalization((0.5,) * 3, (0.25,) * 3), seed=seed)
 
 
 SETTINGS = Settings(steps=25, lr=50.0, decay=0.01, blur_radius=0.0, blur_every=0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepvis.models import LoadedModel, ModelSpec, Normalization, list_layers
+from deepvis.models import LoadedModel, Normalization, wrap_model
 from deepvis.weights import conv_weights, filter_tiles, kernel_norms
 
 SIZE = 16
@@ -15,9 +15,7 @@ SIZE = 16
 
 def tiny(module: nn.Module) -> LoadedModel:
     module = module.eval().requires_grad_(False)
-    spec = ModelSpec("tiny", "tiny", lambda pretrained: module, Normalization((0.5,) * 3, (0.25,) * 3),
-                     input_size=SIZE)
-    return LoadedModel(spec, module, "random", 0, torch.device("cpu"), list_layers(module, SIZE)[0], ())
+    return wrap_model(module, "tiny", input_size=SIZE, normalization=Normalization((0.5,) * 3, (0.25,) * 3))
 
 
 class Functional(nn.Module):
