@@ -136,7 +136,7 @@ def test_a_log_from_another_search_is_refused_in_one_line(model, judge, tmp_path
 
 def test_preset_names_resolve_to_calibrated_rows_or_table1_verbatim():
     shipped = presets.shipped("efficientnet_lite0")
-    assert shipped is not None and shipped.judge == "efficientnet_lite1" and shipped.trials >= 10
+    assert shipped is not None and shipped.judge == "efficientnet_lite1" and shipped.trials >= 8
     assert len(shipped.validation) >= 3 and not set(shipped.validation) & set(shipped.classes)
     for row in (1, 2, 3, 4):
         assert presets.resolve("efficientnet_lite0", row) == shipped.rows[row]
@@ -164,3 +164,21 @@ def test_the_report_classes_took_no_part_in_the_search():
     searched = set(calibrate.DEFAULT_CLASSES) | set(calibrate.DEFAULT_VALIDATION)
     assert len(calibrate.DEFAULT_CLASSES) >= 8 and not searched & (set(HELD_OUT) | set(REPORT_CLASSES))
     assert not set(calibrate.DEFAULT_CLASSES) & set(calibrate.DEFAULT_VALIDATION)
+
+
+def test_the_shipped_presets_were_chosen_under_random_views_without_the_reporting_judge(lite0):
+    import json as _json
+
+    from deepvis import quality
+
+    shipped = presets.shipped("efficientnet_lite0")
+    log = presets.SHIPPED / "efficientnet_lite0.json.trials.jsonl"
+    header = _json.loads(log.read_text().splitlines()[0])
+    assert header["objective"] == calibrate.OBJECTIVE and header["views"] >= 8
+    assert header["classes"] == list(shipped.classes) and len(shipped.classes) >= 8
+    reporting = quality.judge_name(lite0)
+    assert header["judge"] == shipped.judge != reporting
+    logged = [_json.loads(line) for line in log.read_text().splitlines()[1:]]
+    assert {t["row"] for t in logged} == {1, 2, 3, 4} and all("hits" in t for t in logged)
+    for row, settings in shipped.rows.items():  # each shipped row is one of its logged trials
+        assert any(t["row"] == row and t["settings"] == settings.to_dict() for t in logged)
