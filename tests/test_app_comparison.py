@@ -66,7 +66,7 @@ def test_three_settings_run_as_one_batch(compared, lite0):
 
     # Column j is what a single run of settings j gives from the same seed.
     # A batch of 3 and a batch of 1 take different CPU convolution kernels (float differences ~1e-6); a
-    # percentile clip (rows 1 and 2) can flip a pixel at its threshold, and row 3's calibrated lr (507) swings
+    # percentile clip (rows 1 and 2) can flip a pixel at its threshold, and row 3's calibrated lr (124) swings
     # the image by hundreds of grey levels a step, so later iterations amplify those differences: every column
     # is compared over its first 3 iterations (each a full forward, backward and step).
     for j, row in enumerate(state.record.rows):

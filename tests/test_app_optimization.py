@@ -66,8 +66,8 @@ def test_start_runs_the_library_and_shows_image_and_chart(finished, lite0):
     direct = opt.run(lite0, Target("_fc", 130), settings.replace(steps=STEPS), seed=0, size=SIZE)
     row = state.record.rows[0]
     np.testing.assert_allclose(row.objectives, direct.rows[0].objectives, rtol=1e-4, atol=1e-4)
-    # The logit rises (at some iteration: calibrated row 3 takes large steps, lr 507, and its objective swings
-    # in the first iterations; over its own 300 it rises, which test_calibrate checks for every calibrated row).
+    # The logit rises (at some iteration: calibrated row 3 takes large steps, lr 124, and its objective swings
+    # in the first iterations; over its own 200 it rises, which test_calibrate checks for every calibrated row).
     assert row.best_objective > row.objectives[0] + 0.5
 
     (progress,) = finished.get("progress")
