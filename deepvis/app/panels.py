@@ -22,10 +22,9 @@ import streamlit as st
 from deepvis.app.inputs import show_png
 from deepvis.app.jobs import with_bar
 from deepvis.app.model import backprop_modes
-from deepvis.backprop import SEEDS, backprop
+from deepvis.backprop import SEEDS, backward
 from deepvis.display import npy_bytes
 from deepvis.errors import DeepvisError
-from deepvis.images import to_batch
 from deepvis.models import LoadedModel
 from deepvis.occlusion import occlude
 from deepvis.render import (BACKPROP_FILTERS, backprop_image, backprop_overlay, heat_colors, overlay, png_bytes,
@@ -49,8 +48,7 @@ def backprop_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int,
     shown = st.radio("Filter", BACKPROP_FILTERS, horizontal=True, key=f"{key}_bp_filter")
     try:
         with st.spinner("Backward pass…"):
-            batch = to_batch(view, loaded.spec.normalization, loaded.device)
-            gradient = backprop(loaded.module, batch, layer, unit, mode, seed)[0]
+            gradient = backward(loaded, view, layer, unit, mode, seed)
     except DeepvisError as exc:
         st.error(str(exc))
         return

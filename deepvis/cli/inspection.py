@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 from deepvis.activations import analyze, predict
-from deepvis.backprop import Unit, backprop
+from deepvis.backprop import Unit, backward
 from deepvis.cli.common import LAYER_HELP, add_model_options, emit, model_of, read_image, run_with_bar, write_png
 from deepvis.errors import DeepvisError
 from deepvis.images import model_view, preprocess
@@ -88,7 +88,7 @@ def run_backprop(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     loaded = model_of(args)
     layer = loaded.layer(args.layer).name
-    gradient = backprop(loaded.module, preprocess(image, loaded.spec, loaded.device), layer, unit, args.mode)[0]
+    gradient = backward(loaded, image, layer, unit, args.mode)
     write_png(args.out, backprop_image(gradient, args.filter))
     array = gradient.float().cpu().numpy()
     if args.npy:
