@@ -1,4 +1,8 @@
-"""deepvis: look inside a convolutional network (after Yosinski et al. 2015)."""
+"""deepvis: look inside a convolutional network (after Yosinski et al. 2015).
+
+``streamlit run streamlit_app.py -- --models FILE`` (repeatable, or ``DEEPVIS_MODELS=FILE``) also offers the
+networks a models file names, first in the sidebar (:mod:`deepvis.app.model`, :mod:`deepvis.models_file`).
+"""
 
 import importlib
 from pathlib import Path

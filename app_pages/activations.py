@@ -29,7 +29,7 @@ links.linked_unit("act", "act_unit", channels)
 pickers.chart_click("act_unit", "act_overview")
 
 with photo:
-    inputs.show_png(result.view, caption="What the network sees (centre crop)")
+    inputs.show_png(inputs.enlarged(result.view), caption="What the network sees (centre crop)")
     st.plotly_chart(charts.predictions_figure(result.predictions, height=230), key="act_predictions")
 with unit_col:
     unit = grid.unit_stepper("act_unit", channels)
@@ -56,5 +56,5 @@ with grid_col:
 with grid_col, st.expander("Max activation per channel"):
     st.plotly_chart(charts.channel_max_figure(result.stats), key="act_overview", on_select="rerun",
                     selection_mode="points")
-with photo, st.expander("First-layer filters as RGB tiles"):
+with photo, st.expander(panels.first_layer_title(loaded)):
     panels.first_layer_filters(loaded)

@@ -27,7 +27,7 @@ def draw_live(snap: Snapshot) -> None:
             rows = [pickers.target_name(loaded, t) for t in targets]
             inputs.show_png(runs.sheet_image(snap.pixels, snap.mean, rows, names, display))
             return
-        pixels = snap.pixels  # (B, H, W, 3), stacked once per snapshot
+        pixels = snap.pixels  # (B, H, W, C), stacked once per snapshot
         for j, column in enumerate(st.columns(len(names))):
             column.image(png_bytes(runs.frame_view(pixels[j], snap.mean, display)), output_format="PNG",
                          width="stretch",

@@ -73,7 +73,7 @@ if state is not None and state.record is not None:
     b.download_button("Best image (PNG)", best, f"{name}_best.png", "image/png", on_click="ignore")
     c.download_button("Best image (float .npy)", npy_bytes(row.best_x), f"{name}_best.npy", "application/octet-stream",
                       on_click="ignore", help="x in the optimizer's pixel space: 0–255 units with the model's mean "
-                      f"{tuple(round(v, 1) for v in row.mean)} subtracted; (H, W, 3) float32.")
+                      f"{tuple(round(v, 1) for v in row.mean)} subtracted; {row.best_x.shape} float32.")
     d.download_button("History (animated GIF)", lambda: render.gif_bytes(
         [runs.frame_view(f.pixels[0], f.mean, form.display, 0) for f in state.history.frames]), f"{name}.gif",
         "image/gif", on_click="ignore")

@@ -1,10 +1,11 @@
 """deepvis: see inside a convolutional network, after Yosinski et al. (2015).
 
-The public API.  Every high-level function takes a :class:`LoadedModel` first (the
-embedded network from :func:`load_model`, or your own module from :func:`wrap_model`)
-and a photo as a PIL image (:func:`open_photo`); long work is a generator of
-:class:`Progress` that :func:`drain` runs to its result; every error a user can cause
-is a :class:`DeepvisError` with a one-line message.  Names load on first use, so
+The public API.  Every high-level function takes a :class:`LoadedModel` first (any
+network :func:`load_model` names: a built-in one, ``file.py:NAME``, ``timm:NAME`` or a
+models file's entry; or a module in hand, from :func:`wrap`) and a photo as a PIL image
+(:func:`open_photo`); long work is a generator of :class:`Progress` that :func:`drain`
+runs to its result; every error a user can cause is a :class:`DeepvisError` with a
+one-line message.  Names load on first use, so
 ``import deepvis`` is quick and the configuration modules need no torch.
 
 >>> import deepvis as dv
@@ -22,8 +23,10 @@ from typing import Any
 # public name -> (module, attribute)
 _API = {
     # models
-    "load_model": ("deepvis.models", "load_model"),
+    "load_model": ("deepvis.networks", "load"),
+    "wrap": ("deepvis.networks", "wrap"),
     "wrap_model": ("deepvis.models", "wrap_model"),
+    "register_models": ("deepvis.models_file", "register"),
     "LoadedModel": ("deepvis.models", "LoadedModel"),
     "Normalization": ("deepvis.models", "Normalization"),
     "MODELS": ("deepvis.models", "REGISTRY"),

@@ -15,6 +15,9 @@ Conventions
   ``.grad``.  Only a network torch.fx cannot trace is captured the old way, by
   module hooks that act only in the calling thread and are gone when ``capture``
   returns or raises (see :mod:`deepvis.hooks`); its layers are module paths.
+* A vision transformer's token layer ``(N, T, D)`` comes back as ``(N, D, P, P)`` patch maps, and
+  ``"<layer>[cls]"`` as its class token ``(N, D)`` (:mod:`deepvis.tokens`; the graph module applies it,
+  or here the module-hook capture).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deepvis import tokens
 from deepvis.errors import DeepvisError
 from deepvis.graph import LayerError, UntraceableError, forward_pass, truncated
 from deepvis.hooks import StopForward, owned_hooks, run_until_stopped
@@ -62,7 +66,7 @@ def _capture_with_hooks(model: nn.Module, inputs: torch.Tensor, names: list[str]
     modules = {}
     for name in names:
         try:
-            modules[name] = model.get_submodule(name)
+            modules[name] = model.get_submodule(tokens.split(name)[0])
         except AttributeError:
             raise LayerError(f"The model has no layer {name!r}.") from None
 
@@ -87,7 +91,9 @@ def _capture_with_hooks(model: nn.Module, inputs: torch.Tensor, names: list[str]
     missing = [n for n in names if n not in captured]
     if missing:
         raise LayerError(f"Layer(s) {', '.join(missing)} did not run in the forward pass.")
-    return captured
+    prefix, has_class = tokens.declared(model)
+    return {name: tokens.class_token(value, prefix, has_class) if tokens.split(name)[1]
+            else tokens.as_maps(value, prefix) for name, value in captured.items()}
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,10 @@ def analyze(loaded: LoadedModel, image: Image.Image, layer: str, top: int = 5, f
     view = model_view(image, loaded.spec)
     inputs = to_batch(view, loaded.spec.normalization, loaded.device)
     outputs = capture(loaded.module, inputs, [layer, loaded.logits_layer], folded=folded)
-    predictions = top_predictions(outputs[loaded.logits_layer][0], loaded.class_names, top)
+    logits, names = outputs[loaded.logits_layer][0], loaded.class_names
+    # A feature extractor (no class names, or names that do not match its last layer) predicts nothing.
+    named = bool(names) and logits.dim() == 1 and logits.numel() == len(names)
+    predictions = top_predictions(logits, names, min(top, len(names))) if named else []
     activation = outputs[layer][0].float().cpu()
     if activation.dim() == 3 and activation.shape[1:] == (1, 1):
         activation = activation.flatten()

@@ -159,8 +159,10 @@ def _rectify(pre: torch.Tensor, top: float | None, guided: bool) -> torch.Tensor
 
 def _other_activation(traced_model: TracedModel, nodes) -> str | None:
     for node in nodes:
-        name = node_name(traced_model, node)
-        if name.rstrip("_") in _OTHER_ACTIVATIONS:
+        module = traced_model.submodule(node)  # a leaf module (torchvision's MLP) may hide its activation
+        inside = [type(m).__name__ for m in module.modules()] if module is not None else []
+        name = next((n for n in (node_name(traced_model, node), *inside) if n.rstrip("_") in _OTHER_ACTIVATIONS), None)
+        if name is not None:
             return (f"This network uses the activation {name}, for which deconvnet and guided backprop are "
                     "not defined (they need ReLU or ReLU6); only saliency is available for this network.")
     return None

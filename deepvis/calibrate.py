@@ -1,5 +1,8 @@
 """Presets found the paper's way: a random search over θ for each Table 1 row, scored automatically.
 
+(Over 300 lines: the search space, the trial log that makes a search resumable, and the validation that picks
+each row's preset are one procedure, read together.)
+
 Yosinski et al. (2015) found Table 1 by a random search over about 300 θ combinations on
 CaffeNet, judged by eye.  Its magnitudes do not carry over to other networks; the method
 does.  This module repeats the search for any network with an automatic judge.
@@ -19,6 +22,10 @@ Conventions
   network's own robustness (:mod:`deepvis.eot`); the trial's score is the mean over its
   classes (0 worst, 1 best).  The *reporting judge* whose verdict the pages and the
   CLI show (:mod:`deepvis.quality`) never scores a trial.
+* **A network of one's own** (classes that are not ImageNet's) has no built-in judge:
+  the user names a second network with the same classes (``judge_with``), or the trials
+  are scored by robustness alone (``judge_with=None``, ``no_judge=True``).  Its default
+  classes are its own first eight, and the next six validate (:func:`default_classes`).
 * Eight calibration classes per trial (:data:`DEFAULT_CLASSES`): a θ has to work for
   many classes at once, not one lucky one.
 * Trial ``t`` of row ``r`` draws its θ from ``random.Random(f"{seed}:{r}:{t}")``, so a
@@ -122,7 +129,7 @@ class Trial:
     index: int
     settings: Settings
     score: float
-    hits: tuple[float, ...]  # per class: the fraction of the judge's views with it in their top 5
+    hits: tuple[float | None, ...]  # per class: the fraction of the judge's views with it in their top 5
     robustness: tuple[float | None, ...]
     seconds: float
     stage: str = "search"  # or "validate": the same θ re-run on the validation classes
@@ -152,18 +159,37 @@ class Report:
     best: dict[int, Trial]
 
 
+def default_classes(model: LoadedModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The classes a search optimizes and validates on by default: :data:`DEFAULT_CLASSES` and
+    :data:`DEFAULT_VALIDATION` for an ImageNet network; else the network's own first eight and the next six
+    (none left: no validation); a network without class names has none."""
+    if quality.judge_name(model) is not None:
+        return DEFAULT_CLASSES, DEFAULT_VALIDATION
+    names = tuple(model.class_names)
+    return names[:8], names[8:14]
+
+
 def trial_settings(row: int, index: int, seed: int = 0, steps: Sequence[int] = DEFAULT_STEPS) -> Settings:
     """The θ of trial ``index`` of ``row`` (reproducible; module docstring)."""
     return SPACES[row].sample(random.Random(f"{seed}:{row}:{index}"), steps)
 
 
+def _referee(model: LoadedModel, judge_with: LoadedModel | None, no_judge: bool) -> LoadedModel | None:
+    if no_judge:
+        return None
+    if judge_with is not None:
+        return judge_with
+    name = quality.calibration_judge_name(model)
+    return None if name is None else quality.judge_model(name, str(model.device))
+
+
 def run_trial(model: LoadedModel, units: Sequence[int], settings: Settings, *, seed: int = 0, size: int | None = None,
-              judge_with: LoadedModel | None = None) -> tuple[float, list[eot.Holding]]:
+              judge_with: LoadedModel | None = None, no_judge: bool = False) -> tuple[float, list[eot.Holding]]:
     """Optimize every class unit under ``settings`` in one batch; the mean score and each image's holding."""
     targets = [Target(model.logits_layer, unit) for unit in units]
     record = opt.run(model, targets, settings, seed=seed, size=size)
     pixels = np.stack([row.best_x for row in record.rows])
-    referee = judge_with or quality.judge_model(quality.calibration_judge_name(model), str(model.device))
+    referee = _referee(model, judge_with, no_judge)
     held = eot.holding(model, referee, pixels, list(units), quality.robustness(model, pixels, targets), seed=seed)
     values = [h.score if math.isfinite(h.score) else 0.0 for h in held]
     return float(np.mean(values)), held
@@ -191,17 +217,24 @@ def _read_log(path: Path, header: dict) -> list[Trial]:
     return trials
 
 
-def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFAULT_CLASSES, trials: int = 20,
+def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None = None, trials: int = 20,
            seed: int = 0, size: int | None = None, steps: Sequence[int] = DEFAULT_STEPS,
-           validate: Sequence[str] = DEFAULT_VALIDATION, top: int = 3, judge_with: LoadedModel | None = None,
-           command: str = "") -> Generator[Progress, None, PresetFile]:
+           validate: Sequence[str] | None = None, top: int = 3, judge_with: LoadedModel | None = None,
+           command: str = "", no_judge: bool = False) -> Generator[Progress, None, PresetFile]:
     """Run (or resume) the search; yield :class:`Progress` after each trial; write ``out`` (module docstring).
 
-    Bad arguments (no trials, an unknown class, an iteration count below 1, a log of another search) raise
-    a one-line ``ValueError`` here, before anything runs.
+    ``judge_with``: the calibration judge (default: the model's own, :func:`deepvis.quality.calibration_judge_name`;
+    none for a network of one's own, which is then scored by robustness alone, as with ``no_judge``).
+    Bad arguments (no trials, an unknown class, an iteration count below 1, a log of another search, a judge
+    whose classes differ) raise a one-line :class:`DeepvisError` here, before anything runs.
     """
     if not isinstance(trials, int) or trials < 1:
         raise DeepvisError(f"trials must be at least 1, not {trials}")
+    own_classes, own_validation = default_classes(model)
+    classes = own_classes if classes is None else classes
+    validate = own_validation if validate is None else validate
+    if top and not validate and not own_validation:
+        top = 0  # a network with too few classes to keep some apart: chosen by the search alone
     if not isinstance(top, int) or top < 0:
         raise DeepvisError(f"top must be a whole number of at least 0, not {top}")
     if not steps or any(not isinstance(n, int) or n < 1 for n in steps):
@@ -213,10 +246,14 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFA
     out = Path(out)
     units = [resolve_unit(model, model.logits_layer, name) for name in classes]
     checks = [resolve_unit(model, model.logits_layer, name) for name in validate] if top else []
-    referee = judge_with or quality.judge_model(quality.calibration_judge_name(model), str(model.device))
-    if referee.spec.name == quality.judge_name(model):
+    referee = _referee(model, judge_with, no_judge)
+    if referee is not None and referee.spec.name == quality.judge_name(model):
         raise DeepvisError(f"{referee.spec.name} is {model.spec.name}'s reporting judge; it must not choose θ")
-    header = {"format": "deepvis-calibration-log", "model": model.spec.name, "judge": referee.spec.name,
+    if referee is not None and len(referee.class_names) != len(model.class_names):
+        raise DeepvisError(f"the judge {referee.spec.name} has {len(referee.class_names)} classes and "
+                           f"{model.spec.name} {len(model.class_names)}; a judge must have the same classes")
+    judge = referee.spec.name if referee is not None else None
+    header = {"format": "deepvis-calibration-log", "model": model.spec.name, "judge": judge,
               "objective": OBJECTIVE, "views": eot.VIEWS,
               "classes": list(classes), "seed": seed, "size": size, "steps": list(steps),
               "spaces": {str(r): SPACES[r].to_dict() for r in ROWS}}
@@ -225,17 +262,19 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] = DEFA
         if t.stage == "search" or t.classes == tuple(validate):
             logged[(t.stage, t.row, t.index)] = t
     run = _Run(model, referee, out, seed, size, logged, command, list(classes), list(validate) if top else [])
+    run.no_judge = referee is None
     return run.search(units, checks, trials, list(steps), top)
 
 
 class _Run:
     """One search (and its validation) in progress: what is logged, what it has spent, what it writes."""
 
-    def __init__(self, model: LoadedModel, referee: LoadedModel, out: Path, seed: int, size: int | None,
+    def __init__(self, model: LoadedModel, referee: LoadedModel | None, out: Path, seed: int, size: int | None,
                  logged: dict, command: str, classes: list[str], validate: list[str]) -> None:
         self.model, self.referee, self.out, self.seed, self.size = model, referee, out, seed, size
         self.logged, self.command, self.classes, self.validate = logged, command, classes, validate
         self.spent = 0.0
+        self.no_judge = False
 
     def trial(self, stage: str, row: int, index: int, settings: Settings, units: list[int]) -> tuple[Trial, bool]:
         """The logged trial, or a new one run now and logged; and whether it was logged already."""
@@ -245,7 +284,7 @@ class _Run:
             return self.logged[key], True
         began = time.perf_counter()
         score, scores = run_trial(self.model, units, settings, seed=self.seed, size=self.size,
-                                  judge_with=self.referee)
+                                  judge_with=self.referee, no_judge=self.no_judge)
         trial = Trial(row, index, settings, score, tuple(h.hits for h in scores), tuple(h.robustness for h in scores),
                       time.perf_counter() - began, stage, tuple(self.validate) if stage == "validate" else ())
         with _log_path(self.out).open("a") as log:
@@ -288,7 +327,8 @@ class _Run:
         return self.write({**best, **validated}, trials)
 
     def write(self, best: dict[int, Trial], trials: int) -> PresetFile:
-        found = PresetFile(self.model.spec.name, {r: t.settings for r, t in best.items()}, self.referee.spec.name,
+        judge = self.referee.spec.name if self.referee is not None else None
+        found = PresetFile(self.model.spec.name, {r: t.settings for r, t in best.items()}, judge,
                            trials, self.spent, tuple(self.classes), {r: round(t.score, 4) for r, t in best.items()},
                            self.command, tuple(self.validate))
         partial = self.out.with_name(self.out.name + ".partial")

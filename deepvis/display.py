@@ -2,9 +2,10 @@
 
 Conventions
 -----------
-* In: the optimizer's float image ``x``, ``(H, W, 3)`` or ``(B, H, W, 3)``, in its
-  pixel space (0-255 units with the model's mean subtracted, :mod:`deepvis.optimize`),
-  and that ``mean`` (3 values, 0-255).  Out: ``uint8`` of the same shape.
+* In: the optimizer's float image ``x``, ``(H, W, C)`` or ``(B, H, W, C)`` with ``C`` = 3
+  (RGB) or 1 (a grayscale network), in its pixel space (0-255 units with the model's
+  mean subtracted, :mod:`deepvis.optimize`), and that ``mean`` (``C`` values, 0-255).
+  Out: ``uint8`` RGB, ``(H, W, 3)`` or ``(B, H, W, 3)``: a gray image is shown as gray.
 * ``"zero"`` (the default everywhere) — **scaled about zero**: ``x / (2·max|x|) + 0.5``
   mapped to 0-255, one ``max|x|`` per image over all channels.  Zero (the mean
   colour) is mid-grey; the strongest pixel reaches black or white.  This is how
@@ -49,8 +50,8 @@ DEFAULT_DISPLAY = "zero"
 
 def _batch(x: np.ndarray) -> np.ndarray:
     array = np.asarray(x, dtype=np.float64)
-    if array.ndim not in (3, 4) or array.shape[-1] != 3:
-        raise DeepvisError(f"an optimized image is (H, W, 3) or (B, H, W, 3), not shape {array.shape}")
+    if array.ndim not in (3, 4) or array.shape[-1] not in (1, 3):
+        raise DeepvisError(f"an optimized image is (H, W, C) or (B, H, W, C) with C = 1 or 3, not shape {array.shape}")
     return array[None] if array.ndim == 3 else array
 
 
@@ -74,7 +75,7 @@ def show(x: np.ndarray, mean: Sequence[float], mode: str = DEFAULT_DISPLAY) -> n
     if mode not in DISPLAYS:
         raise DeepvisError(f"display must be one of {', '.join(DISPLAYS)}, not {mode!r}")
     batch = _batch(x)
-    mean_rgb = np.asarray(mean, dtype=np.float64).reshape(1, 1, 1, 3)
+    mean_rgb = np.asarray(mean, dtype=np.float64).reshape(1, 1, 1, -1)
     if mode == "zero":
         unit = scaled_about_zero(batch)
     elif mode == "mean":
@@ -82,6 +83,8 @@ def show(x: np.ndarray, mean: Sequence[float], mode: str = DEFAULT_DISPLAY) -> n
     else:
         unit = np.clip(batch + mean_rgb, 0, 255) / 255.0
     out = np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
     return out[0] if np.asarray(x).ndim == 3 else out
 
 

@@ -38,6 +38,11 @@ Conventions
   model).
 * A model the tracer cannot follow (data-dependent control flow, say) raises
   :class:`UntraceableError`; callers fall back to module-level layers.
+* The graph takes one input, the image batch: a forward's further arguments with defaults (timm's
+  ``attn_mask=None``) are bound to those defaults.  Each requested output of a truncated module ends in
+  :func:`deepvis.tokens.as_maps` (a vision transformer's ``(N, T, D)`` tokens become ``(N, D, P, P)``
+  maps; any other tensor passes unchanged), or for a ``"<layer>[cls]"`` name in
+  :func:`deepvis.tokens.class_token`.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ import torchvision
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from torchvision.models.feature_extraction import NodePathTracer
+from deepvis import tokens
 from deepvis.errors import DeepvisError
 
 CACHE_SIZE = 32
@@ -148,7 +154,10 @@ class TracedModel:
         except Exception as exc:  # torch.fx raises TraceError, TypeError, NotImplementedError, ...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UntraceableError(f"{type(exc).__name__}: {first[:160]}") from None
-        self.qualname: dict[fx.Node, str] = dict(tracer.node_to_qualname)
+        _bind_defaults(self.graph)
+        self.prefix, self.has_class = tokens.declared(model)
+        live = set(self.graph.nodes)
+        self.qualname: dict[fx.Node, str] = {n: q for n, q in tracer.node_to_qualname.items() if n in live}
         self.by_name: dict[str, fx.Node] = {name: node for node, name in self.qualname.items()}
         self.order = {node: i for i, node in enumerate(self.graph.nodes)}
         self._lock = threading.Lock()
@@ -182,7 +191,7 @@ class TracedModel:
                         ) -> tuple[fx.Graph, dict[str, fx.Node]]:
         """A copy of the graph whose output is ``{name: node}``, nothing computed after the deepest
         (``bias_edits``: functional convolutions given the folded twin's bias, :meth:`folded_twin`)."""
-        targets = {name: self.resolve(name) for name in names}
+        targets = {name: self.resolve(tokens.split(name)[0]) for name in names}
         deepest = max(targets.values(), key=self.order.__getitem__)
         graph = fx.Graph()
         mapping: dict[fx.Node, fx.Node] = {}
@@ -198,6 +207,9 @@ class TracedModel:
             if node is not deepest:  # clone at once: a later in-place op must not change it
                 with graph.inserting_after(copied):
                     copied = graph.call_function(torch.clone, (copied,))
+            with graph.inserting_after(copied):  # tokens as maps, or the class token (module docstring)
+                copied = graph.call_function(tokens.class_token, (copied, self.prefix, self.has_class)) \
+                    if tokens.split(name)[1] else graph.call_function(tokens.as_maps, (copied, self.prefix))
             outputs[name] = copied
         graph.output(outputs)
         return graph, outputs
@@ -211,7 +223,7 @@ class TracedModel:
     def truncated(self, names: Sequence[str], folded: bool = False) -> fx.GraphModule:
         if folded:
             twin, convs = self.folded_twin()
-            if not any(self.qualname.get(self.resolve(name)) in convs for name in names):
+            if not any(self.qualname.get(self.resolve(tokens.split(name)[0])) in convs for name in names):
                 key = ("folded", tuple(names))
                 return self.cached(key, lambda: self.module(self.truncated_graph(names, self._bias_edits)[0], twin))
         key = ("capture", tuple(names))
@@ -265,6 +277,18 @@ class TracedModel:
 
     def submodule(self, node: fx.Node) -> nn.Module | None:
         return self.twin.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def _bind_defaults(graph: fx.Graph) -> None:
+    """Replace each placeholder after the first by its default, where it has a plain one (module docstring)."""
+    for placeholder in [n for n in graph.nodes if n.op == "placeholder"][1:]:
+        default = placeholder.args[0] if placeholder.args else ...
+        if not (default is None or isinstance(default, (bool, int, float, str))):
+            continue  # no default, or one the generated code cannot spell
+        for user in list(placeholder.users):
+            user.args = fx.node.map_arg(user.args, lambda n: default if n is placeholder else n)
+            user.kwargs = fx.node.map_arg(user.kwargs, lambda n: default if n is placeholder else n)
+        graph.erase_node(placeholder)
 
 
 _TRACES: weakref.WeakKeyDictionary[nn.Module, TracedModel | UntraceableError] = weakref.WeakKeyDictionary()
@@ -351,12 +375,14 @@ def rectifier_input(model: nn.Module, name: str) -> tuple[str, float | None] | N
         traced_model = traced(model)
     except UntraceableError:
         return None
-    node = traced_model.resolve(name)
+    base, is_class = tokens.split(name)
+    node = traced_model.resolve(base)
     top = rectifier_top(traced_model, node)
     source = node.args[0] if node.args else None
     if top is False or not isinstance(source, fx.Node) or source not in traced_model.qualname:
         return None
-    return traced_model.qualname[source], top
+    source_name = traced_model.qualname[source]
+    return (tokens.class_layer(source_name) if is_class else source_name), top
 
 
 __all__ = ["LayerError", "TracedModel", "UntraceableError", "forward_pass", "node_name", "rectifier_input", "rectifier_top", "traced",

@@ -8,10 +8,13 @@ Conventions
   Anything it cannot turn into such an image raises :class:`ImageDecodeError`
   whose message is one plain sentence.
 * ``model_view(image, spec)`` is what the network sees: the shorter side scaled
-  to ``spec.resize_size`` and the centre ``spec.input_size`` square cropped,
-  as ``(S, S, 3)`` uint8 (values 0-255).
-* ``preprocess(image, spec)`` is that view as a ``(1, 3, S, S)`` float tensor
-  normalized with the model's mean and std: ``(pixel / 255 - mean) / std``.
+  to ``spec.resize_size`` (to ``spec.input_size`` when it is ``None``) and the
+  centre ``spec.input_size`` square cropped, as ``(S, S, 3)`` uint8 (values 0-255).
+  For a grayscale network (``spec.channels == 1``) the view is the photo's luminance
+  (ITU-R 601, Pillow's ``L``) in all three channels, so gray is shown as gray.
+* ``preprocess(image, spec)`` is that view as a ``(1, C, S, S)`` float tensor
+  normalized with the model's mean and std: ``(pixel / 255 - mean) / std``; ``C`` is
+  the network's channels (a gray view gives its one channel).
 """
 
 from __future__ import annotations
@@ -120,33 +123,44 @@ def _grey_range(mode: str, values: np.ndarray) -> tuple[float, float]:
 def model_view(image: Image.Image, spec: ModelSpec, size: int | None = None) -> np.ndarray:
     """The centre crop the network sees, ``(S, S, 3)`` uint8; see module docstring."""
     size = size or spec.input_size
-    resize = round(spec.resize_size * size / spec.input_size)
+    resize = round((spec.resize_size or spec.input_size) * size / spec.input_size)
+    if spec.channels == 1 and image.mode != "L":
+        image = image.convert("L")
     width, height = image.size
     scale = resize / min(width, height)
     crop_w, crop_h = min(width, size / scale), min(height, size / scale)
     left, top = (width - crop_w) / 2, (height - crop_h) / 2
     view = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h),
                         reducing_gap=3.0)
-    return np.asarray(view, dtype=np.uint8)
+    return np.asarray(view.convert("RGB"), dtype=np.uint8)
+
+
+def channel_stats(norm: Normalization, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std in 0-255 units as ``(1, C, 1, 1)`` tensors, to broadcast over a batch."""
+    mean = torch.tensor(norm.mean255, dtype=dtype, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std255, dtype=dtype, device=device).view(1, -1, 1, 1)
+    return mean, std
 
 
 def normalize(pixels: torch.Tensor, norm: Normalization) -> torch.Tensor:
-    """``(N, 3, H, W)`` pixels in 0-255 -> the model's input space."""
-    mean = torch.tensor(norm.mean255, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(norm.std255, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    """``(N, C, H, W)`` pixels in 0-255 -> the model's input space (a 3-channel gray view to 1 channel)."""
+    if norm.channels == 1 and pixels.shape[1] == 3:
+        pixels = pixels[:, :1]
+    mean, std = channel_stats(norm, pixels.device, pixels.dtype)
     return (pixels - mean) / std
 
 
 def to_batch(views: list[np.ndarray] | np.ndarray, norm: Normalization,
              device: torch.device | str = "cpu") -> torch.Tensor:
-    """Stack ``(S, S, 3)`` uint8 views into a normalized ``(N, 3, S, S)`` float batch."""
+    """Stack ``(S, S, 3)`` uint8 views into a normalized ``(N, C, S, S)`` float batch."""
     array = np.stack(views) if isinstance(views, list) else views[None] if views.ndim == 3 else views
     pixels = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).to(device).permute(0, 3, 1, 2).float()
     return normalize(pixels, norm)
 
 
 def preprocess(image: Image.Image, spec: ModelSpec, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``image`` as the model's ``(1, 3, S, S)`` normalized input."""
+    """``image`` as the model's ``(1, C, S, S)`` normalized input."""
     return to_batch(model_view(image, spec), spec.normalization, device)
 
 

@@ -5,9 +5,10 @@ belong together.)
 
 Conventions
 -----------
-* A model takes a batch ``(N, 3, S, S)`` of RGB images already normalized with
-  its :class:`Normalization` (``(pixel / 255 - mean) / std``) and returns
-  ``(N, 1000)`` ImageNet logits.
+* A model takes a batch ``(N, C, S, S)`` of images already normalized with its
+  :class:`Normalization` (``(pixel / 255 - mean) / std``), ``C`` = 1 (gray) or 3 (RGB),
+  and returns logits ``(N, K)`` (``K`` = 1000 ImageNet classes for the registry) or,
+  for a feature extractor, whatever its last layer gives.
 * Every loaded model is in ``eval()`` mode with ``requires_grad_(False)`` on all
   parameters, and is never modified afterwards: it is shared by every session.
 * Layers are nodes of the traced forward graph, named as torchvision's
@@ -38,12 +39,14 @@ from torch import nn
 
 from deepvis.errors import DeepvisError
 from deepvis.graph import UntraceableError, forward_pass, traced
-from deepvis.layers import LayerInfo, teaching_layer
+from deepvis.layers import LayerInfo, module_layer, teaching_layer
 from deepvis.layers import list_layers as graph_layers
 from deepvis.hooks import owned_hooks
 from deepvis.settings import DEFAULT_MODEL
 
 WEIGHT_CHOICES = ("default", "random")
+CHANNELS = (1, 3)  # grayscale or RGB input
+MIN_INPUT = 16
 _SKIPPED_TYPES = (nn.Dropout, nn.Identity, nn.Flatten)
 
 
@@ -57,22 +60,33 @@ class WeightsUnavailableError(ModelError):
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-channel RGB mean and std in [0, 1] units, as torchvision writes them."""
+    """Per-channel mean and std in [0, 1] units, as torchvision writes them: one value per input
+    channel (1 for a grayscale network, 3 for RGB)."""
 
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise DeepvisError("Normalization needs three means and three positive stds")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) not in CHANNELS:
+            raise DeepvisError(f"a mean has one value per input channel (1 or 3), not {len(self.mean)}")
+        if len(self.std) != len(self.mean):
+            raise DeepvisError(f"mean has {len(self.mean)} values but std {len(self.std)}; give one per channel")
+        if min(self.std) <= 0:
+            raise DeepvisError(f"every std must be positive, not {list(self.std)}")
 
     @property
-    def mean255(self) -> tuple[float, float, float]:
-        return tuple(255.0 * m for m in self.mean)  # type: ignore[return-value]
+    def channels(self) -> int:
+        return len(self.mean)
 
     @property
-    def std255(self) -> tuple[float, float, float]:
-        return tuple(255.0 * s for s in self.std)  # type: ignore[return-value]
+    def mean255(self) -> tuple[float, ...]:
+        return tuple(255.0 * m for m in self.mean)
+
+    @property
+    def std255(self) -> tuple[float, ...]:
+        return tuple(255.0 * s for s in self.std)
 
 
 IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -90,9 +104,19 @@ class ModelSpec:
     build: Callable[[bool], nn.Module]  # pretrained? -> module (weights loaded)
     normalization: Normalization
     input_size: int = 224
-    resize_size: int = 256
+    resize_size: int | None = 256  # the shorter side before the centre crop; None: scaled straight to input_size
     weights_file: str = ""  # where pretrained weights come from, for messages
     teaching_layer: str = ""  # the Activations page's default: a sparse mid-network rectified map
+
+    @property
+    def channels(self) -> int:
+        """Input channels: 1 (grayscale) or 3 (RGB), one per normalization mean."""
+        return self.normalization.channels
+
+    @property
+    def input_text(self) -> str:
+        """The input as the command line writes it, ``CxHxW`` (``1x28x28``)."""
+        return f"{self.channels}x{self.input_size}x{self.input_size}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,10 +163,11 @@ class LoadedModel:
 
     @property
     def first_conv(self) -> nn.Conv2d:
+        """The first convolution on the input's channels (RGB or gray)."""
         for module in self.module.modules():
-            if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            if isinstance(module, nn.Conv2d) and module.in_channels == self.spec.channels:
                 return module
-        raise ModelError(f"{self.spec.name} has no convolution on RGB input")
+        raise ModelError(f"{self.spec.name} has no convolution on its {self.spec.channels}-channel input")
 
     @property
     def label(self) -> str:
@@ -273,19 +298,20 @@ def build_module(spec: ModelSpec, weights: str, seed: int = 0) -> nn.Module:
     return module
 
 
-def list_layers(module: nn.Module, input_size: int,
-                device: torch.device | str = "cpu") -> tuple[tuple[LayerInfo, ...], str | None]:
+def list_layers(module: nn.Module, input_size: int, device: torch.device | str = "cpu",
+                channels: int = 3) -> tuple[tuple[LayerInfo, ...], str | None]:
     """The offered layers of ``module`` and ``None``, or module-level layers and a one-line notice
     when torch.fx cannot trace it (see the module docstring)."""
     try:
-        return graph_layers(module, input_size, device), None
+        return graph_layers(module, input_size, device, channels), None
     except UntraceableError as exc:
-        return module_layers(module, input_size, device), (
+        return module_layers(module, input_size, device, channels), (
             f"This network cannot be traced by torch.fx ({exc}), so its layers are whole modules and "
             "deconvnet/guided backprop are unavailable.")
 
 
-def module_layers(module: nn.Module, input_size: int, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:
+def module_layers(module: nn.Module, input_size: int, device: torch.device | str = "cpu",
+                  channels: int = 3) -> tuple[LayerInfo, ...]:
     """Find module-level layers of ``module`` with one dry forward pass (the untraceable fallback).
 
     Candidates are the root's children and the children of top-level
@@ -317,13 +343,9 @@ def module_layers(module: nn.Module, input_size: int, device: torch.device | str
         for name, child in candidates.items():
             hooks.forward(child, recorder(name))
         with forward_pass():
-            module(torch.zeros(1, 3, input_size, input_size, device=device))
-    return tuple(
-        LayerInfo(name, shapes[name], type(candidates[name]).__name__, type(candidates[name]).__name__,
-                  name.split(".")[0])
-        for name in order
-        if calls[name] == 1 and len(shapes[name]) in (1, 3)
-    )
+            module(torch.zeros(1, channels, input_size, input_size, device=device))
+    return tuple(info for name in order if calls[name] == 1
+                 for info in module_layer(module, name, shapes[name], type(candidates[name]).__name__))
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str = "default", device: torch.device | str | None = None,
@@ -340,7 +362,8 @@ def load_model(name: str = DEFAULT_MODEL, weights: str = "default", device: torc
 
 def wrap_model(module: nn.Module, name: str = "custom", *, input_size: int = 224,
                normalization: Normalization = IMAGENET, class_names: tuple[str, ...] = (), weights: str = "custom",
-               seed: int = 0, device: torch.device | str = "cpu", title: str | None = None) -> LoadedModel:
+               seed: int = 0, device: torch.device | str = "cpu", title: str | None = None,
+               resize_size: int | None = None) -> LoadedModel:
     """A :class:`LoadedModel` of ``module`` as it is (already on ``device``, in eval mode, frozen by its owner).
 
     ``class_names`` name the last layer's units when it is the logits (one name per unit).  Raises
@@ -352,6 +375,7 @@ def wrap_model(module: nn.Module, name: str = "custom", *, input_size: int = 224
     if module.training:
         raise ModelError(f"{name} is in training mode; call .eval() on it first (BatchNorm and dropout would "
                          "otherwise change every result)")
-    spec = ModelSpec(name, title or name, lambda pretrained: module, normalization, input_size=input_size)
-    layers, notice = list_layers(module, input_size, device)
+    spec = ModelSpec(name, title or name, lambda pretrained: module, normalization, input_size=input_size,
+                     resize_size=resize_size)
+    layers, notice = list_layers(module, input_size, device, normalization.channels)
     return LoadedModel(spec, module, weights, seed, torch.device(device), layers, tuple(class_names), notice)

@@ -19,6 +19,8 @@ Conventions
   (:func:`deepvis.activations.capture`): there a batch costs little more than one copy, and recomputing small
   windows would cost a kernel launch per slice.  :func:`occlude` is a generator of :class:`Progress` so a page
   or CLI can show a bar.
+* **Default window** (:func:`default_window`): a patch of a seventh of the view's side and a stride of half the
+  patch (32 and 16 px at 224, 4 and 2 px at 28); :func:`patch_choices` scales the pages' choices the same way.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ class OcclusionMap:
     target: str  # "class 281 (tabby)" or "_blocks.9._swish_1 unit 7"
     baseline: float  # the target on the unoccluded photo
     windows: int
+
+
+PATCHES_AT_224 = (16, 24, 32, 48, 64)
+
+
+def default_window(size: int) -> tuple[int, int]:
+    """The default ``(patch, stride)`` for a view of ``size`` pixels (module docstring)."""
+    patch = max(2, round(size / 7))
+    return patch, max(1, patch // 2)
+
+
+def patch_choices(size: int) -> tuple[int, ...]:
+    """Patch sides to offer for a view of ``size`` px: 16-64 at 224, scaled, with the default among them."""
+    found = {max(2, round(p * size / 224)) for p in PATCHES_AT_224} | {default_window(size)[0]}
+    return tuple(sorted(p for p in found if p <= size))
 
 
 def windows(size: int, patch: int, stride: int) -> list[int]:
@@ -92,7 +109,7 @@ class _Copies:
 def _scores(outputs: torch.Tensor, layer: str | None, unit: int | None, cls: int | None) -> torch.Tensor:
     if layer is None:
         return torch.softmax(outputs, dim=1)[:, cls]
-    return outputs[:, unit].flatten(1).sum(dim=1)
+    return outputs[:, unit].reshape(len(outputs), -1).sum(dim=1)  # a map's sum, or a vector's element
 
 
 def occlude(loaded: LoadedModel, view: np.ndarray, patch: int, stride: int, layer: str | None = None,

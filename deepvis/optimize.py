@@ -5,7 +5,7 @@ authors' deep-visualization-toolbox optimizer.
 
 Conventions
 -----------
-* **Pixel space.**  The image ``x`` is ``(B, 3, H, W)`` float32 in 0-255 units
+* **Pixel space.**  The image ``x`` is ``(B, C, H, W)`` float32 in 0-255 units
   with the model's mean subtracted (``spec.normalization.mean255``), the paper's
   space, so blur radii, percentiles, decay and the N(0, 10) start carry over.
   The start ``x0 ~ N(0, 10)`` per pixel comes from a CPU ``torch.Generator``
@@ -18,6 +18,8 @@ Conventions
   58 for torchvision's ImageNet models).  On a CPU that input is handed over
   channels-last (about 15-20 % faster for the embedded model on our 2-core CPU);
   the model itself is never touched.
+* θ is applied as given: ``blur_radius`` is in the run's pixels.  Table 1's rows are
+  scaled to a network's input side when they are resolved (:mod:`deepvis.presets`).
 * **Learning-rate rule.**  CaffeNet took raw 0-255 input, so the paper's ``lr``
   multiplies the gradient with respect to the *network's own input*:
   ``g_in = s_c * d(objective)/dx`` per channel, and the step is taken in pixel
@@ -75,6 +77,7 @@ from deepvis import param_ascent
 from deepvis import regularizers as reg
 from deepvis.activations import capture
 from deepvis.graph import rectifier_input
+from deepvis.images import channel_stats
 from deepvis.models import LoadedModel
 from deepvis.records import Recorder, RowRecord, RunRecord, Snapshot
 from deepvis.rows import Rows
@@ -84,10 +87,10 @@ from deepvis.targets import Target, resolve_unit
 INIT_STD = 10.0
 
 
-def initial_image(size: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``x0 ~ N(0, 10)``, ``(1, 3, size, size)`` float32, drawn on the CPU so every device starts alike."""
+def initial_image(size: int, seed: int = 0, device: torch.device | str = "cpu", channels: int = 3) -> torch.Tensor:
+    """``x0 ~ N(0, 10)``, ``(1, C, size, size)`` float32, drawn on the CPU so every device starts alike."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    return (torch.randn(1, 3, size, size, generator=generator) * INIT_STD).to(device)
+    return (torch.randn(1, channels, size, size, generator=generator) * INIT_STD).to(device)
 
 
 def _broadcast(targets: Target | Sequence[Target], settings: Settings | Sequence[Settings]
@@ -129,7 +132,7 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
     layers = list(dict.fromkeys(t.layer for t in target_list))
     sources = {layer: rectifier_input(model.module, layer) for layer in layers}
     try:  # one dry pass, so a size the network cannot take fails here, in plain words
-        acts = capture(model.module, torch.zeros(1, 3, size, size, device=model.device), layers)
+        acts = capture(model.module, torch.zeros(1, model.spec.channels, size, size, device=model.device), layers)
     except RuntimeError:
         raise OptimizeError(f"A {size}-pixel image is too small for {', '.join(layers)} of "
                             f"{model.spec.title}; try a larger image size.") from None
@@ -209,11 +212,10 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
               every: int) -> Generator[Snapshot, None, None]:
     started, seconds = time.perf_counter(), 0.0
     device = model.device
-    mean = torch.tensor(model.spec.normalization.mean255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.spec.normalization.std255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    mean, std = channel_stats(model.spec.normalization, device)
     steps = [s.steps for s in settings]
     total = max(steps)
-    x = initial_image(size, seed, device).expand(len(targets), -1, -1, -1).clone()
+    x = initial_image(size, seed, device, model.spec.channels).expand(len(targets), -1, -1, -1).clone()
     history = Recorder(x, total)
     plans: dict[tuple[int, ...], Rows] = {}
     for it in range(total):

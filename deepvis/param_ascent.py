@@ -10,7 +10,7 @@ Conventions
   Adam 0.05), NAdam for ``maco`` and ``accentuate`` (the reference code of Fel et al.
   2023 and Hamblin et al. 2024).  Every row of a batch starts from the same draw
   (seeded on the CPU), as the pixel engine's rows do.
-* **One iteration**: each running row's image ``rgb`` in [0, 1] ``(n, 3, S, S)``;
+* **One iteration**: each running row's image ``rgb`` in [0, 1] ``(n, C, S, S)``;
   the network sees its transforms (``fourier``: Lucid's jitter/scale/rotate, one
   view; ``maco``/``accentuate``: ``crops`` random crops plus noise), in the
   network's input units ``(255·rgb − mean)/std``; each row's activations are
@@ -43,7 +43,7 @@ from PIL import Image
 
 from deepvis import parametrize as pz
 from deepvis.activations import capture
-from deepvis.images import model_view
+from deepvis.images import channel_stats, model_view
 from deepvis.models import LoadedModel, ModelSpec
 from deepvis.rows import Rows
 from deepvis.records import Recorder, Snapshot
@@ -54,12 +54,12 @@ FOURIER_DECAY, ACCENT_DECAY = 1.0, 1.5
 
 
 @functools.lru_cache(maxsize=8)
-def bundled_magnitude(size: int) -> torch.Tensor:
+def bundled_magnitude(size: int, channels: int = 3) -> torch.Tensor:
     """MACO's magnitude template at ``size`` from the default collection's photos (computed once per size)."""
-    return collection_magnitude(None, size)[0]
+    return collection_magnitude(None, size, channels)[0]
 
 
-def collection_magnitude(source: str | None, size: int) -> tuple[torch.Tensor, list[str]]:
+def collection_magnitude(source: str | None, size: int, channels: int = 3) -> tuple[torch.Tensor, list[str]]:
     """MACO's magnitude template from a collection's photos (:func:`deepvis.collection.entries`: ``None`` is the
     default one, else a folder), and the files it skipped because they could not be read as images."""
     from deepvis.collection import entries
@@ -73,33 +73,34 @@ def collection_magnitude(source: str | None, size: int) -> tuple[torch.Tensor, l
             skipped.append(entry.path)
     if not photos:
         raise OptimizeError(f"No readable photo in {source or 'the default collection'} for MACO's spectrum.")
-    return pz.magnitude_spectrum(photos, size), skipped
+    return pz.magnitude_spectrum(photos, size, channels), skipped
 
 
 def photo_rgb(photo: np.ndarray, spec: ModelSpec, size: int) -> torch.Tensor:
-    """``(1, 3, size, size)`` in [0, 1]: what the network sees of ``photo`` ``(H, W, 3)`` uint8 at ``size``
-    (:func:`deepvis.images.model_view`, the centre crop the Activations page shows)."""
+    """``(1, C, size, size)`` in [0, 1]: what the network sees of ``photo`` ``(H, W, 3)`` uint8 at ``size``
+    (:func:`deepvis.images.model_view`, the centre crop the Activations page shows; gray for one channel)."""
     array = np.asarray(photo)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise OptimizeError("the photo to accentuate must be an (H, W, 3) uint8 RGB image")
     view = model_view(Image.fromarray(array), spec, size)
-    return torch.from_numpy(view.astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+    return torch.from_numpy(view[..., :spec.channels].astype(np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
 
 
 class _Images:
-    """The rows' parameters (one tensor per row) and how they become RGB ``(n, 3, S, S)`` in [0, 1]."""
+    """The rows' parameters (one tensor per row) and how they become images ``(n, C, S, S)`` in [0, 1]."""
 
     def __init__(self, param: str, rows: int, size: int, seed: int, device: torch.device,
                  photo: np.ndarray | None, magnitude: torch.Tensor | None, spec: ModelSpec) -> None:
-        self.param, self.size = param, (size, size)
+        self.param, self.size, self.network_side = param, (size, size), spec.input_size
+        channels = spec.channels
         generator = torch.Generator(device="cpu").manual_seed(seed)
         if param == "maco":
-            magnitude = bundled_magnitude(size) if magnitude is None else magnitude
-            if tuple(magnitude.shape) != (3, size, size // 2 + 1):
+            magnitude = bundled_magnitude(size, channels) if magnitude is None else magnitude
+            if tuple(magnitude.shape) != (channels, size, size // 2 + 1):
                 raise OptimizeError(f"MACO's magnitude spectrum is {tuple(magnitude.shape)}, not "
-                                    f"(3, {size}, {size // 2 + 1}) for a {size}-pixel image")
+                                    f"({channels}, {size}, {size // 2 + 1}) for a {size}-pixel image")
             self.magnitude = magnitude.to(device, torch.float32)
-            start = torch.randn(1, 3, size, size // 2 + 1, generator=generator)
+            start = torch.randn(1, channels, size, size // 2 + 1, generator=generator)
         else:
             decay = ACCENT_DECAY if param == "accentuate" else FOURIER_DECAY
             self.scale = pz.spectrum_scale(size, size, decay).to(device)
@@ -108,7 +109,7 @@ class _Images:
                     raise OptimizeError("Feature accentuation starts from a photo: give one (--from-photo IMAGE).")
                 start = pz.image_to_fourier(photo_rgb(photo, spec, size).to(device), self.scale).cpu()
             else:
-                start = pz.random_spectrum(1, size, size, generator)
+                start = pz.random_spectrum(1, size, size, generator, channels)
         self.tensors = [start.to(device).clone().requires_grad_(True) for _ in range(rows)]
 
     def rgb(self, rows: Sequence[int]) -> torch.Tensor:
@@ -118,10 +119,11 @@ class _Images:
         return pz.fourier_to_image(stacked, self.scale, self.size)
 
 
-def _views(rgb: torch.Tensor, chosen: list[Settings], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the network sees of each row ``(m, 3, S, S)`` in [0, 1], and which row each view belongs to."""
+def _views(rgb: torch.Tensor, chosen: list[Settings], generator: torch.Generator,
+           network_side: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the network sees of each row ``(m, C, S, S)`` in [0, 1], and which row each view belongs to."""
     if chosen[0].param == "fourier":
-        return pz.lucid_transforms(rgb, generator), torch.arange(rgb.shape[0], device=rgb.device)
+        return pz.lucid_transforms(rgb, generator, network_side), torch.arange(rgb.shape[0], device=rgb.device)
     counts = [s.crops for s in chosen]
     owner = torch.repeat_interleave(torch.arange(len(chosen)), torch.tensor(counts)).to(rgb.device)
     return pz.random_crops(rgb, counts, generator), owner
@@ -155,8 +157,7 @@ def _run(model: LoadedModel, targets: list[Target], settings: list[Settings], sh
          images: _Images) -> Generator[Snapshot, None, None]:
     started, seconds = time.perf_counter(), 0.0
     device = model.device
-    mean = torch.tensor(model.spec.normalization.mean255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.spec.normalization.std255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    mean, std = channel_stats(model.spec.normalization, device)
     kind = torch.optim.Adam if images.param == "fourier" else torch.optim.NAdam
     optimizer = kind([{"params": [t], "lr": s.adam_lr} for t, s in zip(images.tensors, settings)])
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)  # the transforms' own stream
@@ -178,7 +179,7 @@ def _run(model: LoadedModel, targets: list[Target], settings: list[Settings], sh
         moving = [b for b in active if it < steps[b] - 1]
         with torch.enable_grad():
             rgb = images.rgb(active)
-            views, owner = _views(rgb, chosen, generator)
+            views, owner = _views(rgb, chosen, generator, images.network_side)
             inputs = (views * 255 - mean) / std
             if images.param != "fourier":
                 amount = torch.tensor([s.noise for s in chosen], device=device)[owner].view(-1, 1, 1, 1)

@@ -2,16 +2,17 @@
 
 Conventions
 -----------
-* Every parametrization gives images ``(B, 3, H, W)`` float32 in **[0, 1]** (RGB, the
-  sigmoid of a decorrelated-colour image); :mod:`deepvis.param_ascent` turns them into the
-  optimizer's pixel space (``255 · rgb − mean``, :mod:`deepvis.optimize`).
+* Every parametrization gives images ``(B, C, H, W)`` float32 in **[0, 1]** (``C`` = 3:
+  RGB, the sigmoid of a decorrelated-colour image; ``C`` = 1: gray, the sigmoid of the
+  image itself, no colour to decorrelate); :mod:`deepvis.param_ascent` turns them into
+  the optimizer's pixel space (``255 · rgb − mean``, :mod:`deepvis.optimize`).
 * **Colour decorrelation** (Olah, Mordvintsev & Schubert 2017, *Feature Visualization*,
   Distill; Lucid's ``color_correlation_svd_sqrt``): the square root of ImageNet's colour
   covariance, ``C = [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]]``,
   divided by its largest column norm (:data:`DECORRELATION`); a decorrelated image ``t``
   becomes RGB logits ``t' = M t`` per pixel (:func:`recorrelate`), inverted exactly by
   :func:`decorrelate`.
-* **Fourier** (same source): a spectrum ``(B, 3, H, W//2+1)`` complex, stored as real
+* **Fourier** (same source): a spectrum ``(B, C, H, W//2+1)`` complex, stored as real
   pairs ``(..., 2)``, scaled per frequency ``f`` (cycles per pixel) by
   ``1 / max(f, 1/max(H, W)) ** decay_power`` (decay power 1), inverted with an
   orthonormal inverse real FFT and divided by 4 (Lucid's constant), started from
@@ -19,7 +20,7 @@ Conventions
   accentuation starts from a photo that way, decay power 1.5 as in Hamblin et al.
   2024's reference code).
 * **MACO** (Fel et al. 2023, *Unlocking Feature Visualization for Deeper Networks with
-  MAgnitude Constrained Optimization*): only the phase ``φ`` ``(B, 3, H, W//2+1)`` is
+  MAgnitude Constrained Optimization*): only the phase ``φ`` ``(B, C, H, W//2+1)`` is
   optimized; the magnitude is fixed to the mean magnitude spectrum of natural photos
   in decorrelated colour (:func:`magnitude_spectrum`, computed here from photos, never
   downloaded).  Image = sigmoid(recorrelate(standardize(irfft(|M| e^{i·standardize(φ)})))).
@@ -28,7 +29,9 @@ Conventions
   (pad 12 with grey, jitter 8, scale 0.9-1.1 in steps of 0.02, rotate -10..10°
   with 0 five times as likely, jitter 4), one draw per step for the whole batch,
   then a bilinear resize back to the run's size so neuron positions keep their
-  meaning.  :func:`random_crops` is MACO's: ``crops`` square boxes per image,
+  meaning.  Pad and jitters are pixels of a 224-px network: for a network of input
+  side ``S`` they are multiplied by ``S / 224`` (at least 1 px), so a 28-px network
+  is jittered by the same fraction of its view.  :func:`random_crops` is MACO's: ``crops`` square boxes per image,
   resampled to the run's size (``torchvision.ops.roi_align``), plus Gaussian and
   uniform noise of ``noise`` in the network's input units; the boxes cover
   :data:`CROP_FRACTION` of a side and stay inside the image (MACO's reference code
@@ -61,13 +64,17 @@ LOGIT_EPS = 1e-3
 
 
 def recorrelate(t: torch.Tensor) -> torch.Tensor:
-    """Decorrelated colour ``(B, 3, H, W)`` -> RGB logits: ``M t`` at every pixel."""
+    """Decorrelated colour ``(B, 3, H, W)`` -> RGB logits: ``M t`` at every pixel (one gray channel: unchanged)."""
+    if t.shape[1] == 1:
+        return t
     matrix = torch.as_tensor(DECORRELATION, dtype=t.dtype, device=t.device)
     return torch.einsum("ck,bkhw->bchw", matrix, t)
 
 
 def decorrelate(t: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`recorrelate`."""
+    if t.shape[1] == 1:
+        return t
     inverse = torch.as_tensor(np.linalg.inv(DECORRELATION.astype(np.float64)), dtype=t.dtype, device=t.device)
     return torch.einsum("ck,bkhw->bchw", inverse, t)
 
@@ -86,23 +93,23 @@ def spectrum_scale(height: int, width: int, decay_power: float = 1.0) -> torch.T
 
 
 def fourier_to_image(spectrum: torch.Tensor, scale: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, 3, H, W//2+1, 2)`` real pairs -> ``(B, 3, H, W)`` RGB in [0, 1]."""
+    """``(B, C, H, W//2+1, 2)`` real pairs -> ``(B, C, H, W)`` in [0, 1]."""
     complex_spectrum = torch.view_as_complex(spectrum * scale[..., None])
     t = torch.fft.irfftn(complex_spectrum, s=size, dim=(-2, -1), norm="ortho") / FOURIER_DIVISOR
     return torch.sigmoid(recorrelate(t))
 
 
 def image_to_fourier(rgb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The spectrum :func:`fourier_to_image` maps to ``rgb`` ``(B, 3, H, W)`` (values kept within
+    """The spectrum :func:`fourier_to_image` maps to ``rgb`` ``(B, C, H, W)`` (values kept within
     ``[LOGIT_EPS, 1 − LOGIT_EPS]`` so the sigmoid can be inverted)."""
     p = rgb.clamp(LOGIT_EPS, 1 - LOGIT_EPS)
     t = decorrelate(torch.log(p / (1 - p))) * FOURIER_DIVISOR
     return torch.view_as_real(torch.fft.rfftn(t, dim=(-2, -1), norm="ortho")) / scale[..., None]
 
 
-def random_spectrum(batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-    """A start for :func:`fourier_to_image`: N(0, 0.01) real pairs, ``(B, 3, H, W//2+1, 2)``."""
-    return torch.randn(batch, 3, height, width // 2 + 1, 2, generator=generator) * FOURIER_SD
+def random_spectrum(batch: int, height: int, width: int, generator: torch.Generator, channels: int = 3) -> torch.Tensor:
+    """A start for :func:`fourier_to_image`: N(0, 0.01) real pairs, ``(B, C, H, W//2+1, 2)``."""
+    return torch.randn(batch, channels, height, width // 2 + 1, 2, generator=generator) * FOURIER_SD
 
 
 def _standardize(t: torch.Tensor) -> torch.Tensor:
@@ -113,32 +120,34 @@ def _standardize(t: torch.Tensor) -> torch.Tensor:
 
 
 def maco_to_image(phase: torch.Tensor, magnitude: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """MACO: phase ``(B, 3, H, W//2+1)`` with the fixed ``magnitude`` ``(3, H, W//2+1)`` -> RGB in [0, 1]."""
+    """MACO: phase ``(B, C, H, W//2+1)`` with the fixed ``magnitude`` ``(C, H, W//2+1)`` -> images in [0, 1]."""
     phi = _standardize(phase)
     spectrum = torch.polar(magnitude.expand_as(phi), phi)
     t = _standardize(torch.fft.irfftn(spectrum, s=size, dim=(-2, -1), norm="ortho"))
     return torch.sigmoid(recorrelate(t))
 
 
-def square_photo(photo: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` float in [0, 1]: shorter side to ``size``, centre crop."""
-    image = Image.fromarray(photo).convert("RGB")
+def square_photo(photo: np.ndarray, size: int, mode: str = "RGB") -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(size, size, C)`` float in [0, 1]: shorter side to ``size``, centre crop
+    (``mode`` ``L``: its luminance, one channel)."""
+    image = Image.fromarray(photo).convert(mode)
     scale = size / min(image.size)
     image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
                          Image.Resampling.BILINEAR)
     left, top = (image.width - size) // 2, (image.height - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    array = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    return array if array.ndim == 3 else array[..., None]
 
 
-def magnitude_spectrum(photos: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """MACO's magnitude template ``(3, size, size//2+1)``: the mean ``|rfft|`` (orthonormal) of the photos
-    ``(H, W, 3)`` uint8, each squared to ``size`` (shorter side, centre crop), its mean removed and its colour
-    decorrelated (:func:`decorrelate`)."""
+def magnitude_spectrum(photos: Sequence[np.ndarray], size: int, channels: int = 3) -> torch.Tensor:
+    """MACO's magnitude template ``(C, size, size//2+1)``: the mean ``|rfft|`` (orthonormal) of the photos
+    ``(H, W, 3)`` uint8, each squared to ``size`` (shorter side, centre crop; gray for one channel), its mean
+    removed and its colour decorrelated (:func:`decorrelate`)."""
     if not photos:
         raise DeepvisError("MACO's magnitude spectrum needs at least one photo")
-    total = torch.zeros(3, size, size // 2 + 1)
+    total = torch.zeros(channels, size, size // 2 + 1)
     for photo in photos:
-        rgb = torch.from_numpy(square_photo(photo, size)).permute(2, 0, 1)[None]
+        rgb = torch.from_numpy(square_photo(photo, size, "L" if channels == 1 else "RGB")).permute(2, 0, 1)[None]
         t = decorrelate(rgb - rgb.mean(dim=(2, 3), keepdim=True))
         total += torch.fft.rfftn(t, dim=(-2, -1), norm="ortho").abs()[0]
     return total / len(photos)
@@ -184,16 +193,22 @@ def rotate(x: torch.Tensor, degrees: float, fill: float = 0.5) -> torch.Tensor:
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
-def lucid_transforms(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Lucid's ``standard_transforms`` (module docstring) on ``(B, 3, H, W)`` in [0, 1], back to ``H x W``."""
+def pixels_at(pixels: int, network_side: int) -> int:
+    """A length of ``pixels`` at 224 px, for a network whose input side is ``network_side`` (at least 1)."""
+    return pixels if network_side == 224 else max(1, round(pixels * network_side / 224))
+
+
+def lucid_transforms(x: torch.Tensor, generator: torch.Generator, network_side: int = 224) -> torch.Tensor:
+    """Lucid's ``standard_transforms`` (module docstring) on ``(B, C, H, W)`` in [0, 1], back to ``H x W``;
+    pad and jitters scaled to a network of input side ``network_side``."""
     size = x.shape[-2:]
-    x = pad(x, PAD)
-    d = JITTERS[0]
+    x = pad(x, pixels_at(PAD, network_side))
+    d = pixels_at(JITTERS[0], network_side)
     x = jitter(x, d, int(torch.randint(d + 1, (1,), generator=generator)),
                int(torch.randint(d + 1, (1,), generator=generator)))
     x = scale(x, _choice(SCALES, generator))
     x = rotate(x, _choice(ANGLES, generator))
-    d = JITTERS[1]
+    d = pixels_at(JITTERS[1], network_side)
     x = jitter(x, d, int(torch.randint(d + 1, (1,), generator=generator)),
                int(torch.randint(d + 1, (1,), generator=generator)))
     return x if x.shape[-2:] == size else F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
@@ -212,7 +227,7 @@ def crop_boxes(counts: Sequence[int], size: int, generator: torch.Generator) -> 
 
 
 def random_crops(x: torch.Tensor, counts: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    """MACO's crops of ``(B, 3, S, S)``: ``(sum(counts), 3, S, S)``, ``counts[i]`` of image ``i``, image-major
+    """MACO's crops of ``(B, C, S, S)``: ``(sum(counts), C, S, S)``, ``counts[i]`` of image ``i``, image-major
     (noise is added by the caller, in the network's input units)."""
     size = x.shape[-1]
     boxes = crop_boxes(counts, size, generator).to(x.device, x.dtype)

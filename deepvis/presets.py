@@ -4,7 +4,9 @@ Conventions
 -----------
 * A preset is named by a string: ``"3"`` (or the int 3) is the model's calibrated
   row 3 when it has calibrated presets, else Table 1 row 3; ``"table1:3"`` is always
-  the paper's CaffeNet row 3 verbatim (:data:`PRESETS`).
+  the paper's CaffeNet row 3 verbatim (:data:`PRESETS`), except that its blur radius, a
+  length in pixels of a ~224-px network, is scaled to the network's input side
+  (:func:`table1_at`: ``× S / 224``; unchanged at 224 px).
 * Calibrated rows keep Table 1's four characters (:mod:`deepvis.calibrate`); they
   are made by ``python -m deepvis calibrate`` and saved as JSON (format
   ``deepvis-presets``, version 1).  The embedded model's file ships in the package
@@ -125,29 +127,60 @@ def _row(text: str) -> int:
     return int(text)
 
 
+def _name(model: str | LoadedModel) -> str:
+    return model if isinstance(model, str) else model.spec.name
+
+
+def network_side(model: str | LoadedModel) -> int:
+    """The input side of a network (a registry name or a loaded model); 224 for a name deepvis does not know."""
+    if not isinstance(model, str):
+        return model.spec.input_size
+    from deepvis.models import REGISTRY
+
+    return REGISTRY[model].input_size if model in REGISTRY else 224
+
+
+def table1_at(number: int, side: int) -> Settings:
+    """Table 1 row ``number`` for a network of input side ``side``: the blur radius, in pixels of the paper's
+    ~224-px network, times ``side / 224`` (unchanged at 224), so a 28-px network blurs the same fraction of
+    its view.  Percentiles, decay and learning rates have no length and are kept."""
+    row = table1_row(number)
+    if side == 224 or not row.blur_radius:
+        return row
+    return row.replace(blur_radius=float(f"{row.blur_radius * side / 224:.3g}"))
+
+
 def resolve(model: str | LoadedModel, choice: str | int, calibrated: PresetFile | None = None) -> Settings:
     """The settings a preset name stands for (module docstring) for a model (or its name); a one-line
-    :class:`deepvis.errors.DeepvisError` otherwise."""
-    model = model if isinstance(model, str) else model.spec.name
+    :class:`deepvis.errors.DeepvisError` otherwise.  Table 1's rows come scaled to the network's input side
+    (:func:`table1_at`); calibrated rows were found at the network's own size and are used as found."""
+    side, model = network_side(model), _name(model)
     text = str(choice).strip().lower() if not is_int(choice) else str(choice)
     if text in PARAM_PRESETS:
         return PARAM_PRESETS[text]
     if text.startswith(TABLE1 + ":"):
-        return PRESETS[_row(text.split(":", 1)[1])]
+        return table1_at(_row(text.split(":", 1)[1]), side)
     row = _row(text)
     found = calibrated if calibrated is not None else shipped(model)
-    return found.rows[row] if found is not None else PRESETS[row]
+    return found.rows[row] if found is not None else table1_at(row, side)
 
 
-def name(model: str, choice: str | int) -> str:
+def name(model: str | LoadedModel, choice: str | int) -> str:
     """``Lite0 row 3 (calibrated)``, ``Table 1 row 3 (verbatim)`` (a model without calibrated rows says so)."""
+    side, model = network_side(model), _name(model)
     text = str(choice).strip().lower()
     if text in PARAM_PRESETS:
         return PARAM_NAMES[text]
+
+    def scaled(row: int) -> bool:
+        return side != 224 and bool(PRESETS[row].blur_radius)
+
     if text.startswith(TABLE1 + ":"):
-        return f"Table 1 row {_row(text.split(':', 1)[1])} (verbatim)"
+        row = _row(text.split(":", 1)[1])
+        return f"Table 1 row {row} ({f'blur scaled to {side} px' if scaled(row) else 'verbatim'})"
     if shipped(model) is None:
-        return f"Table 1 row {_row(text)} (no calibrated rows for {model})"
+        row = _row(text)
+        return f"Table 1 row {row} (no calibrated rows for {model}{f', blur scaled to {side} px' if scaled(row) else ''})"
     return f"{short_model(model)} row {_row(text)} (calibrated)"
 
 
@@ -155,12 +188,14 @@ def short_model(model: str) -> str:
     return model.replace("efficientnet_lite", "Lite")
 
 
-def choices(model: str, photo: bool = True) -> dict[str, Settings]:
-    """Every named preset for ``model``: its calibrated rows ``"1"``-``"4"`` (if any), Table 1's, then the later
-    parametrizations (without ``"accentuate"`` when ``photo`` is False: there is no photo to start from)."""
+def choices(model: str | LoadedModel, photo: bool = True) -> dict[str, Settings]:
+    """Every named preset for ``model``: its calibrated rows ``"1"``-``"4"`` (if any), Table 1's (scaled to
+    its input side, :func:`table1_at`), then the later parametrizations (without ``"accentuate"`` when ``photo``
+    is False: there is no photo to start from)."""
+    side, model = network_side(model), _name(model)
     found = shipped(model)
     out = {str(r): found.rows[r] for r in ROWS} if found is not None else {}
-    out.update({f"{TABLE1}:{r}": PRESETS[r] for r in ROWS})
+    out.update({f"{TABLE1}:{r}": table1_at(r, side) for r in ROWS})
     out.update({k: v for k, v in PARAM_PRESETS.items() if photo or v.param != "accentuate"})
     return out
 
@@ -168,12 +203,12 @@ def choices(model: str, photo: bool = True) -> dict[str, Settings]:
 CUSTOM = "custom"  # what settings equal to no named preset are called
 
 
-def preset_of(settings: Settings, model: str) -> str:
+def preset_of(settings: Settings, model: str | LoadedModel) -> str:
     """The preset key (``"3"``, ``"table1:3"``) these settings equal, else :data:`CUSTOM`."""
     return next((key for key, found in choices(model).items() if found == settings), CUSTOM)
 
 
-def settings_name(settings: Settings, model: str) -> str:
+def settings_name(settings: Settings, model: str | LoadedModel) -> str:
     """``Lite0 row 3 (calibrated)``, ``Table 1 row 3 (verbatim), 200 it`` (only the iterations changed), ``custom``."""
     found = preset_of(settings, model)
     if found != CUSTOM:

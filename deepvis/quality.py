@@ -46,7 +46,8 @@ from deepvis.errors import DeepvisError
 from deepvis.activations import capture
 from deepvis.display import DEFAULT_DISPLAY, show
 from deepvis.graph import forward_pass
-from deepvis.models import LoadedModel, load_model
+from deepvis.images import channel_stats
+from deepvis.models import REGISTRY, LoadedModel, imagenet_classes, load_model
 from deepvis.targets import Target, class_names
 
 REPORTING_JUDGES = {"efficientnet_lite2": "efficientnet_lite0"}
@@ -61,13 +62,19 @@ ROTATION_DEG, SCALES = 5.0, (0.95, 1.05)
 LEGIBLE_RANK = 5
 
 
-def judge_name(model: LoadedModel) -> str:
-    """The reporting judge of ``model``'s class images (no part in the images, none in choosing θ)."""
+def judge_name(model: LoadedModel) -> str | None:
+    """The reporting judge of ``model``'s class images (no part in the images, none in choosing θ); ``None``
+    for a network whose classes are not ImageNet's (a network of one's own: robustness alone speaks)."""
+    if model.spec.name not in REGISTRY and tuple(model.class_names) != imagenet_classes():
+        return None
     return REPORTING_JUDGES.get(model.spec.name, DEFAULT_REPORTING_JUDGE)
 
 
-def calibration_judge_name(model: LoadedModel) -> str:
-    """The network whose views score a calibration's trials (:mod:`deepvis.eot`); never the reporting judge."""
+def calibration_judge_name(model: LoadedModel) -> str | None:
+    """The network whose views score a calibration's trials (:mod:`deepvis.eot`); never the reporting judge.
+    ``None`` for a network whose classes are not ImageNet's (the user names one, or robustness alone scores)."""
+    if judge_name(model) is None:
+        return None
     return CALIBRATION_JUDGES.get(model.spec.name, DEFAULT_CALIBRATION_JUDGE)
 
 
@@ -116,7 +123,7 @@ class Quality:
 
 
 def _variants(x: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` -> ``(B, 8, 3, H, W)``: the 8 transforms of the module docstring (fill: 0 = the mean)."""
+    """``(B, C, H, W)`` -> ``(B, 8, C, H, W)``: the 8 transforms of the module docstring (fill: 0 = the mean)."""
     size = x.shape[-1]
     shift = max(1, round(size / 56))
     params = [(0.0, (shift, 0), 1.0), (0.0, (-shift, 0), 1.0), (0.0, (0, shift), 1.0), (0.0, (0, -shift), 1.0),
@@ -138,13 +145,11 @@ def _unit_values(acts: torch.Tensor, target: Target) -> torch.Tensor:
 
 
 def robustness(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target]) -> list[float | None]:
-    """Each image's robustness for its target (module docstring); ``pixels`` ``(B, H, W, 3)`` pixel space."""
-    norm = model.spec.normalization
-    mean = torch.tensor(norm.mean255, dtype=torch.float32, device=model.device).view(1, 3, 1, 1)
-    std = torch.tensor(norm.std255, dtype=torch.float32, device=model.device).view(1, 3, 1, 1)
+    """Each image's robustness for its target (module docstring); ``pixels`` ``(B, H, W, C)`` pixel space."""
+    mean, std = channel_stats(model.spec.normalization, model.device)
     x = torch.as_tensor(np.asarray(pixels, dtype=np.float32), device=model.device).permute(0, 3, 1, 2)
     x = (x + mean).clamp(0, 255) - mean  # as the network saw it
-    batch = torch.cat([x.unsqueeze(1), _variants(x)], dim=1)  # (B, 9, 3, H, W): the image, then its variants
+    batch = torch.cat([x.unsqueeze(1), _variants(x)], dim=1)  # (B, 9, C, H, W): the image, then its variants
     count = batch.shape[1]
     batch = ((batch.flatten(0, 1) + mean).clamp(0, 255) - mean) / std
     if batch.device.type == "cpu":  # channels-last is faster on a CPU (as in deepvis.optimize)
@@ -170,10 +175,9 @@ def judge(model: LoadedModel, pixels: np.ndarray, classes: Sequence[int], mode: 
     size = referee.spec.input_size
     images = TF.resize(images, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     norm = referee.spec.normalization
-    r_mean = torch.tensor(norm.mean255, device=referee.device).view(1, 3, 1, 1)
-    r_std = torch.tensor(norm.std255, device=referee.device).view(1, 3, 1, 1)
+    r_mean, r_std = channel_stats(norm, referee.device)
     with forward_pass(), torch.no_grad():
-        probs = referee.module((images - r_mean) / r_std).double().softmax(dim=1)
+        probs = referee.module((images[:, :norm.channels] - r_mean) / r_std).double().softmax(dim=1)
     out = []
     for b, unit in enumerate(classes):
         p = float(probs[b, unit])
@@ -190,9 +194,10 @@ def assess(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target],
     robust = robustness(model, pixels, targets)
     is_class = [class_names(model, t.layer) is not None for t in targets]
     verdicts: dict[int, tuple[int, float]] = {}
-    if any(is_class):
+    referee_name = judge_with.spec.name if judge_with is not None else judge_name(model)
+    if any(is_class) and referee_name is not None:
         chosen = [b for b, c in enumerate(is_class) if c]
-        referee = judge_with or judge_model(judge_name(model), str(model.device))
+        referee = judge_with or judge_model(referee_name, str(model.device))
         for b, verdict in zip(chosen, judge(model, pixels[chosen], [targets[b].unit for b in chosen],
                                             judge_with=referee)):
             verdicts[b] = verdict

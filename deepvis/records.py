@@ -2,9 +2,9 @@
 
 Conventions
 -----------
-* Images handed in are ``(B, 3, H, W)`` float tensors in the optimizer's pixel
+* Images handed in are ``(B, C, H, W)`` float tensors in the optimizer's pixel
   space (0-255 units, mean subtracted; see :mod:`deepvis.optimize`).  Records keep
-  them as float32 ``(H, W, 3)`` (``best_x``, ``last_x``, ``Snapshot.pixels``), so any
+  them as float32 ``(H, W, C)`` (``best_x``, ``last_x``, ``Snapshot.pixels``), so any
   display (:mod:`deepvis.display`: scaled about zero, plus mean, clipped) can be drawn
   later without recomputing; ``best_image``/``last_image`` are the clipped uint8
   ``clip(x + mean, 0, 255)``, what the network saw.
@@ -42,10 +42,10 @@ class RowRecord:
     norms: np.ndarray = field(repr=False)  # (n,) L2 norm of x
     stds: np.ndarray = field(repr=False)  # (n,) std of x
     lrs: np.ndarray = field(repr=False)  # (n,) lr of the step after each iteration (0 after the last)
-    best_x: np.ndarray = field(repr=False)  # (H, W, 3) float32 pixel space, the image with the highest objective
+    best_x: np.ndarray = field(repr=False)  # (H, W, C) float32 pixel space (C: the network's channels), the image with the highest objective
     best_step: int
-    last_x: np.ndarray = field(repr=False)  # (H, W, 3) float32 pixel space, the row's image at the snapshot
-    mean: tuple[float, float, float]  # the model's mean, 0-255 (x + mean is the picture)
+    last_x: np.ndarray = field(repr=False)  # (H, W, C) float32 pixel space, the row's image at the snapshot
+    mean: tuple[float, ...]  # the model's mean per channel, 0-255 (x + mean is the picture)
 
     def image(self, which: str = "best", mode: str = DEFAULT_DISPLAY) -> np.ndarray:
         """The ``best`` or ``last`` image as ``(H, W, 3)`` uint8 in display ``mode`` (:mod:`deepvis.display`)."""
@@ -135,11 +135,11 @@ class Snapshot:
 
     @property
     def pixels(self) -> np.ndarray:
-        """``(B, H, W, 3)`` float32 pixel space: each row's image at this snapshot (see :mod:`deepvis.display`)."""
+        """``(B, H, W, C)`` float32 pixel space: each row's image at this snapshot (see :mod:`deepvis.display`)."""
         return np.stack([row.last_x for row in self.record.rows])
 
     @property
-    def mean(self) -> tuple[float, float, float]:
+    def mean(self) -> tuple[float, ...]:
         return self.record.rows[0].mean
 
     @property
@@ -203,7 +203,7 @@ class Recorder:
 
     def run_record(self, it: int, targets: Sequence[Target], settings: Sequence[Settings], x: torch.Tensor,
                    mean: torch.Tensor, seed: int, seconds: float) -> RunRecord:
-        """Everything recorded up to iteration ``it``; ``x`` ``(B, 3, H, W)`` are the rows' current images."""
+        """Everything recorded up to iteration ``it``; ``x`` ``(B, C, H, W)`` are the rows' current images."""
         arrays = {name: values.cpu().numpy() for name, values in self.values.items()}
         is_max, best_xs, last_xs = self.is_max.cpu().numpy(), to_hwc(self.best_x), to_hwc(x)
         mean_rgb = tuple(float(v) for v in mean.flatten().tolist())
@@ -218,5 +218,5 @@ class Recorder:
 
 
 def to_hwc(x: torch.Tensor) -> np.ndarray:
-    """``(B, 3, H, W)`` floats -> ``(B, H, W, 3)`` float32 numpy on the CPU (a copy)."""
+    """``(B, C, H, W)`` floats -> ``(B, H, W, C)`` float32 numpy on the CPU (a copy)."""
     return x.detach().permute(0, 2, 3, 1).to("cpu", torch.float32).numpy().copy()

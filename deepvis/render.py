@@ -225,12 +225,14 @@ def _tiles(tiles: np.ndarray, cols: int | None = None) -> tuple[np.ndarray, Grid
 
 
 def weight_tiles(weight: torch.Tensor, cols: int | None = None) -> tuple[np.ndarray, GridLayout]:
-    """First-layer filters ``(C_out, 3, k, k)`` as RGB tiles, each scaled symmetrically about 0."""
+    """First-layer filters ``(C_out, C_in, k, k)`` as tiles, each scaled symmetrically about 0: RGB tiles
+    for ``C_in`` = 3, gray tiles for a grayscale network's ``C_in`` = 1."""
     w = _as_numpy(weight)
-    if w.ndim != 4 or w.shape[1] != 3:
-        raise DeepvisError(f"weight_tiles needs (C_out, 3, k, k), got {w.shape}")
+    if w.ndim != 4 or w.shape[1] not in (1, 3):
+        raise DeepvisError(f"weight_tiles needs (C_out, 3, k, k) or (C_out, 1, k, k), got {w.shape}")
     bound = np.abs(w).reshape(w.shape[0], -1).max(axis=1)[:, None, None, None]
-    return _tiles(_about_zero(w, bound).transpose(0, 2, 3, 1), cols)
+    tiles = _about_zero(w, bound)
+    return _tiles(tiles[:, 0] if w.shape[1] == 1 else tiles.transpose(0, 2, 3, 1), cols)
 
 
 def kernel_tiles(kernels: torch.Tensor | np.ndarray) -> tuple[np.ndarray, GridLayout]:
@@ -298,15 +300,16 @@ def gradient_norm(gradient: torch.Tensor | np.ndarray, blur_sigma: float = 0.0) 
 def backprop_image(gradient: torch.Tensor | np.ndarray, filter: str = "raw", blur_sigma: float = 4.0) -> np.ndarray:
     """Show a gradient ``(C, H, W)`` (one image of :mod:`deepvis.backprop`'s output) as ``uint8``.
 
-    ``raw``: ``(H, W, C)`` signed, zero = grey 128, scaled by the largest
-    magnitude; ``gray``: ``(H, W)`` mean over channels, same signed scaling;
+    ``raw``: ``(H, W, 3)`` signed (``(H, W)`` for a one-channel gradient), zero = grey 128,
+    scaled by the largest magnitude; ``gray``: ``(H, W)`` mean over channels, same signed scaling;
     ``norm``: ``(H, W)`` L2 norm over channels, ``[0, max]`` to 0-255;
     ``norm_blur``: the norm after a Gaussian blur of ``blur_sigma`` pixels.
     """
     if filter not in BACKPROP_FILTERS:
         raise DeepvisError(f"filter must be one of {BACKPROP_FILTERS}, not {filter!r}")
     if filter == "raw":
-        return _symmetric_uint8(_gradient_hwc(gradient))
+        signed = _gradient_hwc(gradient)
+        return _symmetric_uint8(signed[..., 0] if signed.shape[2] == 1 else signed)
     if filter == "gray":
         return _symmetric_uint8(_gradient_hwc(gradient).mean(axis=2))
     norm = gradient_norm(gradient, blur_sigma if filter == "norm_blur" else 0.0)

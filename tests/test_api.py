@@ -55,3 +55,16 @@ def test_the_readme_example_runs():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip()
+
+
+def test_the_readme_own_network_example_runs_and_prints_what_it_says():
+    import textwrap
+
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- own-network-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert match, "README.md has no <!-- own-network-example --> python block"
+    code = textwrap.dedent(match.group(1))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = re.search(r"# (\(.*\))\s*$", code.strip().splitlines()[-1]).group(1)
+    assert result.stdout.strip() == said  # the comment in the README is what it prints

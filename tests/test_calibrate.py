@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+import deepvis
 from deepvis import calibrate, presets
 from deepvis import optimize as opt
-from deepvis.models import LoadedModel, Normalization, wrap_model
+from deepvis.models import LoadedModel
 from deepvis.presets import PRESETS
 from deepvis.targets import Target, resolve_unit
 
@@ -26,8 +27,8 @@ def tiny(seed: int) -> LoadedModel:
         module = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                nn.Linear(6, 4))
     module.eval().requires_grad_(False)
-    return wrap_model(module, f"tiny{seed}", input_size=SIZE, normalization=Normalization((0.5,) * 3, (0.25,) * 3),
-                      class_names=NAMES, seed=seed)
+    return deepvis.wrap(module, input=f"3x{SIZE}x{SIZE}", mean=(0.5,) * 3, std=(0.25,) * 3, classes=NAMES,
+                        name=f"tiny{seed}")
 
 
 @pytest.fixture(scope="module")

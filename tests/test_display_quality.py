@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+import deepvis
 from deepvis import display, quality
-from deepvis.models import LoadedModel, Normalization, wrap_model
+from deepvis.models import LoadedModel, Normalization
 from deepvis.records import RowRecord, RunRecord, Snapshot
 from deepvis.targets import Target, resolve_unit
 
@@ -73,7 +74,7 @@ SIZE = 56  # jitter of size / 56 = 1 px
 
 def tiny_model(module: nn.Module, names: tuple[str, ...] = (), size: int = SIZE) -> LoadedModel:
     module.eval().requires_grad_(False)
-    return wrap_model(module, "tiny", input_size=size, normalization=NORM, class_names=names)
+    return deepvis.wrap(module, input=f"3x{size}x{size}", mean=NORM.mean, std=NORM.std, classes=names, name="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +149,9 @@ def test_embedded_model_images_are_judged_by_lite2_which_took_no_part_in_the_pre
     made, random_image = quality.assess(lite0, np.stack([record.rows[0].best_x, noise]), [target, target])
     assert quality.judge_name(lite0) == "efficientnet_lite2" != quality.calibration_judge_name(lite0)
     # Lite2 is a stricter judge than the calibration's Lite1: this 200-step Table 1 image is not in its top 5
-    # (rank 36), yet far above noise.
-    assert made.judge == "efficientnet_lite2" and made.rank <= 60 and random_image.rank > 5 * made.rank
+    # (rank 36 on one 2-core machine, 74 on another: float results differ between CPUs), yet far above noise
+    # (rank 932 there).
+    assert made.judge == "efficientnet_lite2" and made.rank <= 100 and random_image.rank > 5 * made.rank
     assert not random_image.legible
     assert made.score > random_image.score
 

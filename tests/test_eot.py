@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+import deepvis
 from deepvis import calibrate, eot, quality
-from deepvis.models import LoadedModel, Normalization, wrap_model
+from deepvis.models import LoadedModel, Normalization
 
 SIZE = 32
 NORM = Normalization((0.5,) * 3, (0.25,) * 3)
@@ -38,7 +39,7 @@ class HandJudge(nn.Module):
 
 
 def wrap(module: nn.Module, name: str) -> LoadedModel:
-    return wrap_model(module, name, input_size=SIZE, normalization=NORM, class_names=NAMES)
+    return deepvis.wrap(module, input=f"3x{SIZE}x{SIZE}", mean=NORM.mean, std=NORM.std, classes=NAMES, name=name)
 
 
 @pytest.fixture(scope="module")

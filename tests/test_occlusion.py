@@ -12,9 +12,10 @@ from captum.attr import Occlusion
 from PIL import Image
 from torch import nn
 
+import deepvis
 from deepvis.cli import main as cli_main
 from deepvis.images import model_view, to_batch
-from deepvis.models import LoadedModel, Normalization, wrap_model
+from deepvis.models import LoadedModel
 from deepvis.occlusion import OcclusionError, occlude, occlusion_map, windows
 
 SIZE = 24
@@ -29,8 +30,8 @@ def random_net() -> LoadedModel:
         module[1].running_mean.normal_()
         module[1].running_var.uniform_(0.5, 2.0)
     module = module.eval().requires_grad_(False)
-    norm = Normalization((0.5, 0.4, 0.3), (0.25, 0.5, 1.0))
-    return wrap_model(module, "random", input_size=SIZE, normalization=norm, class_names=("a", "b", "c"))
+    return deepvis.wrap(module, input=f"3x{SIZE}x{SIZE}", mean=(0.5, 0.4, 0.3), std=(0.25, 0.5, 1.0),
+                        classes=("a", "b", "c"), name="random")
 
 
 def captum_map(forward, inputs: torch.Tensor, patch: int, stride: int, target) -> np.ndarray:
@@ -80,8 +81,9 @@ class _Untraceable(nn.Module):
 
 def test_an_untraceable_network_runs_whole_copies_and_equals_captum(random_net):
     module = _Untraceable(random_net.module).eval()
-    loaded = wrap_model(module, "untraceable", input_size=SIZE, normalization=random_net.spec.normalization,
-                        class_names=("a", "b", "c"))
+    norm = random_net.spec.normalization
+    loaded = deepvis.wrap(module, input=f"3x{SIZE}x{SIZE}", mean=norm.mean, std=norm.std, classes=("a", "b", "c"),
+                          name="untraceable")
     assert loaded.notice is not None  # torch.fx cannot trace it
     view = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     inputs = to_batch(view, loaded.spec.normalization)

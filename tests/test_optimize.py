@@ -43,6 +43,7 @@ def tiny() -> LoadedModel:
     with torch.no_grad():
         conv.weight.copy_(WEIGHTS.view(2, 3, 1, 1))
     module = nn.Sequential(conv).eval().requires_grad_(False)
+    # 8 px is below the smallest input deepvis.wrap accepts (16): the low-level wrap_model builds it.
     return wrap_model(module, "tiny", title="Tiny 1x1 conv", input_size=SIZE, normalization=TINY_NORM)
 
 
@@ -378,7 +379,7 @@ def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet_and_colum
     (["compare", "--layer", "_fc", "--unit", "1", "--presets", "1,7", "--out", "x.png"], "a preset is a row"),
     (["optimize", "--layer", "_fc", "--unit", "1", "--preset", "table1:9", "--out", "x.png"], "a preset is a row"),
     (["calibrate", "--trials", "0", "--out", "x.json"], "trials must be at least 1"),
-    (["calibrate", "--classes", "flamingo,unicorn", "--out", "x.json"], "No class called 'unicorn'"),
+    (["calibrate", "--search-classes", "flamingo,unicorn", "--out", "x.json"], "No class called 'unicorn'"),
 ])
 def test_cli_errors_are_one_line_with_exit_status_2(argv, message, capsys, tmp_path):
     argv = [a if a != "x.png" else str(tmp_path / "x.png") for a in argv]

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+import deepvis
 from deepvis import optimize as opt
 from deepvis import patterns, render
-from deepvis.models import LoadedModel, Normalization, wrap_model
+from deepvis.models import LoadedModel
 from deepvis.settings import Settings
 from deepvis.targets import Target
 from tests.helpers import drain
@@ -21,7 +22,7 @@ CHANNELS = 5
 def tiny_model(seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
     module = nn.Sequential(nn.Conv2d(3, CHANNELS, 3, padding=1), nn.ReLU()).eval().requires_grad_(False)
-    return wrap_model(module, "tiny", input_size=SIZE, normalization=Normalization((0.5,) * 3, (0.25,) * 3), seed=seed)
+    return deepvis.wrap(module, input=f"3x{SIZE}x{SIZE}", mean=(0.5,) * 3, std=(0.25,) * 3, name="tiny")
 
 
 SETTINGS = Settings(steps=25, lr=50.0, decay=0.01, blur_radius=0.0, blur_every=0)

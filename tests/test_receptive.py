@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import deepvis
 from deepvis import receptive
 from deepvis.models import Normalization, wrap_model
 
@@ -24,7 +25,7 @@ def test_receptive_field_of_stacked_uniform_convs_is_the_theoretical_one():
     # conv3x3/1 then conv3x3/2: every output position sees 5 x 5 input pixels, at stride 2;
     # uniform kernels spread the gradient mass as 1,2,3,2,1, whose middle 90 % is all five.
     module = nn.Sequential(_ones_conv(3, 1), nn.ReLU(), _ones_conv(2, 2)).eval().requires_grad_(False)
-    loaded = wrap_model(module, "ones", input_size=16, normalization=NORM)
+    loaded = deepvis.wrap(module, input="3x16x16", mean=NORM.mean, std=NORM.std, name="ones")
     (box, shape) = receptive.centre_field(loaded, "2")
     assert shape == (8, 8) and box == (6, 6, 11, 11)  # centre position 4 -> input pixel 8, +-2
     assert receptive.field(loaded, "2", 1, 6) == (0, 10, 5, 15)  # shifted by stride 2 per position
@@ -41,6 +42,7 @@ def test_a_one_by_one_convolution_sees_one_pixel_and_a_single_three_by_three_see
     one = nn.Conv2d(3, 2, 1, bias=False)
     with torch.no_grad():
         one.weight.fill_(1.0)
+    # 12 px is below the smallest input deepvis.wrap accepts (16): the low-level wrap_model builds these.
     loaded = wrap_model(nn.Sequential(one).eval().requires_grad_(False), "one", input_size=12, normalization=NORM)
     assert receptive.field(loaded, "0", 3, 7) == (3, 7, 4, 8)
     three = wrap_model(nn.Sequential(_ones_conv(3, 1)).eval().requires_grad_(False), "three", input_size=12,

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepvis.models import LoadedModel, Normalization, wrap_model
+import deepvis
+from deepvis.models import LoadedModel
 from deepvis.weights import conv_weights, filter_tiles, kernel_norms
 
 SIZE = 16
@@ -15,7 +16,7 @@ SIZE = 16
 
 def tiny(module: nn.Module) -> LoadedModel:
     module = module.eval().requires_grad_(False)
-    return wrap_model(module, "tiny", input_size=SIZE, normalization=Normalization((0.5,) * 3, (0.25,) * 3))
+    return deepvis.wrap(module, input=f"3x{SIZE}x{SIZE}", mean=(0.5,) * 3, std=(0.25,) * 3, name="tiny")
 
 
 class Functional(nn.Module):

@@ -24,12 +24,13 @@ import streamlit as st
 
 from deepvis.app.inputs import decoded_image, image_input
 from deepvis.app.pickers import target_picker, units_picker
-from deepvis.app.theta import set_settings, settings_editor
+from deepvis.app.model import offered
+from deepvis.app.theta import ModelRef, set_settings, settings_editor
 from deepvis.charts import PALETTE
 from deepvis.display import DISPLAYS
 from deepvis.errors import DeepvisError
 from deepvis.experiment import Experiment
-from deepvis.models import DEFAULT_MODEL, REGISTRY, LoadedModel
+from deepvis.models import LoadedModel
 from deepvis.presets import settings_name
 from deepvis.settings import LR_RULE, MAX_SIZE, MIN_SIZE, Settings
 from deepvis.targets import Target
@@ -52,7 +53,7 @@ def color_header(index: int, title: str, caption: str) -> None:
     st.caption(caption)
 
 
-def column_name(index: int, settings: Settings | None, model: str) -> str:
+def column_name(index: int, settings: Settings | None, model: ModelRef) -> str:
     """``A · Lite0 row 3 (calibrated)``, ``B · custom``, … (the header and legend name of column ``index``)."""
     return f"{chr(ord('A') + index)} · {settings_name(settings, model) if settings else 'invalid settings'}"
 
@@ -74,8 +75,12 @@ def accentuation_photo(page: str, settings: Sequence[Settings | None]) -> tuple[
 # --- saving and loading a comparison -------------------------------------------------------------------------
 
 def apply_experiment(key: str, experiment: Experiment) -> None:
-    """Put a loaded experiment into the comparison widgets (call from a callback, before they are drawn)."""
-    if experiment.model in REGISTRY:
+    """Put a loaded experiment into the comparison widgets (call from a callback, before they are drawn).
+
+    Its network is chosen in the sidebar when this server offers it (the registry's, or one of the server's
+    own); a missing size takes the loaded network's input side, and each column's preset is named against the
+    loaded network when the editor is drawn (Table 1's rows depend on its input side)."""
+    if offered(experiment.model):
         st.session_state["model_name"] = experiment.model
     first = experiment.targets[0]
     st.session_state[f"{key}_layer_{experiment.model}"] = first.layer
@@ -85,10 +90,12 @@ def apply_experiment(key: str, experiment: Experiment) -> None:
     st.session_state[f"{key}_mode"] = "sheet" if len(experiment.targets) > 1 else "side"
     st.session_state[f"{key}_k"] = len(experiment.settings)
     for j, settings in enumerate(experiment.settings):
-        set_settings(f"{key}_s{j}", settings, experiment.model)
+        set_settings(f"{key}_s{j}", settings)
     st.session_state[f"{key}_seed"] = experiment.seed
-    size = experiment.size or REGISTRY.get(experiment.model, REGISTRY[DEFAULT_MODEL]).input_size
-    st.session_state[f"{key}_size_{experiment.model}"] = size
+    if experiment.size:
+        st.session_state[f"{key}_size_{experiment.model}"] = experiment.size
+    else:  # the form's default: the loaded network's input side
+        st.session_state.pop(f"{key}_size_{experiment.model}", None)
 
 
 def _experiment_uploaded(key: str) -> None:
@@ -145,7 +152,7 @@ def optimization_form(loaded: LoadedModel) -> OptimizationForm:
                                key=f"{OPT}_size_{loaded.spec.name}")
         display = display_picker(OPT)
     with right:
-        settings = settings_editor(OPT, loaded.spec.name)
+        settings = settings_editor(OPT, loaded)
     photo, ready = accentuation_photo(OPT, [settings])
     st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
     return OptimizationForm(target, settings, int(seed), int(size), display, photo, ready)
@@ -164,10 +171,11 @@ class ComparisonForm:
     model: str
     photo: np.ndarray | None = None  # the photo accentuate columns start from
     ready: bool = True  # False while an accentuate column has no photo
+    network: ModelRef | None = None  # what presets are named against (the loaded network); else ``model``
 
     @property
     def names(self) -> list[str]:
-        return [column_name(j, s, self.model) for j, s in enumerate(self.settings)]
+        return [column_name(j, s, self.network or self.model) for j, s in enumerate(self.settings)]
 
     @property
     def batching(self) -> str:
@@ -206,13 +214,13 @@ def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerato
     for j, column in enumerate(st.columns(k)):
         with column:
             header = st.empty()
-            settings.append(settings_editor(f"{CMP}_s{j}", loaded.spec.name, default=str(j % 4 + 1), explain=False))
+            settings.append(settings_editor(f"{CMP}_s{j}", loaded, default=str(j % 4 + 1), explain=False))
             with header.container():
-                color_header(j, column_name(j, settings[j], loaded.spec.name), settings[j].label if settings[j] else "")
+                color_header(j, column_name(j, settings[j], loaded), settings[j].label if settings[j] else "")
     photo, ready = accentuation_photo(CMP, settings)
     st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
     form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), display, loaded.spec.name,
-                          photo, ready)
+                          photo, ready, loaded)
     if not targets:
         st.info("Choose at least one unit for the sheet's rows.")
     elif form.experiment is not None:

@@ -7,7 +7,9 @@ Conventions
   a frozen live frame, a point of the layer map) comes first, with a button to close it.
 * A file that is not a photo is one ``st.error`` line (:func:`decoded_image`); the
   session keeps working.
-* Images the network sees are shown losslessly (PNG, :func:`show_png`).
+* Images the network sees are shown losslessly (PNG, :func:`show_png`); a small network's
+  pictures (its view, backward images, optimized images) are first enlarged by a whole
+  factor with no smoothing (:func:`enlarged`), so its pixels stay visible as pixels.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import streamlit as st
 from PIL import Image
 
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
-from deepvis.render import png_bytes
+from deepvis.render import png_bytes, upscale
 
+ZOOM = 224  # the side pictures are enlarged to (at least)
 SOURCES = ("Sample photo", "Upload", "Camera", "Live video")
 LIVE = "Live video"
 
@@ -69,3 +72,14 @@ def decoded_image(data: bytes) -> Image.Image | None:
 def show_png(image: np.ndarray, caption: str | None = None, width: int | str = "content") -> None:
     """Show a uint8 image losslessly (PNG, never JPEG)."""
     st.image(png_bytes(image), caption=caption, output_format="PNG", width=width)
+
+
+def enlarged(image: np.ndarray, size: int = ZOOM) -> np.ndarray:
+    """A network-sized picture ``(h, w[, 3])`` uint8 for the page: below ``size`` px, enlarged by the whole factor
+    that reaches ``size`` with no smoothing (28 px -> 224 px, 8 x 8 screen pixels per pixel); otherwise resized
+    to ``size`` as before (:func:`deepvis.render.upscale`; unchanged at ``size``)."""
+    side = max(image.shape[:2])
+    if side >= size:
+        return upscale(image, size)
+    factor = -(-size // side)
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)

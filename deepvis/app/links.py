@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from deepvis.app.model import offered
 from deepvis.errors import DeepvisError
-from deepvis.models import REGISTRY, LoadedModel
+from deepvis.models import LoadedModel
 
 
 def open_link(page: str) -> None:
@@ -25,7 +26,7 @@ def open_link(page: str) -> None:
     st.session_state[f"{page}_link_read"] = True
     params = st.query_params
     model = params.get("model")
-    if model is not None and model not in REGISTRY:
+    if model is not None and not offered(model):
         st.warning(f"The link names an unknown model {model!r}; showing the default one.")
         return
     if model:

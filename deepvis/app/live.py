@@ -29,6 +29,7 @@ import streamlit as st
 
 from deepvis import live
 from deepvis.app.grid import unit_stepper
+from deepvis.app.inputs import enlarged
 from deepvis.errors import one_line
 from deepvis.models import LoadedModel
 from deepvis.render import heat_colors, jpeg_bytes, overlay, png_bytes, to_uint8, upscale
@@ -100,14 +101,14 @@ def stream(loaded: LoadedModel, layer: str, key: str, photo, grid_col, unit_col)
         st.session_state[f"{key}_newest"] = image
         result = live.analyze_frame(loaded, image, layer, unit)
         analysis = result.analysis
-        view.image(jpeg_bytes(analysis.view), caption="What the network sees (centre crop)")
+        view.image(jpeg_bytes(enlarged(analysis.view)), caption="What the network sees (centre crop)")
         predictions.markdown("  \n".join(f"**{p.prob:.0%}** {p.label}" for p in analysis.predictions))
         grid_place.image(jpeg_bytes(result.grid), width="stretch")
         caption.caption(f"All {channels} channels of {layer}, live; the framed tile is unit {unit}.")
         if analysis.is_spatial:
             unit_map.image(jpeg_bytes(np.concatenate([
                 upscale(heat_colors(to_uint8(analysis.channel_map(unit))), 224, smooth=False),
-                upscale(overlay(analysis.view, analysis.channel_map(unit)), 224)], axis=1)),
+                upscale(overlay(enlarged(analysis.view), analysis.channel_map(unit)), 224)], axis=1)),
                 caption=f"Unit {unit}: its map and the overlay")
         meter.drawn(float(newest.time or 0.0))
         status.caption(f"Live · {meter.label} · analysis {1000 * result.seconds:.0f} ms")

@@ -5,8 +5,9 @@ Conventions
 -----------
 * Each panel takes the model, the photo as the network sees it (``view``, uint8
   ``(H, W, 3)``), the layer and unit, and a ``key`` prefix for its widgets.
-* Pictures are enlarged to 224 px and sent as PNG; downloads are the pictures at the
-  network's resolution (or the float map, ``.npy``).
+* Pictures are enlarged to 224 px (a small network's by a whole factor, with no
+  smoothing: :func:`deepvis.app.inputs.enlarged`) and sent as PNG; downloads are the
+  pictures at the network's resolution (or the float map, ``.npy``).
 * A backward pass or occlusion the network cannot do is one ``st.error`` line
   (``DeepvisError``); the occlusion map is computed on request under a progress bar and
   kept for the photo, patch, stride and target.
@@ -19,19 +20,17 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from deepvis.app.inputs import show_png
+from deepvis.app.inputs import enlarged, show_png
 from deepvis.app.jobs import with_bar
 from deepvis.app.model import backprop_modes
 from deepvis.backprop import SEEDS, backward
 from deepvis.display import npy_bytes
 from deepvis.errors import DeepvisError
 from deepvis.models import LoadedModel
-from deepvis.occlusion import occlude
+from deepvis.occlusion import default_window, occlude, patch_choices
 from deepvis.render import (BACKPROP_FILTERS, backprop_image, backprop_overlay, heat_colors, overlay, png_bytes,
                             to_uint8, upscale, weight_tiles)
 from deepvis.weights import conv_weights, filter_tiles, kernel_norms
-
-PATCHES, STRIDES = (16, 24, 32, 48, 64), (8, 16, 32)
 
 
 def backprop_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int, key: str) -> None:
@@ -53,10 +52,10 @@ def backprop_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int,
         st.error(str(exc))
         return
     picture, blend = st.columns(2)
-    picture.image(png_bytes(upscale(backprop_image(gradient, shown), 224)), caption=f"{mode}, {shown} filter",
+    picture.image(png_bytes(enlarged(backprop_image(gradient, shown))), caption=f"{mode}, {shown} filter",
                   output_format="PNG", width="stretch")
     with blend:
-        show_png(upscale(backprop_overlay(view, gradient), 224), caption="Overlaid on the input", width="stretch")
+        show_png(enlarged(backprop_overlay(view, gradient)), caption="Overlaid on the input", width="stretch")
     st.download_button("Download the backward image (PNG)", png_bytes(backprop_image(gradient, shown)),
                        f"{loaded.spec.name}_{layer}_{unit}_{mode}.png", "image/png")
 
@@ -76,18 +75,35 @@ def weights_panel(loaded: LoadedModel, layer: str, unit: int) -> None:
         st.bar_chart(kernel_norms(found)[unit], height=140, x_label="input channel", y_label="kernel norm")
 
 
+def first_layer_title(loaded: LoadedModel) -> str:
+    """The expander title of :func:`first_layer_filters`: RGB tiles, or gray ones for a grayscale network."""
+    return f"First-layer filters as {'RGB' if loaded.spec.channels == 3 else 'gray'} tiles"
+
+
 def first_layer_filters(loaded: LoadedModel) -> None:
-    """The first convolution's filters as RGB tiles (the paper's conv1 picture)."""
-    tiles, _ = weight_tiles(loaded.first_conv.weight)
-    show_png(tiles, caption=f"{tuple(loaded.first_conv.weight.shape)} weights, each scaled about zero")
+    """The first convolution's filters as RGB tiles (gray for a grayscale network; the paper's conv1 picture)."""
+    try:
+        weight = loaded.first_conv.weight
+    except DeepvisError as exc:  # no convolution on the input: nothing to draw
+        st.caption(str(exc))
+        return
+    tiles, _ = weight_tiles(weight)
+    show_png(tiles, caption=f"{tuple(weight.shape)} weights, each scaled about zero")
 
 
 def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int, key: str) -> None:
     """Zeiler & Fergus's occlusion map of the shown photo (:mod:`deepvis.occlusion`): patch, stride and target
     chosen here, computed on request with a progress bar, kept for the photo, drawn over it."""
     pick_patch, pick_stride, pick_target = st.columns(3)
-    patch = pick_patch.select_slider("Patch (px)", PATCHES, value=32, key=f"{key}_occ_patch")
-    stride = pick_stride.select_slider("Stride (px)", STRIDES, value=16, key=f"{key}_occ_stride")
+    side = view.shape[0]
+    default_patch, default_stride = default_window(side)
+    patches = tuple(patch_choices(side))
+    strides = tuple(sorted({max(1, default_stride // 2), default_stride, default_patch}))
+    for name, options, default in (("patch", patches, default_patch), ("stride", strides, default_stride)):
+        if st.session_state.get(f"{key}_occ_{name}") not in options:  # first visit, or another network's size
+            st.session_state[f"{key}_occ_{name}"] = default
+    patch = pick_patch.select_slider("Patch (px)", patches, key=f"{key}_occ_patch")
+    stride = pick_stride.select_slider("Stride (px)", strides, key=f"{key}_occ_stride")
     target = pick_target.radio("Target", ("top class", f"unit {unit}"), key=f"{key}_occ_target",
                                help="How much covering each part lowers the top class's probability, or this "
                                     "unit's activation summed over its map.")
@@ -97,7 +113,8 @@ def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int
     if kept is None or kept[0] != wanted:
         if not st.button("Compute the occlusion map", key=f"{key}_occ_go"):
             st.caption("A grey square (the model's mean colour) slides over the photo; the map shows how much the "
-                       "target drops where it covers. About 1.5 s at patch 32, stride 16 on a 2-core CPU.")
+                       "target drops where it covers." + (" About 1.5 s at patch 32, stride 16 on a 2-core CPU for "
+                                                          "the embedded network." if side >= 224 else ""))
             return
         try:
             kept = (wanted, with_bar(occlude(loaded, view, patch, stride, *aim), "Occluding…", "squares"))
@@ -110,8 +127,8 @@ def occlusion_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int
     heat, blend = st.columns(2)
     heat.image(png_bytes(upscale(heat_colors(to_uint8(drops)), 224)), caption="Drop (bright = covering hurts most)",
                output_format="PNG", width="stretch")
-    blend.image(png_bytes(upscale(overlay(view, drops), 224)), caption="Overlaid on the input", output_format="PNG",
-                width="stretch")
+    blend.image(png_bytes(upscale(overlay(enlarged(view), drops), 224)), caption="Overlaid on the input",
+                output_format="PNG", width="stretch")
     st.caption(f"{result.target}: {result.baseline:.4g} on the whole photo; the largest mean drop is "
                f"{result.drops.max():.4g} ({result.windows} squares).")
     st.download_button("Download the map (float .npy)", npy_bytes(result.drops), f"occlusion_{patch}_{stride}.npy",

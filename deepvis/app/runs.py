@@ -24,6 +24,7 @@ import numpy as np
 import streamlit as st
 
 from deepvis import quality, render
+from deepvis.app.inputs import enlarged
 from deepvis.app.jobs import poll
 from deepvis.display import show
 from deepvis.errors import DeepvisError, one_line
@@ -37,6 +38,9 @@ JUDGE_COLUMNS = {  # the summary table's judge columns, with the quality line's 
                   "part in making the image or choosing the presets.",
     "judge p": "The judge network's probability for the unit's class.",
 }
+ROBUSTNESS_HELP = ("No judge network here: this network's classes are not ImageNet's (or the unit is not a class), so "
+                   "robustness alone speaks: the unit's value on 8 small shifts, scalings and rotations of the image "
+                   "over its value on the image (about 1 = robust; legible from 0.5).")
 
 
 def start_stop(page: str, ready: bool) -> bool:
@@ -105,16 +109,18 @@ def run_status(state: RunState) -> None:
 
 
 def frame_view(pixels: np.ndarray, mean: Sequence[float], mode: str, min_size: int = 224) -> np.ndarray:
-    """What the pages show of one float image ``(H, W, 3)`` (pixel space): drawn in display ``mode``
-    (:mod:`deepvis.display`), small images enlarged (nearest neighbour) to ``min_size``."""
+    """What the pages show of one float image ``(H, W, C)`` (pixel space; gray is shown as gray RGB): drawn in
+    display ``mode`` (:mod:`deepvis.display`), small images enlarged (nearest neighbour) to ``min_size``."""
     shown = show(pixels, mean, mode)
     return render.upscale(shown, min_size, smooth=False) if max(shown.shape[:2]) < min_size else shown
 
 
 def sheet_image(pixels: np.ndarray, mean: Sequence[float], row_names: Sequence[str], col_names: Sequence[str],
                 mode: str) -> np.ndarray:
-    """Rows x columns of ``(R*C, H, W, 3)`` float images (row-major) as one labelled image (small ones enlarged)."""
-    shown = np.stack([frame_view(image, mean, mode, min_size=128) for image in pixels])
+    """Rows x columns of ``(R*C, H, W, C)`` float images (row-major) as one labelled image (small ones enlarged
+    to at least 128 px by a whole factor, with no smoothing)."""
+    shown = [show(image, mean, mode) for image in pixels]
+    shown = np.stack([enlarged(s, 128) if max(s.shape[:2]) < 128 else s for s in shown])
     return render.compose_sheet(shown, len(row_names), len(col_names), row_names, col_names)
 
 
@@ -122,9 +128,11 @@ def run_quality(state: RunState, loaded: LoadedModel) -> list[quality.Quality]:
     """The quality of every row's best image, computed once per finished or stopped run (about 0.25 s a row
     on a CPU) and kept in the run's state."""
     if state.extra.get("quality_at") != state.record.iteration:
-        with st.spinner("Scoring the images (judge network and robustness)…"):
+        judged = quality.judge_name(loaded) is not None
+        with st.spinner("Scoring the images (judge network and robustness)…" if judged else "Scoring the images "
+                        "(robustness)…"):
             state.extra["quality"] = quality.assess_record(loaded, state.record)
-        state.extra["quality_at"] = state.record.iteration
+        state.extra["quality_at"], state.extra["judged"] = state.record.iteration, judged
     return state.extra["quality"]
 
 
@@ -134,8 +142,10 @@ def quality_caption(verdict: quality.Quality, best_step: int) -> str:
 
 
 def quality_line(verdict: quality.Quality, best_step: int) -> None:
-    """The quality line under an optimized image, with what the judge is as its tooltip."""
-    st.markdown(quality_caption(verdict, best_step), help=quality.JUDGE_HELP)
+    """The quality line under an optimized image, with what the judge is as its tooltip (what robustness is,
+    where no judge took part: a network of one's own, a unit that is not a class)."""
+    st.markdown(quality_caption(verdict, best_step), help=quality.JUDGE_HELP if verdict.rank is not None
+                else ROBUSTNESS_HELP)
 
 
 def summary_rows(record: RunRecord, names: Sequence[str], verdicts: Sequence[quality.Quality]) -> list[dict]:
@@ -151,6 +161,10 @@ def summary_rows(record: RunRecord, names: Sequence[str], verdicts: Sequence[qua
 
 
 def summary_table(state: RunState, verdicts: Sequence[quality.Quality]) -> None:
-    """:func:`summary_rows` as a table; the judge's columns explain themselves in their tooltips."""
-    st.dataframe(summary_rows(state.record, state.names, verdicts), hide_index=True,
+    """:func:`summary_rows` as a table; the judge's columns explain themselves in their tooltips, and are left
+    out for a network no judge can read (its classes are not ImageNet's)."""
+    rows = summary_rows(state.record, state.names, verdicts)
+    if not state.extra.get("judged", True):
+        rows = [{k: v for k, v in row.items() if k not in JUDGE_COLUMNS} for row in rows]
+    st.dataframe(rows, hide_index=True,
                  column_config={name: st.column_config.Column(help=text) for name, text in JUDGE_COLUMNS.items()})

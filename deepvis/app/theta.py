@@ -19,7 +19,11 @@ import streamlit as st
 from deepvis import presets
 from deepvis.errors import DeepvisError
 from deepvis.presets import CUSTOM, preset_of
-from deepvis.settings import Settings, THETA, Theta
+from deepvis.models import LoadedModel
+from deepvis.settings import THETA, Settings, Theta
+
+ModelRef = str | LoadedModel  # a registry name or the loaded network (Table 1 rows scale to its input side)
+UNNAMED = ""  # a preset selector's state until the editor names the θ it holds (never an option)
 
 PRESET_HELP = ("Calibrated rows: this network's own presets, found by `deepvis calibrate` (a random search over "
                "θ that keeps each Table 1 row's character, scored under random views of a second network; the "
@@ -27,35 +31,36 @@ PRESET_HELP = ("Calibrated rows: this network's own presets, found by `deepvis c
                "CaffeNet values, verbatim. Or your own θ.")
 
 
-def preset_label(model: str, key: str) -> str:
+def preset_label(model: ModelRef, key: str) -> str:
     return "custom θ" if key == CUSTOM else presets.name(model, key)
 
 
-def set_settings(key: str, settings: Settings, model: str) -> None:
-    """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback)."""
+def set_settings(key: str, settings: Settings, model: ModelRef | None = None) -> None:
+    """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback).
+    Without ``model``, the preset they equal is named when the editor is drawn, against its network."""
     for name, value in settings.to_dict().items():
         st.session_state[f"{key}_{name}"] = value
-    st.session_state[f"{key}_preset"] = preset_of(settings, model)
+    st.session_state[f"{key}_preset"] = preset_of(settings, model) if model is not None else UNNAMED
 
 
 def _read_settings(key: str) -> Settings:
     return Settings(**{theta.name: st.session_state[f"{key}_{theta.name}"] for theta in THETA})
 
 
-def _preset_chosen(key: str, model: str) -> None:
+def _preset_chosen(key: str, model: ModelRef) -> None:
     chosen = st.session_state[f"{key}_preset"]
     if chosen != CUSTOM:
         set_settings(key, presets.resolve(model, chosen), model)
 
 
-def _theta_edited(key: str, model: str) -> None:
+def _theta_edited(key: str, model: ModelRef) -> None:
     try:
         st.session_state[f"{key}_preset"] = preset_of(_read_settings(key), model)
     except DeepvisError:
         st.session_state[f"{key}_preset"] = CUSTOM
 
 
-def _theta_widget(key: str, theta: Theta, explain: bool, model: str) -> None:
+def _theta_widget(key: str, theta: Theta, explain: bool, model: ModelRef) -> None:
     """One θ row as a widget of its kind (see :data:`deepvis.settings.THETA`), with its help text."""
     common = dict(key=f"{key}_{theta.name}", on_change=_theta_edited, args=(key, model),
                   help=None if explain else theta.help)
@@ -73,7 +78,7 @@ def _theta_widget(key: str, theta: Theta, explain: bool, model: str) -> None:
         st.caption(theta.help)
 
 
-def settings_editor(key: str, model: str, default: str = "3", explain: bool = True) -> Settings | None:
+def settings_editor(key: str, model: ModelRef, default: str = "3", explain: bool = True) -> Settings | None:
     """A preset selector and every θ; returns the settings, or ``None`` after one ``st.error`` line.
 
     ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip, and the θ sit in
@@ -82,7 +87,7 @@ def settings_editor(key: str, model: str, default: str = "3", explain: bool = Tr
     if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in THETA):
         set_settings(key, presets.resolve(model, default), model)
     options = (*presets.choices(model), CUSTOM)
-    if st.session_state[f"{key}_preset"] not in options:  # another model's preset: name what the θ now are
+    if st.session_state[f"{key}_preset"] not in options:  # another model's preset, or UNNAMED: name the θ
         _theta_edited(key, model)
     st.selectbox("Settings", options, key=f"{key}_preset", on_change=_preset_chosen, args=(key, model),
                  format_func=lambda p: preset_label(model, p), help=PRESET_HELP)

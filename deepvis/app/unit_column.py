@@ -10,7 +10,9 @@ Conventions
   :func:`deepvis.app.grid.pattern_grid`); a missing one is optimized on request under a
   progress bar (:func:`deepvis.app.jobs.with_bar`) and kept.
 * Top images come from the chosen collection's index (:mod:`deepvis.app.photo_sets`);
-  their crops and backward images are cached per (model, hits, unit, mode).
+  their crops and backward images are cached per (model, hits, unit, mode).  A small
+  network's pictures (its view, its optimized image, a top image's receptive field) are
+  enlarged by a whole factor with no smoothing (:func:`deepvis.app.inputs.enlarged`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from deepvis import index, patterns, presets, units
+from deepvis import index, patterns, presets, receptive, units
 from deepvis.activations import ImageAnalysis
 from deepvis.app import jobs, photo_sets
-from deepvis.app.inputs import show_png
+from deepvis.app.inputs import ZOOM, enlarged, show_png
 from deepvis.app.model import backprop_modes, shared_model
 from deepvis.errors import DeepvisError
 from deepvis.models import LoadedModel
@@ -46,13 +48,13 @@ def unit_maps(result: ImageAnalysis, unit: int) -> None:
             show_png(upscale(heat_colors(to_uint8(result.channel_map(unit))), 224, smooth=False),
                      caption="Activation map (bright = strong)", width="stretch")
         with blend:
-            show_png(upscale(overlay(result.view, result.channel_map(unit)), 224),
+            show_png(upscale(overlay(enlarged(result.view), result.channel_map(unit)), 224),
                      caption="Overlaid on the input", width="stretch")
 
 
 def chosen_preset(loaded: LoadedModel, key: str) -> tuple[str, Settings]:
     """The chosen preset's name and settings (calibrated row 3 by default, else Table 1's)."""
-    options = presets.choices(loaded.spec.name, photo=False)
+    options = presets.choices(loaded, photo=False)
     if st.session_state.get(f"{key}_preset") not in options:
         st.session_state[f"{key}_preset"] = "3" if "3" in options else "table1:3"
     return st.session_state[f"{key}_preset"], options[st.session_state[f"{key}_preset"]]
@@ -61,9 +63,9 @@ def chosen_preset(loaded: LoadedModel, key: str) -> tuple[str, Settings]:
 def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> None:
     """The unit's optimized image under the chosen preset: from the disk cache at once, else on request."""
     chosen_preset(loaded, key)  # puts the default into the widget's state
-    options = presets.choices(loaded.spec.name, photo=False)
+    options = presets.choices(loaded, photo=False)
     choice = st.selectbox("Preset", list(options), key=f"{key}_preset",
-                          format_func=lambda c: presets.name(loaded.spec.name, c),
+                          format_func=lambda c: presets.name(loaded, c),
                           help="Also the preset of pattern mode's grid.")
     settings = options[choice]
     target = Target(layer, unit)
@@ -76,14 +78,14 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
         except DeepvisError as exc:
             st.error(f"Cannot optimize this unit: {exc}")
     if found is not None:
-        name = presets.name(loaded.spec.name, choice)
+        name = presets.name(loaded, choice)
         box = patterns.field_of(loaded, target, found.x.shape[0])
         whole, part = st.columns(2) if box != (0, 0, *found.x.shape[:2]) else (st.container(), None)
-        whole.image(patterns.shown(found), output_format="PNG", width="stretch",
+        whole.image(enlarged(patterns.shown(found)), output_format="PNG", width="stretch",
                     caption=f"Optimized ({name}), objective {found.objective:.3g}; scaled about zero")
         if part is not None:
             crop = patterns.shown(found, box)
-            part.image(upscale(crop, 224, smooth=False), output_format="PNG", width="stretch",
+            part.image(enlarged(crop), output_format="PNG", width="stretch",
                        caption=f"The {box[2] - box[0]} × {box[3] - box[1]} px the unit sees, enlarged")
 
 
@@ -92,8 +94,13 @@ def _top_pictures(name: str, weights: str, seed: int, device: str, hits: tuple[i
                   unit: int, mode: str) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """The hits' crops and backward images, once per (model, hits, unit, mode): not again on every rerun."""
     loaded = shared_model(name, weights, seed, device)
-    backward, used = units.top_backward(loaded, layer, unit, hits, mode)
-    return units.top_crops(loaded, layer, hits), backward, used
+    size = units.CROP
+    if loaded.spec.input_size < ZOOM and hits:  # a small network: its pixels, enlarged with no smoothing
+        top, left, bottom, right = receptive.field(loaded, layer, hits[0].y, hits[0].x, clip=False)
+        size = min(size, max(bottom - top, right - left))
+    backward, used = units.top_backward(loaded, layer, unit, hits, mode, size)
+    crops = units.top_crops(loaded, layer, hits, size)
+    return [enlarged(c, units.CROP) for c in crops], [enlarged(b, units.CROP) for b in backward], used
 
 
 def top_images(loaded: LoadedModel, layer: str, unit: int, key: str) -> None:

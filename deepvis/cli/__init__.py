@@ -7,6 +7,8 @@ Conventions
   is a :class:`deepvis.errors.DeepvisError` or an ``OSError``: one line on stderr,
   ``deepvis <command>: <what to do>``, and exit status 2.  Ctrl-C exits with 130.
   Any other exception is a bug and propagates with its traceback.
+* ``--models FILE`` (before the command or after it, repeatable) names models files whose
+  entries ``--model`` can name (:mod:`deepvis.models_file`); they hold for that one run.
 * :data:`COMMANDS` lists the commands in the order ``deepvis --help`` shows them; each
   module of this package holds one family's ``add_*`` (its parser) and ``run_*`` (its work).
 """
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 
 from deepvis.allocator import keep_freed_memory
 from deepvis.cli import collections, inspection, synthesis
+from deepvis.cli.common import MODELS_HELP, model_files
 from deepvis.errors import DeepvisError, one_line
+from deepvis.models_file import registered
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepvis", description="Look inside a convolutional network (Yosinski et al. 2015). Every command "
         "prints JSON on stdout; bad input prints one line on stderr and exits with status 2.",
         epilog="Run `deepvis COMMAND --help` for a command's options; `deepvis info` lists a model's layers.")
+    parser.add_argument("--models", action="append", default=[], metavar="FILE", help=MODELS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add(sub)
@@ -64,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_command = next(c.run for c in COMMANDS if c.name == args.command)
     try:
-        return run_command(args)
+        with registered(model_files(args)):
+            return run_command(args)
     except KeyboardInterrupt:
         print(f"deepvis {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -26,6 +26,8 @@ from tqdm import tqdm
 from deepvis.errors import DeepvisError
 from deepvis.images import open_photo
 from deepvis.models import DEFAULT_MODEL, REGISTRY, WEIGHT_CHOICES, LoadedModel, load_model
+from deepvis.models_file import DESCRIBE
+from deepvis.networks import load
 from deepvis.progress import Progress, Result, drain
 from deepvis.render import png_bytes
 
@@ -37,16 +39,50 @@ PRESET_HELP = ("N = the model's calibrated row N (Table 1 row N for a model with
                "parametrization with its paper's defaults")
 
 
+MODELS_HELP = ("a models file (TOML) whose [models.NAME] entries --model can name; repeat for several "
+               "(also DEEPVIS_MODELS)")
+_TYPES = {"resize": int}
+_METAVARS = {"model": "NAME", "title": "TEXT", "weights": "W", "input": "CxHxW", "mean": "M", "std": "S",
+             "resize": "PX", "classes": "FILE"}
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(REGISTRY), help="network (default: %(default)s)")
-    parser.add_argument("--weights", default="default", choices=WEIGHT_CHOICES,
-                        help="pretrained ImageNet weights or a seeded random init (default: %(default)s)")
+    """``--model`` and what describes a network of one's own (:data:`deepvis.models_file.DESCRIBE`), ``--models``
+    (kept apart from the top-level one, which argparse would otherwise overwrite) and ``--device``."""
+    for row in DESCRIBE:
+        help_text = row.help
+        if row.name == "model":
+            help_text = f"{row.help}; built in: {', '.join(REGISTRY)} (default: %(default)s)"
+        parser.add_argument(row.flag, type=_TYPES.get(row.name, str), help=help_text, metavar=_METAVARS[row.name],
+                            action="append" if row.name in ("mean", "std") else "store",  # or comma-separated
+                            default={"model": DEFAULT_MODEL, "weights": "default"}.get(row.name))
+    parser.add_argument("--models", dest="models_after", action="append", default=argparse.SUPPRESS,
+                        metavar="FILE", help=MODELS_HELP)
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
 
 
+def _numbers(values: list[str] | None, flag: str) -> list[float] | None:
+    if values is None:
+        return None
+    try:
+        return [float(v) for text in values for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DeepvisError(f"{flag} takes numbers separated by commas, not {','.join(values)!r}") from None
+
+
+def model_files(args: argparse.Namespace) -> list[str]:
+    """The models files ``--models`` names, before the command and after it."""
+    return [*(getattr(args, "models", None) or ()), *(getattr(args, "models_after", None) or ())]
+
+
 def model_of(args: argparse.Namespace) -> LoadedModel:
-    """The model the options of :func:`add_model_options` name."""
-    return load_model(args.model, args.weights, check_device(args.device))
+    """The model the options of :func:`add_model_options` name (the naming rule of :mod:`deepvis.networks`)."""
+    device = check_device(args.device)
+    given = {"input": args.input, "mean": _numbers(args.mean, "--mean"), "std": _numbers(args.std, "--std"),
+             "resize": args.resize, "classes": args.classes, "title": args.title}
+    if args.model in REGISTRY and args.weights in WEIGHT_CHOICES and all(v is None for v in given.values()):
+        return load_model(args.model, args.weights, device)
+    return load(args.model, args.weights, device, **given)
 
 
 def check_device(device: str | None) -> str | None:

@@ -15,7 +15,7 @@ from deepvis.backprop import Unit, backward
 from deepvis.cli.common import LAYER_HELP, add_model_options, emit, model_of, read_image, run_with_bar, write_png
 from deepvis.errors import DeepvisError
 from deepvis.images import model_view, preprocess
-from deepvis.occlusion import occlude
+from deepvis.occlusion import default_window, occlude
 from deepvis.render import backprop_image, heat_colors, to_uint8
 
 
@@ -28,7 +28,8 @@ def run_info(args: argparse.Namespace) -> int:
     loaded = model_of(args)
     return emit({
         "model": loaded.spec.name, "title": loaded.spec.title, "weights": loaded.weights,
-        "device": str(loaded.device), "input_size": loaded.spec.input_size,
+        "device": str(loaded.device), "input_size": loaded.spec.input_size, "input": loaded.spec.input_text,
+        "resize": loaded.spec.resize_size, "classes": len(loaded.class_names),
         "normalization": {"mean": loaded.spec.normalization.mean, "std": loaded.spec.normalization.std},
         "default_layer": loaded.default_layer, "notice": loaded.notice,
         "layers": [{"name": i.name, "group": i.group, "op": i.op, "rectified": i.rectified,
@@ -37,7 +38,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("predict", help="top-K ImageNet classes for a photo")
+    parser = sub.add_parser("predict", help="top-K classes for a photo (a network without class names has none)")
     parser.add_argument("image")
     parser.add_argument("--top", type=int, default=5)
     add_model_options(parser)
@@ -46,7 +47,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     loaded = model_of(args)
-    predictions = predict(loaded.module, preprocess(image, loaded.spec, loaded.device), loaded.class_names, args.top)
+    if not loaded.class_names:
+        raise DeepvisError(f"{loaded.spec.name} has no class names (a feature extractor has no top classes); give "
+                           "--classes FILE with one name per logit")
+    top = min(args.top, len(loaded.class_names)) if args.top >= 1 else args.top
+    predictions = predict(loaded.module, preprocess(image, loaded.spec, loaded.device), loaded.class_names, top)
     return emit([{"label": p.label, "index": p.index, "prob": p.prob} for p in predictions[0]])
 
 
@@ -107,8 +112,9 @@ def add_occlusion(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", default=None, help=f"{LAYER_HELP}; with --unit the target is that unit's "
                         "activation summed over its map (default: the top class's probability)")
     parser.add_argument("--unit", type=int, default=None, help="channel or element of --layer")
-    parser.add_argument("--patch", type=int, default=32, help="side of the grey square, px (default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=16, help="step between squares, px (default: %(default)s)")
+    parser.add_argument("--patch", type=int, default=None, help="side of the grey square, px (default: a seventh "
+                        "of the network's input side: 32 at 224 px, 4 at 28 px)")
+    parser.add_argument("--stride", type=int, default=None, help="step between squares, px (default: half the patch)")
     parser.add_argument("--out", required=True, help="PNG of the map as a heatmap (bright = the target drops most)")
     parser.add_argument("--npy", default=None, help="also save the (H, W) float32 map: per pixel the mean drop over "
                         "the squares that cover it (Captum's convention)")
@@ -122,10 +128,12 @@ def run_occlusion(args: argparse.Namespace) -> int:
     loaded = model_of(args)
     layer = loaded.layer(args.layer).name if args.layer else None
     view = model_view(image, loaded.spec)
-    result = run_with_bar(occlude(loaded, view, args.patch, args.stride, layer, args.unit), "occlusion", "window")
+    patch = default_window(view.shape[0])[0] if args.patch is None else args.patch
+    stride = max(1, patch // 2) if args.stride is None else args.stride
+    result = run_with_bar(occlude(loaded, view, patch, stride, layer, args.unit), "occlusion", "window")
     write_png(args.out, heat_colors(to_uint8(np.clip(result.drops, 0, None))))
     if args.npy:
         np.save(args.npy, result.drops.astype(np.float32))
     return emit({"model": loaded.spec.name, "target": result.target, "baseline": result.baseline,
-                 "patch": args.patch, "stride": args.stride, "windows": result.windows,
+                 "patch": patch, "stride": stride, "windows": result.windows,
                  "max_drop": float(result.drops.max()), "out": args.out, "npy": args.npy})

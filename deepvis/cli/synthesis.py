@@ -83,11 +83,12 @@ def add_optimize(sub: argparse._SubParsersAction) -> None:
 
 def run_optimize(args: argparse.Namespace) -> int:
     param = _param_of(args.param, args.from_photo)
-    settings = presets.resolve(args.model, args.preset or ("3" if param == "pixels" else param))
+    presets.resolve(args.model, args.preset or ("3" if param == "pixels" else param))  # a bad name fails first
+    loaded = model_of(args)
+    settings = presets.resolve(loaded, args.preset or ("3" if param == "pixels" else param))
     chosen = {t.name: getattr(args, t.name) for t in THETA if getattr(args, t.name) is not None}
     settings = settings.replace(**{**chosen, "param": param})
     photo = _photo(args)
-    loaded = model_of(args)
     target = _target(loaded, args)
     every = max(1, settings.steps // 60) if args.gif else settings.steps
     frames = []
@@ -158,15 +159,16 @@ def run_compare(args: argparse.Namespace) -> int:
     settings = [presets.resolve(args.model, c) for c in choices]
     if any(s.param == "accentuate" for s in settings) and not args.from_photo:
         raise DeepvisError("an accentuate column needs --from-photo IMAGE")
+    loaded = model_of(args)
+    settings = [presets.resolve(loaded, c) for c in choices]  # Table 1 rows scaled to the network's side
     if args.steps is not None:
         settings = [s.replace(steps=args.steps) for s in settings]
     photo = _photo(args)
-    loaded = model_of(args)
     target = _target(loaded, args)
     record = opt.run(loaded, target, settings, seed=args.seed, size=args.size, photo=photo)
     images = record.images("last", args.display)
     verdicts = quality.assess_record(loaded, record, "last")  # the images the sheet shows
-    names = [presets.name(args.model, c) for c in choices]
+    names = [presets.name(loaded, c) for c in choices]
     sheet = compose_sheet(images, 1, len(settings), [target.label],
                           [f"{n}: {s.label} · {q.label}" for n, s, q in zip(names, settings, verdicts)])
     write_png(args.out, sheet)
@@ -191,11 +193,16 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         "scored by a judge network that took no part and by robustness (see deepvis.calibrate). Resumable: run "
         "the same command again after an interruption. Writes the preset file and prints it as JSON.")
     parser.add_argument("--trials", type=int, default=20, help="trials per row (default: %(default)s)")
-    parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
-                        help="comma-separated class names to optimize in every trial (default: %(default)s)")
-    parser.add_argument("--validate", default=",".join(DEFAULT_VALIDATION),
+    parser.add_argument("--search-classes", dest="search_classes", default=None,
+                        help="comma-separated class names (or numbers) to optimize in every trial (default: "
+                        f"{','.join(DEFAULT_CLASSES)} for an ImageNet network; a network of your own: its first 8)")
+    parser.add_argument("--validate", default=None,
                         help="comma-separated classes each row's best trials are checked on before one is chosen "
-                        "(default: %(default)s)")
+                        f"(default: {','.join(DEFAULT_VALIDATION)}; a network of your own: its next 6, if any)")
+    parser.add_argument("--judge", default=None,
+                        help="the network whose random views score each trial: a model name as --model takes, with "
+                        "the same classes, or `none` for robustness alone (default: EfficientNet-Lite1 for an "
+                        "ImageNet network; none for a network of your own). Never the reporting judge.")
     parser.add_argument("--top", type=int, default=3, help="how many of each row's best trials to check on the "
                         "--validate classes; 0 = choose by the search alone (default: %(default)s)")
     parser.add_argument("--out", default=None, help="preset file to write (default: presets-MODEL.json)")
@@ -219,12 +226,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
         steps = [int(v) for v in args.steps.split(",") if v.strip()]
     except ValueError:
         raise DeepvisError(f"--steps must be whole numbers separated by commas, not {args.steps!r}") from None
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    validate = [c.strip() for c in args.validate.split(",") if c.strip()]
-    out = args.out or f"presets-{args.model}.json"
+    classes = None if args.search_classes is None else [c.strip() for c in args.search_classes.split(",") if c.strip()]
+    validate = None if args.validate is None else [c.strip() for c in args.validate.split(",") if c.strip()]
     loaded = model_of(args)
+    out = args.out or f"presets-{loaded.spec.name}.json"
+    no_judge = args.judge is not None and args.judge.strip().lower() == "none"
+    judge_with = None
+    if args.judge is not None and not no_judge:
+        import deepvis
+
+        judge_with = deepvis.load_model(args.judge, device=str(loaded.device))
     command = "python -m deepvis " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     work = search(loaded, out, classes=classes, trials=args.trials, seed=args.seed, size=args.size,
-                  steps=steps, validate=validate, top=args.top, command=command)
+                  steps=steps, validate=validate, top=args.top, command=command, judge_with=judge_with,
+                  no_judge=no_judge)
     found = run_with_bar(work, "calibrate", "trial", total=(args.trials + args.top) * 4, postfix=_trial_note)
     return emit({"out": out, **json.loads(found.to_json())})

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -87,22 +87,17 @@ class Server:
         return self.log_text()[-chars:]
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    OUTPUT.mkdir(exist_ok=True)
+def serve(log_path: Path, cache: Path, args: Sequence[str] = (), env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``streamlit run streamlit_app.py [-- args]`` on a free port, headless, file watcher off, its log at
+    ``log_path`` and its cache at ``cache``; yields the :class:`Server` once healthy, stops it afterwards."""
     port = _free_port()
-    log_path = OUTPUT / "streamlit-server.log"
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                "--server.port", str(port), "--server.headless", "true",
-               "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
-    # Address, XSRF, upload cap and usage statistics come from .streamlit/config.toml, so the
-    # safety tests (test_06_safety.py) check the configuration users get.
-    # Indexes and optimized images go to an empty cache of this test session (``server.cache``).
-    cache = tmp_path_factory.mktemp("deepvis-cache")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEEPVIS_CACHE": str(cache)}
+               "--server.fileWatcherType", "none", "--server.runOnSave", "false", *(["--", *args] if args else [])]
+    environment = {**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1", "DEEPVIS_CACHE": str(cache)}
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
     url = f"http://localhost:{port}"
     server = Server(url, log_path, process, cache)
     try:
@@ -127,6 +122,15 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # Address, XSRF, upload cap and usage statistics come from .streamlit/config.toml, so the
+    # safety tests (test_06_safety.py) check the configuration users get.
+    # Indexes and optimized images go to an empty cache of this test session (``server.cache``).
+    OUTPUT.mkdir(exist_ok=True)
+    yield from serve(OUTPUT / "streamlit-server.log", tmp_path_factory.mktemp("deepvis-cache"))
 
 
 @pytest.fixture(scope="session")
