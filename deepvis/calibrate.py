@@ -262,7 +262,6 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
         if t.stage == "search" or t.classes == tuple(validate):
             logged[(t.stage, t.row, t.index)] = t
     run = _Run(model, referee, out, seed, size, logged, command, list(classes), list(validate) if top else [])
-    run.no_judge = referee is None
     return run.search(units, checks, trials, list(steps), top)
 
 
@@ -274,7 +273,6 @@ class _Run:
         self.model, self.referee, self.out, self.seed, self.size = model, referee, out, seed, size
         self.logged, self.command, self.classes, self.validate = logged, command, classes, validate
         self.spent = 0.0
-        self.no_judge = False
 
     def trial(self, stage: str, row: int, index: int, settings: Settings, units: list[int]) -> tuple[Trial, bool]:
         """The logged trial, or a new one run now and logged; and whether it was logged already."""
@@ -284,7 +282,7 @@ class _Run:
             return self.logged[key], True
         began = time.perf_counter()
         score, scores = run_trial(self.model, units, settings, seed=self.seed, size=self.size,
-                                  judge_with=self.referee, no_judge=self.no_judge)
+                                  judge_with=self.referee, no_judge=self.referee is None)
         trial = Trial(row, index, settings, score, tuple(h.hits for h in scores), tuple(h.robustness for h in scores),
                       time.perf_counter() - began, stage, tuple(self.validate) if stage == "validate" else ())
         with _log_path(self.out).open("a") as log:
