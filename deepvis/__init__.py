@@ -48,6 +48,9 @@ _API = {
     "visualize_steps": ("deepvis.optimize", "optimize"),
     "assess": ("deepvis.quality", "assess"),
     "show": ("deepvis.display", "show"),
+    # a network as it trains
+    "Run": ("deepvis.run", "Run"),
+    "open_run": ("deepvis.run", "open_run"),
     # collections: top images and maps
     "build_index": ("deepvis.index", "build"),
     "top_images": ("deepvis.index", "top"),

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from deepvis.allocator import keep_freed_memory
-from deepvis.cli import collections, inspection, synthesis
+from deepvis.cli import collections, inspection, synthesis, training
 from deepvis.cli.common import MODELS_HELP, model_files
 from deepvis.errors import DeepvisError, one_line
 from deepvis.models_file import registered
@@ -49,6 +49,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("top", collections.add_top, collections.run_top),
     Command("merge", collections.add_merge, collections.run_merge),
     Command("embed", collections.add_embed, collections.run_embed),
+    Command("timeline", training.add_timeline, training.run_timeline),
 )
 
 

@@ -1,0 +1,1 @@
+"""Runnable examples: ``python -m deepvis.examples.digits`` records a training run offline."""
