@@ -68,3 +68,18 @@ def test_the_readme_own_network_example_runs_and_prints_what_it_says():
     assert result.returncode == 0, result.stderr[-2000:]
     said = re.search(r"# (\(.*\))\s*$", code.strip().splitlines()[-1]).group(1)
     assert result.stdout.strip() == said  # the comment in the README is what it prints
+
+
+def test_the_readme_training_example_records_the_run_it_says(tmp_path):
+    import textwrap
+
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- training-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert match, "README.md has no <!-- training-example --> python block"
+    code = textwrap.dedent(match.group(1))
+    assert sum("# deepvis: line" in line for line in code.splitlines()) == 2
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = re.search(r"# (\[.*\])\s*$", code.strip().splitlines()[-1]).group(1)
+    assert result.stdout.strip() == said
+    assert (tmp_path / "runs" / "mine" / "run.json").exists()

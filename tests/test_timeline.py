@@ -142,3 +142,20 @@ def test_the_timeline_command(dying_run, tmp_path, capsys):
     assert main(["timeline", str(dying_run.path), "--layer", "conv9"]) == 2
     err = capsys.readouterr().err
     assert "no layer 'conv9'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_offline_demo_learns_and_a_high_learning_rate_kills_units_which_the_diagnosis_says(tmp_path):
+    from deepvis.examples.digits import train
+
+    good = open_run(train(str(tmp_path / "good"), epochs=2, quiet=True))
+    assert good.steps == [0, 57, 114]
+    accuracy = good.scalars()["accuracy"]
+    assert accuracy[0] < 0.3 < 0.9 < accuracy[-1]
+    bad = open_run(train(str(tmp_path / "bad"), lr=0.5, epochs=2, quiet=True))
+    drain(timeline.compute(good))
+    drain(timeline.compute(bad))
+    assert not [d for d in timeline.diagnose(good) if d.kind == "dead"]
+    dead = [d for d in timeline.diagnose(bad) if d.kind == "dead"]
+    assert dead and dead[0].layer == "relu_1" and dead[0].evidence["dead"] >= 0.5
+    noise = timeline.summary(good)["convs"]["conv1"]["noise"]
+    assert noise[0] > health.NOISY and noise[-1] < noise[0]  # noise at initialization, smoother as it learns
