@@ -186,3 +186,28 @@ def test_a_network_with_tied_weights_is_snapshotted(tmp_path):
     run.snapshot(net, step=0)
     read = open_run(tmp_path / "r").state_dict(0)
     assert torch.equal(read["a.weight"], net.a.weight) and torch.equal(read["b.weight"], net.a.weight)
+
+
+def test_a_run_being_written_is_never_read_in_a_partial_state(tmp_path):
+    import threading
+
+    run = Run(tmp_path / "r", MODEL, **GRAY)
+    run.snapshot(_net(), step=0)
+    done = threading.Event()
+
+    def write() -> None:
+        for step in range(1, 40):
+            run.snapshot(_net(step % 3), step=step, loss=float(step))
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = 0
+    while not done.is_set() or seen < 40:
+        view = open_run(tmp_path / "r")
+        assert view.problems == () and view.steps == list(range(len(view.steps)))
+        assert view.scalars().get("loss", [None])[1:] == [float(s) for s in view.steps[1:]]
+        last = view.state_dict(view.steps[-1])  # the newest snapshot listed is whole
+        assert last["conv1.weight"].shape == (8, 1, 5, 5)
+        seen = len(view.steps)
+    writer.join()
