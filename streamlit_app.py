@@ -1,7 +1,9 @@
 """deepvis: look inside a convolutional network (after Yosinski et al. 2015).
 
 ``streamlit run streamlit_app.py -- --models FILE`` (repeatable, or ``DEEPVIS_MODELS=FILE``) also offers the
-networks a models file names, first in the sidebar (:mod:`deepvis.app.model`, :mod:`deepvis.models_file`).
+networks a models file names, first in the sidebar (:mod:`deepvis.app.model`, :mod:`deepvis.models_file`);
+``-- --runs DIR`` (repeatable, or ``DEEPVIS_RUNS=DIR``) lists the training runs under DIR on the Training page
+(:mod:`deepvis.app.training`).
 """
 
 import importlib
@@ -25,5 +27,6 @@ page = st.navigation([
     st.Page("app_pages/activations.py", title="Activations", icon=":material/grid_view:", default=True),
     st.Page("app_pages/optimization.py", title="Optimization", icon=":material/auto_awesome:"),
     st.Page("app_pages/comparison.py", title="Comparison", icon=":material/compare:"),
+    st.Page("app_pages/training.py", title="Training", icon=":material/timeline:", url_path="training"),
 ])
 page.run()

@@ -38,7 +38,7 @@ from torch import nn
 
 from deepvis import health
 from deepvis.progress import Progress
-from deepvis.run import RunError, RunView, _write_atomic
+from deepvis.run_files import RunError, RunView, write_atomic
 
 TILE = 64  # px of a filter's tile in the grid and the history strip
 PRESET = "table1:3"  # the paper's row 3 (blur scaled to the input): clear at 28 px on small CNNs
@@ -152,7 +152,7 @@ def _save_pictures(folder: Path, step: int, found: StepPictures) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, x=found.x, objective=found.objective, mean=np.asarray(found.mean), tiles=found.tiles)
-    _write_atomic(folder / _step_file(step, ".npz"), buffer.getvalue())
+    write_atomic(folder / _step_file(step, ".npz"), buffer.getvalue())
 
 
 # --- filling in ------------------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def _compute(view: RunView, pictures: Pictures | None, device, todo: list[tuple[
                 probe = view.probe(loaded)
             found = measure(loaded, probe)
             (view.path / "measures").mkdir(exist_ok=True)
-            _write_atomic(view.path / "measures" / _step_file(step, ".json"), json.dumps(found).encode())
+            write_atomic(view.path / "measures" / _step_file(step, ".json"), json.dumps(found).encode())
         else:
             work = _optimize_layer(loaded, pictures)
             while True:

@@ -79,4 +79,4 @@ def test_the_pages_stay_out_of_a_top_level_pages_folder():
     bare (no router, no sidebar navigation, no page config).  Its own guidance names `app_pages/` instead."""
     assert not (ROOT / "pages").exists()
     assert sorted(p.name for p in (ROOT / "app_pages").glob("*.py")) == [
-        "activations.py", "comparison.py", "optimization.py"]
+        "activations.py", "comparison.py", "optimization.py", "training.py"]
