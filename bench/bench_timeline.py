@@ -2,7 +2,7 @@
 
 Run by hand from the repository root:
 
-    python -m bench.bench_timeline [--threads 2] [--repeats 20] [--fill] [--device cpu|cuda]
+    python -m bench.bench_timeline [--threads 2] [--repeats 20] [--fill [--keep DIR]] [--device cpu|cuda]
 
 * **snapshot**: :meth:`deepvis.Run.snapshot` of a CIFAR-sized network (input ``3x32x32``) during training,
   median of ``--repeats`` wall-clock times, against the floor a loop would pay anyway to keep a checkpoint:
@@ -80,12 +80,13 @@ def bench_snapshot(repeats: int, device: str) -> list[dict]:
     return rows
 
 
-def bench_fill(device: str) -> dict:
+def bench_fill(device: str, keep: str | None = None) -> dict:
     from deepvis import timeline
     from deepvis.examples.digits import train
     from deepvis.progress import drain
 
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = keep or scratch
         start = time.perf_counter()
         train(str(Path(folder) / "digits"), quiet=True)
         record_s = time.perf_counter() - start
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--fill", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--keep", default=None, metavar="DIR", help="record the filled run into DIR/digits and keep "
+                        "it (for bench.bench_training_page)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = bench_snapshot(args.repeats, args.device)
@@ -117,7 +120,7 @@ def main() -> None:
         print(f"| {r['network']} | {r['parameters'] / 1e6:.2f} M | {r['snapshot_ms']:.1f} | {r['torch_save_ms']:.1f} "
               f"| {r['ratio']:.2f} |")
     if args.fill:
-        r = bench_fill(args.device)
+        r = bench_fill(args.device, args.keep)
         print(f"\nfill: record {r['record_s']:.1f} s; measures {r['measures_s']:.1f} s; pictures of conv2 "
               f"{r['pictures_s']:.1f} s ({r['per_snapshot_s']:.1f} s per snapshot)")
 
