@@ -17,6 +17,7 @@ Conventions
   time, and an interrupted fill resumes where it stopped.
 * Steps are the run's (:attr:`deepvis.run.RunView.steps`); a value not computed yet is ``None``.
 * Layers are named as everywhere else (graph nodes, :mod:`deepvis.graph`).
+* What the measures say in words is :mod:`deepvis.diagnosis`.
 """
 
 from __future__ import annotations
@@ -257,66 +258,6 @@ def sheet(view: RunView, pictures: Pictures, loaded, units: Sequence[int] | None
                          [f"step {s}" for s in view.steps])
 
 
-# --- diagnoses -------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """One finding in words, with the numbers it rests on."""
-
-    kind: str  # "dead", "noisy", "smooth", "sparser"
-    text: str
-    layer: str
-    evidence: dict
-
-
-def diagnose(view: RunView, at: int | None = None) -> list[Diagnosis]:
-    """What the measures up to step ``at`` (default: the last) say, in words (:mod:`deepvis.health`)."""
-    steps = [s for s in view.steps if at is None or s <= at]
-    measured = [(s, read_measures(view, s)) for s in steps]
-    measured = [(s, m) for s, m in measured if m is not None]
-    if not measured:
-        return []
-    now_step, now = measured[-1]
-    found: list[Diagnosis] = []
-    seen: set[tuple[int, tuple[int, ...]]] = set()
-    start = measured[0][1]["layers"]
-    for name, stats in now["layers"].items():
-        if not stats["dead"]:
-            continue
-        channels = round(len(stats["dead_channels"]) / stats["dead"])
-        # units dead on the probe from the first snapshot on did not die of training: only the ones that died count
-        born_dead = set(start.get(name, {}).get("dead_channels", [])) if len(measured) > 1 else set(
-            stats["dead_channels"])
-        died = tuple(c for c in stats["dead_channels"] if c not in born_dead)
-        if not died or len(died) / channels < DEAD or (channels, died) in seen:
-            continue  # (the same units seen again through the next ReLU or pooling: said once)
-        seen.add((channels, died))
-        since = now_step
-        for step, m in reversed(measured):
-            if not set(died) <= set(m["layers"].get(name, {}).get("dead_channels", [])):
-                break
-            since = step
-        share = len(died) / channels
-        found.append(Diagnosis("dead", f"{share:.0%} of `{name}`'s channels have been dead since step {since}: a "
-                               "symptom of too high a learning rate", name,
-                               {"dead": share, "channels": list(died), "since": since,
-                                "dead_from_the_start": sorted(born_dead)}))
-    first = next(((c, v) for c, v in now["convs"].items() if v.get("first")), None)
-    if first is not None and first[1]["noise"] is not None:
-        conv, values = first
-        start = measured[0][1]["convs"].get(conv, {}).get("noise")
-        evidence = {"noise": values["noise"], "at_start": start, "threshold": health.NOISY}
-        if values["noise"] > health.NOISY:
-            found.append(Diagnosis("noisy", f"first-layer filters are still noisy (high-frequency ratio "
-                                   f"{values['noise']:.2f}; white noise scores 1, smooth filters below "
-                                   f"{health.NOISY})", conv, evidence))
-        else:
-            was = f", from {start:.2f} at step {measured[0][0]}" if start is not None and now_step != measured[0][0] else ""
-            found.append(Diagnosis("smooth", f"first-layer filters are smooth (high-frequency ratio "
-                                   f"{values['noise']:.2f}{was})", conv, evidence))
-    return found
-
-
 def first_filters(loaded) -> np.ndarray:
     """The first convolution's raw filters as one uint8 grid (:func:`deepvis.render.weight_tiles`)."""
     from deepvis.render import weight_tiles
@@ -337,5 +278,5 @@ def first_filters_at(view: RunView, step: int) -> np.ndarray | None:
     return None if weight is None else weight_tiles(weight.float())[0]
 
 
-__all__ = ["Pictures", "compute", "summary", "history", "sheet", "diagnose", "measure", "missing", "first_filters", "first_filters_at",
-           "read_measures", "read_pictures", "RunError"]
+__all__ = ["Pictures", "compute", "summary", "history", "sheet", "measure", "missing", "first_filters", "first_filters_at",
+           "read_measures", "read_pictures", "RunError", "DEAD"]

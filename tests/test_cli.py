@@ -52,7 +52,7 @@ def test_every_command_is_in_the_table_once_and_has_a_parser() -> None:
     names = [c.name for c in COMMANDS]
     assert len(names) == len(set(names))
     assert set(names) == {"info", "predict", "activations", "backprop", "occlusion", "optimize", "compare",
-                          "calibrate", "index", "top", "merge", "embed"}
+                          "calibrate", "index", "top", "merge", "embed", "timeline"}
     assert list(_subcommands(build_parser())) == names
     for command in COMMANDS:
         assert callable(command.add) and callable(command.run)

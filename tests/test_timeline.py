@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from deepvis import health, timeline
+from deepvis.diagnosis import diagnose
 from deepvis.cli import main
 from deepvis.progress import drain
 from deepvis.run import Run, open_run
@@ -80,13 +81,13 @@ def test_channels_zeroed_by_hand_are_reported_dead_since_the_step_they_died(dyin
     assert found["layers"]["conv2"]["dead"] == [0.0, 0.0, 0.0]  # -1 everywhere is not zero
     assert found["convs"]["conv1"]["noise"][0] == found["convs"]["conv1"]["noise"][2]  # conv1 never changed
     assert found["first_conv"] == "conv1"
-    dead = [d for d in timeline.diagnose(dying_run) if d.kind == "dead"]
+    dead = [d for d in diagnose(dying_run) if d.kind == "dead"]
     assert len(dead) == 1  # relu_1 and the pooling after it are the same units: said once
     assert dead[0].layer == "relu_1" and dead[0].evidence["channels"] == DEAD and dead[0].evidence["since"] == 10
     assert dead[0].evidence["dead_from_the_start"] == natural  # dead on the probe at init: not training's doing
     assert dead[0].text.startswith("12% of `relu_1`'s channels have been dead since step 10")
-    assert not [d for d in timeline.diagnose(dying_run, at=0) if d.kind == "dead"]
-    noisy = [d for d in timeline.diagnose(dying_run) if d.layer == "conv1"]
+    assert not [d for d in diagnose(dying_run, at=0) if d.kind == "dead"]
+    noisy = [d for d in diagnose(dying_run) if d.layer == "conv1"]
     assert noisy[0].kind == "noisy" and "still noisy" in noisy[0].text  # an untrained first layer
 
 
@@ -154,8 +155,8 @@ def test_the_offline_demo_learns_and_a_high_learning_rate_kills_units_which_the_
     bad = open_run(train(str(tmp_path / "bad"), lr=0.5, epochs=2, quiet=True))
     drain(timeline.compute(good))
     drain(timeline.compute(bad))
-    assert not [d for d in timeline.diagnose(good) if d.kind == "dead"]
-    dead = [d for d in timeline.diagnose(bad) if d.kind == "dead"]
+    assert not [d for d in diagnose(good) if d.kind == "dead"]
+    dead = [d for d in diagnose(bad) if d.kind == "dead"]
     assert dead and dead[0].layer == "relu_1" and dead[0].evidence["dead"] >= 0.5
     noise = timeline.summary(good)["convs"]["conv1"]["noise"]
     assert noise[0] > health.NOISY and noise[-1] < noise[0]  # noise at initialization, smoother as it learns

@@ -24,6 +24,7 @@ import torch
 from deepvis import timeline as tl
 from deepvis.activations import capture, top_predictions
 from deepvis.app.training import Shown, _stamp, device, picture_file
+from deepvis.diagnosis import Diagnosis, diagnose
 from deepvis.models import LoadedModel
 from deepvis.run import MANIFEST, RunView, open_run
 
@@ -70,12 +71,12 @@ def summary(shown: Shown) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _diagnoses(_view: RunView, path: str, step: int, stamp: tuple) -> list[tl.Diagnosis]:
-    return tl.diagnose(_view, at=step)
+def _diagnoses(_view: RunView, path: str, step: int, stamp: tuple) -> list[Diagnosis]:
+    return diagnose(_view, at=step)
 
 
-def diagnoses(shown: Shown, step: int) -> list[tl.Diagnosis]:
-    """:func:`deepvis.timeline.diagnose` at ``step``, re-read only when the measures or manifest change."""
+def diagnoses(shown: Shown, step: int) -> list[Diagnosis]:
+    """:func:`deepvis.diagnosis.diagnose` at ``step``, re-read only when the measures or manifest change."""
     view = shown.view
     return _diagnoses(view, str(view.path), step, (tuple(view.steps), _stamp(view.path / MANIFEST),
                                                    _stamp(view.path / "measures")))

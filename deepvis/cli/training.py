@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from deepvis import timeline
+from deepvis.diagnosis import diagnose
 from deepvis.cli.common import check_device, emit, run_with_bar, write_png
 from deepvis.run import RunError, open_run
 
@@ -57,7 +58,7 @@ def run_timeline(args: argparse.Namespace) -> int:
                              "folder": str(pictures.folder(view, loaded)),
                              "missing": [s for s, kind in timeline.missing(view, pictures, loaded) if kind == "pictures"]}
     found["diagnoses"] = [{"kind": d.kind, "text": d.text, "layer": d.layer, "evidence": d.evidence}
-                          for d in timeline.diagnose(view)]
+                          for d in diagnose(view)]
     if args.out:
         write_png(args.out, timeline.sheet(view, pictures, loaded))
         found["sheet"] = args.out
