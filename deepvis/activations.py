@@ -52,12 +52,16 @@ def capture(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | str,
         module = truncated(model, names, folded)
     except UntraceableError:
         return _capture_with_hooks(model, inputs, names, keep_graph)
-    with forward_pass(), nullcontext() if keep_graph else torch.no_grad():
-        outputs = module(inputs)
+    with forward_pass():  # the graph module's own forward: it is private, so no hook of its own to run
+        if keep_graph:
+            outputs = module.forward(inputs)
+        else:
+            with torch.no_grad():
+                outputs = module.forward(inputs)
     for name, value in outputs.items():
         if not isinstance(value, torch.Tensor):
             raise LayerError(f"Layer {name!r} does not return a single tensor.")
-    return dict(outputs)
+    return outputs  # a new dict on every call
 
 
 def _capture_with_hooks(model: nn.Module, inputs: torch.Tensor, names: list[str],
@@ -114,7 +118,7 @@ def top_predictions(logits: torch.Tensor, class_names: Sequence[str], top: int =
     """Softmax of one image's ``(K,)`` logits, the ``top`` best first."""
     if not 1 <= top <= len(class_names):
         raise DeepvisError(f"top must be between 1 and {len(class_names)}, not {top}")
-    values, indices = logits.detach().float().softmax(dim=0).topk(top)
+    values, indices = (logits.detach() if logits.requires_grad else logits).float().softmax(dim=0).topk(top)
     return [Prediction(class_names[i], i, p) for p, i in zip(values.tolist(), indices.tolist())]
 
 
@@ -135,7 +139,7 @@ class ChannelStats:
 
 def channel_stats(activation: torch.Tensor) -> ChannelStats:
     """Mean, max and where the max is, per channel of ``(C, H, W)`` (or ``(K,)``, as ``(K, 1, 1)``)."""
-    act = activation.detach().float()
+    act = (activation.detach() if activation.requires_grad else activation).float()
     if act.dim() == 1:
         act = act[:, None, None]
     if act.dim() != 3:
@@ -143,8 +147,11 @@ def channel_stats(activation: torch.Tensor) -> ChannelStats:
     flat = act.flatten(1)
     maxima, where = flat.max(dim=1)
     width = act.shape[2]
-    argmax = torch.stack([where // width, where % width], dim=1)
-    return ChannelStats(flat.mean(dim=1).cpu(), maxima.cpu(), argmax.cpu())
+    if where.device.type == "cpu":  # the same integers, without three more tensor ops
+        argmax = torch.from_numpy(np.stack(np.divmod(where.numpy(), width), axis=1))
+    else:
+        argmax = torch.stack([where // width, where % width], dim=1).cpu()
+    return ChannelStats(flat.mean(dim=1).cpu(), maxima.cpu(), argmax)
 
 
 @dataclass(frozen=True)

@@ -1,48 +1,39 @@
 """Layers as the network computes them: nodes of the traced forward graph.
 
-(Over 300 lines: tracing, the private twin, truncation, BatchNorm folding and the trace lock are one
-mechanism.)
+(Over 300 lines: tracing, the private twin, truncation, BatchNorm folding and the trace lock are one mechanism.)
 
 Conventions
 -----------
-* **A layer is a node** of the model's forward graph, traced once in eval mode by
-  torchvision's feature-extraction tracer (``NodePathTracer``) and named as
-  ``torchvision.models.feature_extraction.get_graph_node_names`` names it:
-  ``_blocks.9._swish_1`` (EfficientNet-Lite's shared ReLU6, second call in block 9),
-  ``layer3.2.relu_2`` (third ReLU call of a ResNet bottleneck),
-  ``inception4a.branch2.1.relu`` (GoogLeNet's functional ``F.relu``).  A module path
-  (``_blocks.9``, ``layer3``) names the last node inside that module, as
-  torchvision's ``return_nodes`` do, so block outputs keep their old names.
-* **The shared model is never traced, hooked or switched to train mode.**  Tracing
-  runs on a private *twin*: a copy of the module tree whose parameters and buffers
-  are the model's own tensors (no weight is copied), kept in eval mode.  Every
-  graph module built here hangs off that twin, so running one is an ordinary
-  stateless forward pass: any number of threads can run them at once.
-  (torchvision's ``create_feature_extractor`` would trace the model twice and put it
-  in train mode for one trace, which concurrent sessions must never see; it also
-  costs ~0.3 s per request on Lite0.  So the one eval trace is kept and each
-  request only moves the graph's output, with FX's own dead-code elimination.)
-* **Truncated modules.**  ``truncated(model, names)`` is a ``GraphModule`` computing
-  ``{name: tensor}`` for exactly those nodes and nothing after the deepest one.  It
-  is built once per (model, names) and cached (LRU, :data:`CACHE_SIZE` per model).
-  A requested node that is not the deepest is cloned as soon as it is computed, so
-  a later in-place op (``nn.ReLU(inplace=True)``) cannot change it.
-* Which nodes are offered to a person, and how they are described, is
-  :mod:`deepvis.layers`.
-* **Tracing excludes every forward pass.**  torch.fx traces by patching
-  ``nn.Module.__call__`` for the whole process, so a forward pass in another
-  thread during a trace would be recorded by (and break) that trace.  Every
-  forward pass deepvis runs holds :func:`forward_pass` (a shared lock; passes run
-  together) and every trace holds it exclusively; a trace waits for the passes in
-  flight and is the only thing running while it lasts (about 0.1-0.3 s, once per
-  model).
-* A model the tracer cannot follow (data-dependent control flow, say) raises
-  :class:`UntraceableError`; callers fall back to module-level layers.
+* **A layer is a node** of the model's forward graph, traced once in eval mode by torchvision's feature-extraction
+  tracer (``NodePathTracer``) and named as ``torchvision.models.feature_extraction.get_graph_node_names`` names
+  it: ``_blocks.9._swish_1`` (EfficientNet-Lite's shared ReLU6, second call in block 9), ``layer3.2.relu_2``
+  (third ReLU call of a ResNet bottleneck), ``inception4a.branch2.1.relu`` (GoogLeNet's functional ``F.relu``).  A
+  module path (``_blocks.9``, ``layer3``) names the last node inside that module, as torchvision's
+  ``return_nodes`` do, so block outputs keep their old names.
+* **The shared model is never traced, hooked or switched to train mode.**  Tracing runs on a private *twin*: a
+  copy of the module tree whose parameters and buffers are the model's own tensors (no weight is copied), kept in
+  eval mode.  Every graph module built here hangs off that twin, so running one is an ordinary stateless forward
+  pass: any number of threads can run them at once.  (torchvision's ``create_feature_extractor`` would trace the
+  model twice and put it in train mode for one trace, which concurrent sessions must never see; it also costs ~0.3
+  s per request on Lite0.  So the one eval trace is kept and each request only moves the graph's output, with FX's
+  own dead-code elimination.)
+* **Truncated modules.**  ``truncated(model, names)`` is a ``GraphModule`` computing ``{name: tensor}`` for
+  exactly those nodes and nothing after the deepest one.  It is built once per (model, names) and cached (LRU,
+  :data:`CACHE_SIZE` per model); a request seen before is found with one dictionary read.  A requested node that
+  is not the deepest is cloned as soon as it is computed, so a later in-place op (``nn.ReLU(inplace=True)``)
+  cannot change it.
+* Which nodes are offered to a person, and how they are described, is :mod:`deepvis.layers`.
+* **Tracing excludes every forward pass.**  torch.fx traces by patching ``nn.Module.__call__`` for the whole
+  process, so a forward pass in another thread during a trace would be recorded by (and break) that trace.  Every
+  forward pass deepvis runs holds :func:`forward_pass` (a shared lock; passes run together) and every trace holds
+  it exclusively; a trace waits for the passes in flight and is the only thing running while it lasts (about
+  0.1-0.3 s, once per model).
+* A model the tracer cannot follow (data-dependent control flow, say) raises :class:`UntraceableError`; callers
+  fall back to module-level layers.
 * The graph takes one input, the image batch: a forward's further arguments with defaults (timm's
   ``attn_mask=None``) are bound to those defaults.  Each requested output of a truncated module ends in
-  :func:`deepvis.tokens.as_maps` (a vision transformer's ``(N, T, D)`` tokens become ``(N, D, P, P)``
-  maps; any other tensor passes unchanged), or for a ``"<layer>[cls]"`` name in
-  :func:`deepvis.tokens.class_token`.
+  :func:`deepvis.tokens.as_maps` (a vision transformer's ``(N, T, D)`` tokens become ``(N, D, P, P)`` maps; any
+  other tensor passes unchanged), or for a ``"<layer>[cls]"`` name in :func:`deepvis.tokens.class_token`.
 """
 
 from __future__ import annotations
@@ -67,33 +58,33 @@ from deepvis.errors import DeepvisError
 CACHE_SIZE = 32
 
 class _SharedExclusiveLock:
-    """Many holders of the shared side at once, or one of the exclusive side.
+    """Many holders of the shared side at once (``with lock:``, no generator per use), or one of the exclusive side.
 
     A waiting exclusive holder goes first (new shared holders wait), so a stream of forward passes cannot
     starve a trace; a thread that already holds the shared side may take it again (nested passes).
     """
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
+        self._mutex = threading.Lock()  # taken directly (a C lock) on the shared side; the condition's lock
+        self._condition = threading.Condition(self._mutex)
         self._shared = 0
         self._exclusive = False
         self._waiting = 0  # exclusive holders waiting
         self._mine = threading.local()
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
+    def __enter__(self) -> None:
         depth = getattr(self._mine, "depth", 0)
-        with self._condition:
+        with self._mutex:
             while self._exclusive or (self._waiting and depth == 0):
                 self._condition.wait()
             self._shared += 1
         self._mine.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._mine.depth = depth
-            with self._condition:
-                self._shared -= 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._mine.depth -= 1
+        with self._mutex:
+            self._shared -= 1
+            if self._waiting:  # only an exclusive holder waits for shared ones to leave
                 self._condition.notify_all()
 
     @contextmanager
@@ -117,7 +108,7 @@ _TRACING = _SharedExclusiveLock()
 
 def forward_pass() -> AbstractContextManager[None]:
     """Hold this while running any model forward, so that no trace patches ``nn.Module`` meanwhile."""
-    return _TRACING.shared()
+    return _TRACING
 
 
 class UntraceableError(RuntimeError):
@@ -135,9 +126,20 @@ def _tracer() -> NodePathTracer:
                                         if issubclass(m, nn.Module)])
 
 
-def _signature(model: nn.Module) -> tuple[int, int]:
-    """Cheap identity of a model's tensors: ``.to(device)`` keeps parameter objects but replaces buffers."""
-    return id(next(model.parameters(), None)), id(next(model.buffers(), None))
+def _signature(model: nn.Module) -> tuple[tuple[dict, str, object], ...]:
+    """Where the first parameter and buffer live (``.to(device)`` keeps parameter objects but replaces buffers):
+    each ``(dict, key, object)`` link from the model down to them, for :func:`traced` to check in constant time."""
+    links = []
+    for kind, first in (("_parameters", next(model.named_parameters(), None)),
+                        ("_buffers", next(model.named_buffers(), None))):
+        if first is not None:
+            *path, key = first[0].split(".")
+            module = model
+            for part in path:
+                links.append((module._modules, part, module._modules[part]))
+                module = module._modules[part]
+            links.append((getattr(module, kind), key, first[1]))
+    return tuple(links)
 
 
 class TracedModel:
@@ -162,6 +164,7 @@ class TracedModel:
         self.order = {node: i for i, node in enumerate(self.graph.nodes)}
         self._lock = threading.Lock()
         self._modules: OrderedDict[tuple, fx.GraphModule] = OrderedDict()
+        self._seen: dict[tuple, tuple[tuple, fx.GraphModule]] = {}  # (names, folded) -> (key, module) in _modules
         self._folded: tuple[nn.Module, frozenset[str]] | None = None
         self._bias_edits: list[tuple[fx.Node, str]] = []
 
@@ -221,13 +224,22 @@ class TracedModel:
         return module.eval()
 
     def truncated(self, names: Sequence[str], folded: bool = False) -> fx.GraphModule:
+        request = (tuple(names), folded)
+        key, module = self._seen.get(request, (None, None))  # a request seen before: one dict read
+        with self._lock:
+            if module is not None and self._modules.get(key) is module:
+                self._modules.move_to_end(key)
+                return module
+        key, build = ("capture", request[0]), lambda: self.module(self.truncated_graph(names)[0])
         if folded:
             twin, convs = self.folded_twin()
             if not any(self.qualname.get(self.resolve(tokens.split(name)[0])) in convs for name in names):
-                key = ("folded", tuple(names))
-                return self.cached(key, lambda: self.module(self.truncated_graph(names, self._bias_edits)[0], twin))
-        key = ("capture", tuple(names))
-        return self.cached(key, lambda: self.module(self.truncated_graph(names)[0]))
+                key, build = ("folded", request[0]), lambda: self.module(
+                    self.truncated_graph(names, self._bias_edits)[0], twin)
+        module = self.cached(key, build)
+        with self._lock:  # requests whose module is no longer cached are forgotten (a bound, as for the cache)
+            self._seen = {**{r: v for r, v in self._seen.items() if v[0] in self._modules}, request: (key, module)}
+        return module
 
     def folded_twin(self) -> tuple[nn.Module, frozenset[str]]:
         """A private copy of the twin with each eval BatchNorm folded into the convolution that only feeds it:
@@ -302,11 +314,10 @@ def traced(model: nn.Module) -> TracedModel:
     replaces buffers) is traced anew; swapping other submodules after the first use
     is not noticed (nothing in deepvis does it).
     """
-    with _TRACES_LOCK:
-        found = _TRACES.get(model)
+    found = _TRACES.get(model)  # one dict read (atomic); a miss or a stale trace takes the lock below
     if isinstance(found, UntraceableError):
         raise found
-    if found is not None and found.signature == _signature(model):
+    if found is not None and all(table.get(key) is value for table, key, value in found.signature):
         return found
     try:
         result: TracedModel | UntraceableError = TracedModel(model)

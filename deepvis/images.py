@@ -19,6 +19,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from pathlib import Path
@@ -137,10 +138,18 @@ def model_view(image: Image.Image, spec: ModelSpec, size: int | None = None) -> 
 
 def channel_stats(norm: Normalization, device: torch.device | str = "cpu",
                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean and std in 0-255 units as ``(1, C, 1, 1)`` tensors, to broadcast over a batch."""
-    mean = torch.tensor(norm.mean255, dtype=dtype, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(norm.std255, dtype=dtype, device=device).view(1, -1, 1, 1)
-    return mean, std
+    """The mean and std in 0-255 units as ``(1, C, 1, 1)`` tensors, to broadcast over a batch.
+
+    Made once per (values, dtype, device) and shared by every caller and thread: read them, never write."""
+    return _channel_stats(norm.mean, norm.std, dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    norm = Normalization(mean, std)
+    return (torch.tensor(norm.mean255, dtype=dtype, device=device).view(1, -1, 1, 1),
+            torch.tensor(norm.std255, dtype=dtype, device=device).view(1, -1, 1, 1))
 
 
 def normalize(pixels: torch.Tensor, norm: Normalization) -> torch.Tensor:

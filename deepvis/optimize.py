@@ -192,11 +192,12 @@ def _ascent_step(x: torch.Tensor, grad: torch.Tensor, g_in: torch.Tensor, rows: 
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps (1)-(4) of the module docstring for every row in ``rows``; returns the new x and each row's lr."""
     if rows.all_constant:
-        lr = rows.lr
+        lr, lr4 = rows.lr, rows.lr4
     else:
         progress_lr = torch.minimum(rows.max_lr, rows.desired / (grad * g_in).flatten(1).sum(dim=1))
         lr = torch.where(rows.constant, rows.lr, progress_lr)
-    x = (x + lr.view(-1, 1, 1, 1) * g_in) * rows.keep.view(-1, 1, 1, 1)  # (1) step, then L2 decay
+        lr4 = lr.view(-1, 1, 1, 1)
+    x = (lr4 * g_in).add_(x).mul_(rows.keep4)  # (1) step, then L2 decay: (x + lr·g_in)·(1 − decay)
     sigmas = rows.blur_sigmas(it)
     if any(sigmas):
         x = reg.gaussian_blur(x, sigmas)  # (2)
@@ -226,7 +227,8 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         # Clipped through 0-255 and back, not x.clamp(-mean, 255 - mean): the round trip puts every pixel on the
         # float grid of its 0-255 value, so a batch column stays equal to its single run (the kernels of a
         # batch of 3 and of 1 differ by ~1e-7, which the clamp alone would let grow to 1e-3 in 5 steps).
-        xa = (x[rows.rows] + mean).clamp(0, 255) - mean
+        xa = (x if isinstance(rows.rows, slice) else x[rows.rows]) + mean
+        xa = xa.clamp_(0, 255).sub_(mean)  # (x + mean).clamp(0, 255) - mean, in place on the sum
         x = _assign(x, rows, xa)
         values, is_max, grad = _evaluate(model, xa, rows, std)
         history.record(it, rows.rows, xa, values, is_max)

@@ -41,6 +41,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -63,20 +64,25 @@ CROP_FRACTION = (0.8, 1.0)
 LOGIT_EPS = 1e-3
 
 
+@functools.lru_cache(maxsize=16)
+def _colour_matrix(inverse: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:data:`DECORRELATION` (or its inverse) as a tensor, made once per dtype and device (shared: read only)."""
+    matrix = np.linalg.inv(DECORRELATION.astype(np.float64)) if inverse else DECORRELATION
+    return torch.as_tensor(matrix, dtype=dtype, device=device)
+
+
 def recorrelate(t: torch.Tensor) -> torch.Tensor:
     """Decorrelated colour ``(B, 3, H, W)`` -> RGB logits: ``M t`` at every pixel (one gray channel: unchanged)."""
     if t.shape[1] == 1:
         return t
-    matrix = torch.as_tensor(DECORRELATION, dtype=t.dtype, device=t.device)
-    return torch.einsum("ck,bkhw->bchw", matrix, t)
+    return torch.einsum("ck,bkhw->bchw", _colour_matrix(False, t.dtype, t.device), t)
 
 
 def decorrelate(t: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`recorrelate`."""
     if t.shape[1] == 1:
         return t
-    inverse = torch.as_tensor(np.linalg.inv(DECORRELATION.astype(np.float64)), dtype=t.dtype, device=t.device)
-    return torch.einsum("ck,bkhw->bchw", inverse, t)
+    return torch.einsum("ck,bkhw->bchw", _colour_matrix(True, t.dtype, t.device), t)
 
 
 def frequencies(height: int, width: int) -> np.ndarray:
@@ -94,7 +100,7 @@ def spectrum_scale(height: int, width: int, decay_power: float = 1.0) -> torch.T
 
 def fourier_to_image(spectrum: torch.Tensor, scale: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(B, C, H, W//2+1, 2)`` real pairs -> ``(B, C, H, W)`` in [0, 1]."""
-    complex_spectrum = torch.view_as_complex(spectrum * scale[..., None])
+    complex_spectrum = torch.view_as_complex(spectrum * scale.unsqueeze(-1))
     t = torch.fft.irfftn(complex_spectrum, s=size, dim=(-2, -1), norm="ortho") / FOURIER_DIVISOR
     return torch.sigmoid(recorrelate(t))
 

@@ -167,44 +167,79 @@ class Snapshot:
 class Recorder:
     """Per-row, per-iteration records and the best image so far, kept on the device until a snapshot.
 
-    ``x`` at construction is the start ``(B, 3, H, W)`` in pixel space (the best image until one scores).
+    ``x`` at construction is the start ``(B, C, H, W)`` in pixel space (the best image until one scores).
+    An iteration costs a few tensor ops and no copy to the CPU: its values are kept as the tensors they
+    came in (:data:`PENDING` iterations at most) and written into the ``(iterations, B)`` arrays in a few
+    batched ops when a record is asked for; the image's L2 norm and std are computed there, in float64,
+    from its sum of squares and sum.
     """
+
+    PENDING = 64
 
     def __init__(self, x: torch.Tensor, total: int) -> None:
         rows, device = x.shape[0], x.device
         self.values = {name: torch.zeros(total, rows, dtype=torch.float64, device=device)
-                       for name in ("objective", "norm", "std", "lr")}
+                       for name in ("objective", "squares", "sums", "lr")}
         self.is_max = torch.zeros(total, rows, dtype=torch.bool, device=device)
         self.best = torch.full((rows,), -math.inf, dtype=torch.float64, device=device)
         self.best_step = torch.zeros(rows, dtype=torch.long, device=device)
         self.best_x = x.clone()
+        self.pixels = x[0].numel()  # values per image, for the std
+        self._pending: list[tuple] = []  # (it, where, objective, squares, sums, is_max, improved)
+        self._pending_lr: list[tuple] = []  # (it, where, lr)
 
     def record(self, it: int, where: slice | torch.Tensor, x: torch.Tensor, values: torch.Tensor,
                is_max: torch.Tensor) -> None:
-        """Iteration ``it`` of the rows ``where``: the image ``x`` they evaluated and what it scored."""
+        """Iteration ``it`` of the rows ``where``: the image ``x`` they evaluated and what it scored.
+        ``values`` and ``is_max`` are kept as they are: nothing may write into them afterwards."""
         flat = x.flatten(1)
         # One pass of sums instead of torch.std (several ms per row on a CPU); x has mean ~0, so no cancellation.
-        squares, sums = flat.pow(2).sum(dim=1).double(), flat.sum(dim=1).double()
-        self.values["objective"][it, where] = values.double()
-        self.values["norm"][it, where] = squares.sqrt()
-        self.values["std"][it, where] = (squares / flat.shape[1] - (sums / flat.shape[1]) ** 2).clamp(min=0).sqrt()
-        self.is_max[it, where] = is_max
-        improved = values.double() > self.best[where]
-        self.best[where] = torch.where(improved, values.double(), self.best[where])
-        self.best_step[where] = torch.where(improved, it, self.best_step[where])
-        if isinstance(where, slice):
+        squares, sums = flat.pow(2).sum(dim=1), flat.sum(dim=1)
+        if isinstance(where, slice) and where == slice(None):
+            improved = values > self.best
+            torch.where(improved, values, self.best, out=self.best)
             torch.where(improved.view(-1, 1, 1, 1), x, self.best_x, out=self.best_x)
         else:
+            improved = values > self.best[where]
+            self.best[where] = torch.where(improved, values.double(), self.best[where])
             self.best_x[where] = torch.where(improved.view(-1, 1, 1, 1), x, self.best_x[where])
+        self._pending.append((it, where, values, squares, sums, is_max, improved))
+        if len(self._pending) >= self.PENDING:
+            self._flush()
 
     def record_lr(self, it: int, where: slice | torch.Tensor, lr: torch.Tensor) -> None:
-        """The lr of the step that followed iteration ``it`` (0 for a row's last iteration)."""
-        self.values["lr"][it, where] = lr.double()
+        """The lr of the step that followed iteration ``it`` (0 for a row's last iteration); kept as given."""
+        self._pending_lr.append((it, where, lr))
+        if len(self._pending_lr) >= self.PENDING:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending iterations into the arrays: one batched write per field and run of iterations
+        that recorded the same rows at consecutive iterations."""
+        for run in _runs(self._pending):
+            its, where = [entry[0] for entry in run], run[0][1]
+            steps = slice(its[0], its[-1] + 1)
+            for name, column in (("objective", 2), ("squares", 3), ("sums", 4)):
+                self.values[name][steps, where] = torch.stack([entry[column] for entry in run]).double()
+            self.is_max[steps, where] = torch.stack([entry[5] for entry in run])
+            # The last iteration that improved a row is its best step (the running best only rises).
+            improved = torch.stack([entry[6] for entry in run])
+            at = torch.arange(its[0], its[-1] + 1, device=improved.device).view(-1, 1)
+            last = torch.where(improved, at, -1).amax(dim=0)
+            self.best_step[where] = torch.where(last >= 0, last, self.best_step[where])
+        for run in _runs(self._pending_lr):
+            its, where = [entry[0] for entry in run], run[0][1]
+            self.values["lr"][its[0]:its[-1] + 1, where] = torch.stack([entry[2] for entry in run]).double()
+        self._pending.clear()
+        self._pending_lr.clear()
 
     def run_record(self, it: int, targets: Sequence[Target], settings: Sequence[Settings], x: torch.Tensor,
                    mean: torch.Tensor, seed: int, seconds: float) -> RunRecord:
         """Everything recorded up to iteration ``it``; ``x`` ``(B, C, H, W)`` are the rows' current images."""
-        arrays = {name: values.cpu().numpy() for name, values in self.values.items()}
+        self._flush()
+        squares, sums = self.values["squares"], self.values["sums"]
+        stats = {"norm": squares.sqrt(), "std": (squares / self.pixels - (sums / self.pixels) ** 2).clamp(min=0).sqrt()}
+        arrays = {name: values.cpu().numpy() for name, values in {**self.values, **stats}.items()}
         is_max, best_xs, last_xs = self.is_max.cpu().numpy(), to_hwc(self.best_x), to_hwc(x)
         mean_rgb = tuple(float(v) for v in mean.flatten().tolist())
         best_steps = self.best_step.cpu().tolist()
@@ -215,6 +250,17 @@ class Recorder:
                                   arrays["norm"][:n, b].copy(), arrays["std"][:n, b].copy(),
                                   arrays["lr"][:n, b].copy(), best_xs[b], int(best_steps[b]), last_xs[b], mean_rgb))
         return RunRecord(tuple(rows), seed, last_xs.shape[1], it, seconds)
+
+
+def _runs(entries: list[tuple]) -> list[list[tuple]]:
+    """``entries`` (iteration first, rows second) cut into runs of consecutive iterations of the same rows."""
+    runs: list[list[tuple]] = []
+    for entry in entries:
+        if runs and runs[-1][-1][1] is entry[1] and runs[-1][-1][0] + 1 == entry[0]:
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+    return runs
 
 
 def to_hwc(x: torch.Tensor) -> np.ndarray:

@@ -53,6 +53,7 @@ class Rows:
         self.all_constant = all(s.lr_policy == "constant" for s in chosen)
         self.lr, self.max_lr = per_row([s.lr for s in chosen]), per_row([s.max_lr for s in chosen])
         self.desired, self.keep = per_row([s.desired_prog for s in chosen]), per_row([1 - s.decay for s in chosen])
+        self.lr4, self.keep4 = self.lr.view(-1, 1, 1, 1), self.keep.view(-1, 1, 1, 1)  # to broadcast over images
         self.norm_pcts, self.contrib_pcts = [s.norm_pct for s in chosen], [s.contrib_pct for s in chosen]
         self.groups = []  # (layer, kind, members, units, ys, xs, source): one objective per layer and kind
         key = lambda i: (targets[active[i]].layer, targets[active[i]].objective)  # noqa: E731
@@ -65,33 +66,56 @@ class Rows:
                                 per_row(units, torch.long), per_row([p[0] for p in positions], torch.long),
                                 per_row([p[1] for p in positions], torch.long), sources[layer]))
         self.captured = list(dict.fromkeys(source[0] if source else layer for layer, *_, source in self.groups))
+        self._batch = [torch.arange(len(members), device=device) for _, _, members, *_ in self.groups]
+        self._whole = len(self.groups) == 1 and self.groups[0][2].tolist() == list(range(len(active)))
+        self._flat: dict[tuple[int, int, int], torch.Tensor] = {}
 
     def blur_sigmas(self, iteration: int) -> list[float]:
         return [s.blur_radius if reg.blur_due(s.blur_radius, s.blur_every, iteration) else 0.0 for s in self.settings]
 
-    def objective(self, acts: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(self, acts: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(sum of the objectives to differentiate, each row's objective ``(n,)``, whether its unit is its
         layer's argmax ``(n,)``), rows in ``self.active`` order."""
         n = len(self.active)
-        values = torch.empty(n, device=self.index.device)
-        is_max = torch.empty(n, dtype=torch.bool, device=self.index.device)
         parts = []
-        for layer, kind, members, units, ys, xs, source in self.groups:
+        for g, (layer, kind, members, units, ys, xs, source) in enumerate(self.groups):
             name = source[0] if source else layer
             act = acts[name] if len(members) == n else acts[name][members]
             # A rectified unit: ascend its input (module docstring), report and rank its own rectified value.
             shown = act if source is None else act.detach().clamp(0.0, source[1])
-            batch = torch.arange(act.shape[0], device=act.device)
+            batch = self._batch[g]
             if kind == "neuron":
-                value, reported = act[batch, units, ys, xs], shown[batch, units, ys, xs]
-                flat = shown.detach().flatten(1).argmax(dim=1)
-                hit = flat == (units * act.shape[2] + ys) * act.shape[3] + xs
+                value = act[batch, units, ys, xs]
+                reported = value.detach() if source is None else shown[batch, units, ys, xs]
+                hit = shown.detach().flatten(1).argmax(dim=1) == self._flat_index(g, act.shape)
             else:
-                scores, reported_scores = ((a.mean(dim=(2, 3)) if kind == "channel" else a) for a in (act, shown))
-                value, reported = scores[batch, units], reported_scores[batch, units]
-                hit = reported_scores.detach().argmax(dim=1) == units
+                scores = act.mean(dim=(2, 3)) if kind == "channel" else act
+                value = scores[batch, units]
+                if source is None:
+                    reported_scores, reported = scores, value.detach()
+                else:
+                    reported_scores = shown.mean(dim=(2, 3)) if kind == "channel" else shown
+                    reported = reported_scores[batch, units]
+                hit = reported_scores.argmax(dim=1) == units
             parts.append((members, value, reported, hit))
-        total = sum(value.sum() for _, value, _, _ in parts)
+        total = parts[0][1].sum()
+        for _, value, _, _ in parts[1:]:
+            total = total + value.sum()
+        dtype = torch.get_default_dtype()
+        if self._whole:  # one group holding every row in order: its tensors are the rows'
+            _, _, reported, hit = parts[0]
+            return total, reported if reported.dtype == dtype else reported.to(dtype), hit
+        values = torch.empty(n, dtype=dtype, device=self.index.device)
+        is_max = torch.empty(n, dtype=torch.bool, device=self.index.device)
         for members, _, reported, hit in parts:
             values[members], is_max[members] = reported.detach(), hit
         return total, values, is_max
+
+    def _flat_index(self, group: int, shape: torch.Size) -> torch.Tensor:
+        """Where a neuron group's units lie in their ``(C, H, W)`` map flattened, per row (made once per shape)."""
+        key = (group, shape[2], shape[3])
+        found = self._flat.get(key)
+        if found is None:
+            _, _, _, units, ys, xs, _ = self.groups[group]
+            found = self._flat[key] = (units * shape[2] + ys) * shape[3] + xs
+        return found
