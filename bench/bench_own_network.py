@@ -22,7 +22,12 @@ process's CPU time, which is what a run would take alone when other jobs share t
   pixel preset Table 1 row 3 (scaled to the network's side) and with ``fourier``, against the floor: a bare
   loop of ``module(x)`` + ``torch.autograd.grad`` of the units w.r.t. ``x`` on a batch of the same size, fed
   as a user would (contiguous); on a CPU also the same floor fed channels-last, the layout deepvis hands a
-  network there.  Ratio = floor ÷ deepvis (target ≥ 0.9).
+  network there.  Ratio = floor ÷ deepvis (target ≥ 0.9).  Beside it, the **algorithm's floor**: the same
+  preset written as the shortest plain-torch loop (no deepvis code; torchvision's functional transforms):
+  for Table 1 row 3 the step, decay, blur when due and clipping; for ``fourier`` the spectrum → irfft →
+  colour → sigmoid → Lucid's transforms (pad, jitter, scale, rotate, jitter) → forward → Adam.  Its ratio
+  (algorithm floor ÷ deepvis) is deepvis's own overhead; the bare floor ÷ the algorithm floor is what the
+  preset itself costs over the network.
 * **upload to drawn grid** (the Activations page, :mod:`deepvis.app.grid`): the uploaded PNG's bytes through
   :func:`deepvis.images.decode_image`, :func:`deepvis.activations.analyze` (its centre crop is
   :func:`deepvis.images.model_view`), :func:`deepvis.render.channel_grid` of the layer (``numbers=False``, the
@@ -138,6 +143,67 @@ def bare_ascent(module, x0: torch.Tensor, std: torch.Tensor, units: list[int], s
         x = image.detach() + grad
 
 
+def algorithm_table1(module, x0: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, units: list[int],
+                     settings, steps: int) -> None:
+    """Table 1's constant-lr ascent as the shortest plain-torch loop: step, L2 decay, Gaussian blur every
+    ``blur_every`` iterations (torchvision, kernel truncated at 4 sigma), clipping to 0-255."""
+    from torchvision.transforms.v2 import functional as TF
+
+    rows, columns = torch.arange(len(units)), torch.tensor(units)
+    sigma, every = settings.blur_radius, settings.blur_every
+    kernel = 2 * max(1, int(4 * sigma + 0.5)) + 1
+    x = x0
+    for it in range(steps):
+        image = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = module(image / std)
+            (grad,) = torch.autograd.grad(logits[rows, columns].sum(), image)
+        x = (image.detach() + settings.lr * grad) * (1 - settings.decay)
+        if every and sigma > 0 and it % every == 0:
+            x = TF.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+        x = (x + mean).clamp(0, 255) - mean
+
+
+def jitter(x: torch.Tensor, d: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``(H − d) x (W − d)`` window of ``x``."""
+    dy, dx = (int(v) for v in torch.randint(d + 1, (2,), generator=generator))
+    return x[..., dy:x.shape[-2] - d + dy, dx:x.shape[-1] - d + dx]
+
+
+def algorithm_fourier(module, side: int, channels: int, mean01: torch.Tensor, std01: torch.Tensor,
+                      units: list[int], steps: int) -> None:
+    """Olah et al.'s Fourier-parametrized ascent (Lucid's ``render_vis`` defaults) as the shortest plain-torch
+    loop: 1/f-scaled spectrum, irfft, a fixed 3x3 colour mix (RGB only), sigmoid, Lucid's standard transforms
+    (pad 12, jitter 8, scale, rotate filling with 0 as Lucent does, jitter 4, at 224 px; scaled to the side), forward,
+    Adam 0.05; constants from Lucid (its colour matrix, its transforms)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    rows, columns = torch.arange(len(units)), torch.tensor(units)
+    fy = torch.fft.fftfreq(side)[:, None]
+    fx = torch.fft.rfftfreq(side)[None, :]
+    scale = (1.0 / torch.maximum(torch.sqrt(fx * fx + fy * fy), torch.tensor(1.0 / side))).unsqueeze(-1)
+    spectrum = (0.01 * torch.randn(len(units), channels, side, side // 2 + 1, 2)).requires_grad_(True)
+    colour = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+    optimizer = torch.optim.Adam([spectrum], lr=0.05)
+    at = lambda n: max(1, round(n * side / 224))  # noqa: E731
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        with torch.enable_grad():
+            t = torch.fft.irfftn(torch.view_as_complex(spectrum * scale), s=(side, side), norm="ortho") / 4
+            if channels == 3:
+                t = torch.einsum("ck,bkhw->bchw", colour, t)
+            x = jitter(TF.pad(torch.sigmoid(t), [at(12)], fill=0.5), at(8), generator)
+            factor = 0.9 + 0.02 * int(torch.randint(11, (1,), generator=generator))
+            x = TF.resize(x, [max(1, round(x.shape[-2] * factor))] * 2, antialias=False)
+            angle = float(torch.randint(-10, 11, (1,), generator=generator))
+            x = jitter(TF.rotate(x, angle, interpolation=TF.InterpolationMode.BILINEAR), at(4), generator)
+            x = TF.resize(x, [side, side], antialias=False)
+            logits = module((x - mean01) / std01)
+            (-logits[rows, columns].sum()).backward()
+        optimizer.step()
+
+
 def measure(label: str, loaded, nets, args) -> list[dict]:
     """Every measurement of the module docstring for one network; prints each as a JSON line."""
     device, layer, logits = loaded.device, loaded.default_layer, loaded.logits_layer
@@ -176,6 +242,8 @@ def measure(label: str, loaded, nets, args) -> list[dict]:
            target=">= 0.9")
 
     std = torch.tensor(spec.normalization.std255, device=device).view(1, -1, 1, 1)
+    mean255 = torch.tensor(spec.normalization.mean255, device=device).view(1, -1, 1, 1)
+    mean01, std01 = mean255 / 255, std / 255
     n = args.steps
     for preset in ("table1:3", "fourier"):
         settings = presets.resolve(loaded, preset).replace(steps=n)
@@ -186,10 +254,15 @@ def measure(label: str, loaded, nets, args) -> list[dict]:
                     "floor": lambda: bare_ascent(module, x0, std, units, n)}
             if device.type == "cpu":  # the same floor fed channels-last, the layout deepvis hands a CPU network
                 jobs["floor_cl"] = lambda: bare_ascent(module, x0, std, units, n, channels_last=True)
+            if preset == "fourier":
+                jobs["algorithm"] = lambda: algorithm_fourier(module, side, channels, mean01, std01, units, n)
+            else:
+                jobs["algorithm"] = lambda: algorithm_table1(module, x0, mean255, std, units, settings, n)
             t = interleaved(jobs, max(3, args.repeats // 5), device)
             report(measure=f"optimize {preset}, batch {len(units)}", layer=logits, steps=n,
                    deepvis_ms=1000 * t["deepvis"] / n, floor_ms=1000 * t["floor"] / n,
                    floor_channels_last_ms=1000 * t["floor_cl"] / n if "floor_cl" in t else None,
+                   algorithm_ms=1000 * t["algorithm"] / n, algorithm_ratio=t["algorithm"] / t["deepvis"],
                    ratio=t["floor"] / t["deepvis"], target=">= 0.9")
 
     uploads = {"digit PNG": png_upload(photo),
@@ -224,18 +297,20 @@ def measure(label: str, loaded, nets, args) -> list[dict]:
 
 def table(results: list[dict]) -> None:
     print()
-    print("| network | measure | deepvis | floor | floor ÷ deepvis | target |")
-    print("|---|---|---:|---:|---:|---|")
+    print("| network | measure | deepvis | floor | floor ÷ deepvis | target | algorithm floor (÷ deepvis) |")
+    print("|---|---|---:|---:|---:|---|---|")
     for row in results:
         if "ratio" in row:
             unit = " per it." if "steps" in row else ""
             cl = f" (channels-last: {row['floor_channels_last_ms']:.3f})" if row.get("floor_channels_last_ms") else ""
             print(f"| {row['network']} | {row['measure']} | {row['deepvis_ms']:.3f} ms{unit} | "
-                  f"{row['floor_ms']:.3f} ms{unit}{cl} | **{row['ratio']:.2f}** | {row['target']} |")
+                  f"{row['floor_ms']:.3f} ms{unit}{cl} | **{row['ratio']:.2f}** | {row['target']} | "
+                  + (f"{row['algorithm_ms']:.3f} ms ({row['algorithm_ratio']:.2f}) |" if "algorithm_ms" in row
+                     else "– |"))
         else:
             print(f"| {row['network']} | {row['measure']}: decode {row['decode_ms']:.2f}, analyze "
                   f"{row['analyze_ms']:.2f}, grid {row['grid_ms']:.2f}, PNGs {row['png_ms']:.2f} ms | "
-                  f"**{row['total_ms']:.2f} ms** | – | – | {row['target']} |")
+                  f"**{row['total_ms']:.2f} ms** | – | – | {row['target']} | – |")
 
 
 def main() -> None:
