@@ -139,10 +139,10 @@ def test_backward_image_follows_unit_mode_and_filter(app, lite0, monkeypatch):
         return upscale(backprop_image(backprop(lite0.module, batch, layer, unit, mode, seed)[0], shown), 224)
 
     app.number_input(key="act_unit").set_value(unit).run()
-    assert backward_caption(app) == "saliency, raw filter"  # the default mode
+    assert backward_caption(app) == "saliency, norm_blur filter"  # the defaults: the filter that shows something
     pictures = {}
     for key, value in [("act_bp_mode", "saliency"), ("act_bp_mode", "deconv"), ("act_bp_mode", "guided"),
-                       ("act_bp_filter", "norm_blur"), ("act_bp_seed", "point")]:
+                       ("act_bp_filter", "raw"), ("act_bp_seed", "point")]:
         app.radio(key=key).set_value(value).run()
         assert not app.exception and not app.error
         mode, seed, shown = (app.radio(key=k).value for k in ("act_bp_mode", "act_bp_seed", "act_bp_filter"))
@@ -175,7 +175,7 @@ def test_missing_weights_fall_back_then_functional_relus_offer_every_mode(tmp_pa
     assert at.radio(key="act_bp_mode").options == ["saliency", "deconv", "guided"]
     assert not any("only saliency" in i.value for i in at.info)
     at.radio(key="act_bp_mode").set_value("guided").run()
-    assert not at.exception and backward_caption(at) == "guided, raw filter"
+    assert not at.exception and backward_caption(at) == "guided, norm_blur filter"
 
 
 # ------------------------------------------------------------- the unit column

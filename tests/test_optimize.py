@@ -373,11 +373,22 @@ def test_cli_compare_prints_one_object_per_preset_and_writes_the_sheet_and_colum
     assert sorted(p.name for p in columns.iterdir()) == ["A_1.png", "B_table13.png"]
 
 
+def test_cli_a_class_name_alone_means_the_logits(tmp_path, capsys):
+    out = tmp_path / "flamingo.png"
+    code = cli_main(["optimize", "--unit", "flamingo", "--preset", "table1:3", "--steps", "2", "--size", "32",
+                     "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["layer"], result["unit"], result["steps"]) == ("_fc", 130, 2)
+    assert Image.open(out).size == (32, 32)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["optimize", "--layer", "_blocks.5", "--unit", "999", "--out", "x.png"], "channels"),
     (["optimize", "--layer", "_blocks.5", "--unit", "1", "--norm-pct", "120", "--out", "x.png"], "norm_pct must be in [0, 100]"),
     (["compare", "--layer", "_fc", "--unit", "1", "--presets", "1,7", "--out", "x.png"], "a preset is a row"),
     (["optimize", "--layer", "_fc", "--unit", "1", "--preset", "table1:9", "--out", "x.png"], "a preset is a row"),
+    (["optimize", "--unit", "3", "--out", "x.png"], "--unit 3 needs --layer: a number alone does not say which layer"),
     (["calibrate", "--trials", "0", "--out", "x.json"], "trials must be at least 1"),
     (["calibrate", "--search-classes", "flamingo,unicorn", "--out", "x.json"], "No class called 'unicorn'"),
 ])

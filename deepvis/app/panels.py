@@ -44,7 +44,9 @@ def backprop_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int,
                          "guided: positive gradients where the ReLU was active")
     seed = st.radio("Start from", SEEDS, horizontal=True, key=f"{key}_bp_seed",
                     format_func={"map": "the unit's activation map", "point": "its strongest position"}.get)
-    shown = st.radio("Filter", BACKPROP_FILTERS, horizontal=True, key=f"{key}_bp_filter")
+    shown = st.radio("Filter", BACKPROP_FILTERS, index=BACKPROP_FILTERS.index("norm_blur"), horizontal=True,
+                     key=f"{key}_bp_filter", help="raw: the gradient itself (often faint) · gray · norm: per-pixel "
+                     "strength · norm_blur: that strength, blurred (what the paper's toolbox shows)")
     try:
         with st.spinner("Backward pass…"):
             gradient = backward(loaded, view, layer, unit, mode, seed)

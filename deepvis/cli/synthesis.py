@@ -29,9 +29,9 @@ from deepvis.targets import Target, resolve_unit
 
 def _unit_run_options(parser: argparse.ArgumentParser) -> None:
     """The options ``optimize`` and ``compare`` share: the unit, the run's length and seed, the model."""
-    parser.add_argument("--layer", required=True, help=LAYER_HELP)
+    parser.add_argument("--layer", default=None, help=f"{LAYER_HELP} (may be left out for a class name: the logits)")
     parser.add_argument("--unit", required=True, help="channel or unit number; at the logits also a class name "
-                        "(e.g. flamingo)")
+                        "(e.g. flamingo), which alone names the logits")
     parser.add_argument("--objective", default="neuron", choices=["neuron", "channel"],
                         help="one spatial position (the centre) or the channel's spatial mean (default: %(default)s)")
     steps = next(t for t in THETA if t.name == "steps")
@@ -45,7 +45,13 @@ def _unit_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(loaded: LoadedModel, args: argparse.Namespace) -> Target:
-    layer = loaded.layer(args.layer).name
+    if args.layer is None:
+        if str(args.unit).strip().lstrip("-").isdigit():
+            raise DeepvisError(f"--unit {args.unit} needs --layer: a number alone does not say which layer "
+                               "(a class name alone means the logits)")
+        if loaded.logits_layer is None:
+            raise DeepvisError("this network has no logits layer for a class name; give --layer")
+    layer = loaded.layer(args.layer or loaded.logits_layer).name
     return Target(layer, resolve_unit(loaded, layer, args.unit), args.objective)
 
 

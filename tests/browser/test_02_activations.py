@@ -222,7 +222,7 @@ def test_unit_backward_image_follows_the_chosen_mode(new_page, reference) -> Non
         caption = page.locator('[data-testid="stImageCaption"]').filter(has_text=" filter").first.inner_text()
         return app.image_by_caption(page, caption.strip()).get_attribute("src")
 
-    for group, option in (("Start from", "its strongest position"), ("Filter", "norm_blur")):
+    for group, option in (("Start from", "its strongest position"), ("Filter", "raw")):
         before = backward_src()
         app.radio_option(page, group, option).click()
         expect(page.locator('[data-testid="stImageCaption"]').filter(has_text=" filter").first).to_be_visible()
