@@ -23,6 +23,8 @@ keep_freed_memory()  # the server's forward passes reuse freed memory (deepvis.a
 # A bundled icon: a ":material/…" page icon would make the browser fetch it from Google's servers.
 st.set_page_config(page_title="deepvis", page_icon=str(Path(__file__).parent / "deepvis" / "icon.png"),
                    layout="wide")
+# Less empty space above each page's title, so that a run's picture fits under the controls on a 900-px screen.
+st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
 page = st.navigation([
     st.Page("app_pages/activations.py", title="Activations", icon=":material/grid_view:", default=True),
     st.Page("app_pages/optimization.py", title="Optimization", icon=":material/auto_awesome:"),

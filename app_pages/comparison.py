@@ -6,43 +6,33 @@ from deepvis import charts, history
 from deepvis import optimize as opt
 from deepvis.app import forms, inputs, model, pickers, runs
 from deepvis.render import png_bytes
-from deepvis.records import Snapshot
 
 loaded = model.model_sidebar()
-st.title("Comparison")
-st.caption("The same unit, the same starting noise, different regularization or parametrization: columns of "
-           "one parametrization run together in one batch, so the settings are the only difference.")
+st.title("Comparison", help="The same unit, the same starting noise, different regularization or parametrization: "
+         "columns of one parametrization run together in one batch, so the settings are the only difference.")
 
-form = forms.comparison_form(loaded, st.expander("Save or load a comparison"))
+form, buttons = forms.comparison_form(loaded)
 names, targets, mode, display = form.names, form.targets, form.mode, form.display
-start = runs.start_stop(forms.CMP, ready=form.experiment is not None)
-progress, live = st.empty(), st.empty()
+runs.start_stop(forms.CMP, ready=form.experiment is not None, where=buttons,
+                fold=[f"{forms.CMP}_s{j}_edit" for j in range(len(names))], begin=lambda: runs.start_run(
+    forms.CMP, lambda: opt.optimize(loaded, *form.experiment.rows(), seed=form.seed, size=form.size, photo=form.photo,
+                                    every=history.snapshot_every(max(s.steps for s in form.experiment.settings))),
+    names, history.FrameHistory(max_frames=2) if mode == "sheet" else None, form.experiment, mode=mode,
+    rows=[pickers.target_name(loaded, t) for t in targets]))
 
 
-def draw_live(snap: Snapshot) -> None:
-    progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total} · {len(names)} settings"
-                      + (f" × {len(targets)} units" if mode == "sheet" else "") + form.batching)
-    with live.container():
-        if mode == "sheet":
-            rows = [pickers.target_name(loaded, t) for t in targets]
-            inputs.show_png(runs.sheet_image(snap.pixels, snap.mean, rows, names, display))
-            return
-        pixels = snap.pixels  # (B, H, W, C), stacked once per snapshot
-        for j, column in enumerate(st.columns(len(names))):
-            column.image(png_bytes(runs.frame_view(pixels[j], snap.mean, display)), output_format="PNG",
-                         width="stretch",
-                         caption=f"{names[j][0]} · objective {snap.objectives[j]:.4g}")
-        st.plotly_chart(charts.curves_figure(snap.record, names))
-
-
-if start:
-    experiment = form.experiment
-    runs.run_live(forms.CMP, lambda: opt.optimize(
-        loaded, *experiment.rows(), seed=form.seed, size=form.size, photo=form.photo,
-        every=history.snapshot_every(max(s.steps for s in experiment.settings))),
-        draw_live, names, history.FrameHistory(max_frames=2) if mode == "sheet" else None, experiment,
-        mode=mode, rows=[pickers.target_name(loaded, t) for t in targets])
-    live.empty()
+def draw_live(state: history.RunState, frame: history.Frame) -> None:
+    names = state.names
+    fraction, done = state.progress
+    st.progress(fraction, text=f"iteration {done} of {state.total} · {len(names)} settings"
+                + (f" × {len(state.extra['rows'])} units" if state.extra["mode"] == "sheet" else "") + form.batching)
+    if state.extra["mode"] == "sheet":
+        inputs.show_png(runs.sheet_image(frame.pixels, frame.mean, state.extra["rows"], names, display))
+        return
+    pixels = frame.pixels
+    for j, column in enumerate(st.columns(len(names))):
+        column.image(png_bytes(runs.frame_view(pixels[j], frame.mean, display)), output_format="PNG",
+                     width="stretch", caption=f"{names[j][0]} · objective {frame.objectives[j]:.4g}")
 
 
 @st.fragment
@@ -65,12 +55,13 @@ def history_viewer(state: history.RunState, display: str, verdicts: list) -> Non
 
 
 state = runs.last_run(forms.CMP)
-if state is not None:
+if state is not None and not state.active:
     st.subheader(state.extra["rows"][0] if state.extra["mode"] == "side" else "Units × settings")
-    if runs.wind_down(state):
-        st.stop()
+if state is not None and state.active:
+    runs.live(state, draw_live, lambda state: st.plotly_chart(charts.curves_figure(state.record, state.names)))
+elif state is not None:
     runs.run_status(state)
-if state is not None and state.record is not None:
+if state is not None and not state.active and state.record is not None:
     verdicts = runs.run_quality(state, loaded)
     if state.extra["mode"] == "sheet":
         last = state.history.frames[-1]

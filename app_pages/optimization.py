@@ -6,66 +6,66 @@ from deepvis import charts, history, render
 from deepvis import optimize as opt
 from deepvis.app import forms, model, pickers, runs
 from deepvis.display import npy_bytes
+from deepvis.history import Frame, RunState
 from deepvis.render import png_bytes
-from deepvis.records import Snapshot
 
 loaded = model.model_sidebar()
-st.title("Optimization")
-st.caption("Start from noise and change the image, step by step, so that one unit fires as strongly as "
-           "possible; four regularizers (Table 1 of the paper) keep the result recognizable. The later "
-           "parametrizations (Fourier, MACO, accentuation of a photo) are presets too.")
-form = forms.optimization_form(loaded)
-start = runs.start_stop(forms.OPT, ready=form.runnable)
-progress, live = st.empty(), st.empty()
+st.title("Optimization", help="Start from noise and change the image, step by step, so that one unit fires as "
+         "strongly as possible; four regularizers (Table 1 of the paper) keep the result recognizable. The later "
+         "parametrizations (Fourier, MACO, accentuation of a photo) are presets too.")
+form, buttons = forms.optimization_form(loaded)
+runs.start_stop(forms.OPT, ready=form.runnable, where=buttons, fold=[f"{forms.OPT}_edit"], begin=lambda: runs.start_run(
+    forms.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed, size=form.size,
+                                    photo=form.photo, every=history.snapshot_every(form.settings.steps)),
+    [pickers.target_name(loaded, form.target)]))
+state = runs.last_run(forms.OPT)
 
 
-def draw_live(snap: Snapshot) -> None:
-    progress.progress(snap.progress, text=f"iteration {snap.iteration + 1} of {snap.total}")
-    with live.container():
-        image_col, chart_col = st.columns([1, 2])
-        image_col.image(png_bytes(runs.frame_view(snap.pixels[0], snap.mean, form.display)), output_format="PNG",
-                        caption=f"iteration {snap.iteration} · objective {snap.objectives[0]:.4g}")
-        chart_col.plotly_chart(charts.curves_figure(snap.record, ["objective"], norms=True))
+def draw_image(state: RunState, frame: Frame) -> None:
+    st.image(png_bytes(runs.frame_view(frame.pixels[0], frame.mean, form.display, runs.LIVE_SIZE)),
+             output_format="PNG", caption=f"iteration {frame.iteration} · objective {frame.objectives[0]:.4g}",
+             width=runs.LIVE_SIZE)
 
 
-if start:
-    runs.run_live(forms.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed,
-                                                  size=form.size, photo=form.photo,
-                                                  every=history.snapshot_every(form.settings.steps)),
-                  draw_live, [pickers.target_name(loaded, form.target)])
-    live.empty()  # the viewer below takes over
+def draw_chart(state: RunState, marker: int | None = None) -> None:
+    if state.active:
+        fraction, done = state.progress
+        st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
+    st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=marker, norms=True),
+                    key=None if marker is None else "opt_chart")
 
 
 @st.fragment
-def history_viewer(state: history.RunState, display: str) -> None:
+def history_viewer(state: RunState) -> None:
+    """The finished (or stopped) run: its image at any iteration of the history, the curves marked there."""
+    picture, chart = runs.picture_columns()
     iterations = state.history.iterations
-    shown = iterations[-1]
-    if len(iterations) > 1:
-        shown = st.select_slider("History (iteration)", iterations, value=shown, key=f"opt_history_{state.run_id}")
-    frame, row = state.history.at(shown), state.record.rows[0]
-    image_col, chart_col = st.columns([1, 2])
-    image_col.image(png_bytes(runs.frame_view(frame.pixels[0], frame.mean, display)), output_format="PNG",
-                    caption=f"iteration {shown} · objective {frame.objectives[0]:.4g}")
-    with chart_col:
-        st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=shown, norms=True), key="opt_chart")
+    with chart:
+        st.subheader(state.names[0])
+        runs.run_status(state)
+        shown = iterations[-1]
+        if len(iterations) > 1:
+            shown = st.select_slider("History (iteration)", iterations, value=shown, key=f"opt_history_{state.run_id}")
+        draw_chart(state, marker=shown)
+        row = state.record.rows[0]
         a, b, c = st.columns(3)
         a.metric("best objective", f"{row.best_objective:.4g}")
         b.metric("best at iteration", row.best_step)
         c.metric("argmax of its layer from", "never" if row.argmax_step is None else row.argmax_step,
                  help="The first iteration at which this unit was the largest of its layer (for a class: the "
                       "network's top-1 class).")
+    with picture:
+        draw_image(state, state.history.at(shown))
+        runs.quality_line(runs.run_quality(state, loaded)[0], row.best_step)
 
 
-state = runs.last_run(forms.OPT)
-if state is not None:
-    st.subheader(state.names[0])
-    if runs.wind_down(state):
-        st.stop()
+if state is not None and state.active:
+    runs.live(state, draw_image, draw_chart, *runs.picture_columns())
+elif state is not None and state.record is None:
     runs.run_status(state)
-if state is not None and state.record is not None:
-    history_viewer(state, form.display)
+if state is not None and not state.active and state.record is not None:
+    history_viewer(state)
     row = state.record.rows[0]
-    runs.quality_line(runs.run_quality(state, loaded)[0], row.best_step)
     name = f"{row.target.layer}_{row.target.unit}"
     final, best = (png_bytes(runs.frame_view(x, row.mean, form.display, 0)) for x in (row.last_x, row.best_x))
     a, b, c, d = st.columns(4)

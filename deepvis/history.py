@@ -14,25 +14,32 @@ Conventions
   frame limit), evenly spaced, always including the newest; a 1000-iteration
   run at 224 px stays within :data:`HISTORY_BYTES` (24 MB), so a session's two
   pages stay under 64 MB.
-* :class:`RunState` is one Start of a page: it is filled as snapshots arrive
-  (:func:`stream` records a snapshot before drawing it), so it survives a Stop
-  or an interrupted script run; :func:`stream` always closes the generator.
+* :class:`RunState` is one Start of a page.  :meth:`RunState.start` consumes the
+  run's snapshot generator on a thread of its own, beside the page: each snapshot is
+  recorded as it arrives (``latest`` is the newest frame, replaced whole, so a reader
+  never sees a half-made one), and a page draws it at its own pace.  Stop
+  (:meth:`RunState.request_stop`) ends the run at its next snapshot; what was made is
+  kept, and the generator is always closed (nothing stays on the shared model).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from deepvis.display import DEFAULT_DISPLAY, show
+from deepvis.errors import DeepvisError, one_line
 from deepvis.experiment import Experiment
 from deepvis.records import RunRecord, Snapshot
 
 HISTORY_BYTES = 24 * 2**20  # frames kept per run (one per page), so a session's histories stay under 64 MB
 HISTORY_FRAMES = 250
+TOO_SMALL_HINT = " (is the image too small for this network?)"
+log = logging.getLogger(__name__)
 
 
 def snapshot_every(steps: int) -> int:
@@ -107,6 +114,10 @@ class FrameHistory:
         return len(self._frames)
 
     @property
+    def newest(self) -> Frame:
+        return self._frames[-1][1]
+
+    @property
     def frames(self) -> list[Frame]:
         return [f for _, f in self._frames]
 
@@ -124,7 +135,7 @@ class FrameHistory:
 
 @dataclass(eq=False)
 class RunState:
-    """One Start of a page, kept in ``st.session_state``; filled as snapshots arrive, so it survives Stop."""
+    """One Start of a page, kept in ``st.session_state``; filled as snapshots arrive (module docstring)."""
 
     run_id: int
     names: tuple[str, ...]  # one per column (batch row, or settings of a sheet)
@@ -135,32 +146,63 @@ class RunState:
     status: str = "running"  # running → finished | stopped | failed
     error: str | None = None
     extra: dict = field(default_factory=dict)
-    thread: threading.Thread = field(default_factory=threading.current_thread)  # the script run computing it
+    latest: Frame | None = None  # the newest snapshot, whole
+    snapshots: int = 0  # how many have arrived
+    thread: threading.Thread | None = None  # the thread computing it (:meth:`start`)
+    stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def active(self) -> bool:
-        """Still computing in its own script thread (e.g. a Stop was clicked and it has not reached a snapshot)."""
-        return self.status == "running" and self.thread.is_alive()
+        """Still computing: started, and its thread has not ended."""
+        return self.status == "running" and self.thread is not None and self.thread.is_alive()
+
+    @property
+    def progress(self) -> tuple[float, int]:
+        """(fraction done, iterations done) of the newest snapshot."""
+        done = self.record.iteration + 1 if self.record is not None else 0
+        return done / max(1, self.total), done
 
     def add(self, snapshot: Snapshot) -> None:
         self.history.add(snapshot)
+        self.latest = self.history.newest
         self.record, self.total = snapshot.record, snapshot.total
+        self.snapshots += 1
         if snapshot.done:
             self.status = "finished"
 
+    def start(self, gen: Generator[Snapshot, None, None]) -> RunState:
+        """Consume ``gen`` on a new daemon thread (:meth:`consume`); returns ``self``."""
+        self.thread = threading.Thread(target=self.consume, args=(gen,), daemon=True, name="deepvis-run")
+        self.thread.start()
+        return self
 
-def stream(gen: Generator[Snapshot, None, None], state: RunState, draw: Callable[[Snapshot], None]) -> None:
-    """Consume ``gen``, recording each snapshot in ``state`` before drawing it.
+    def request_stop(self) -> None:
+        """End the run at its next snapshot, keeping what it made."""
+        self.stop.set()
 
-    A click anywhere while this loops makes Streamlit raise at the next ``st`` call inside ``draw``; the
-    exception passes through, ``finally`` closes the generator (nothing stays on the shared model) and
-    the run is marked stopped with everything recorded so far.
-    """
-    try:
-        for snapshot in gen:
-            state.add(snapshot)
-            draw(snapshot)
-    finally:
-        gen.close()
-        if state.status == "running":
-            state.status = "stopped"
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run's thread to end; whether it has."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return not self.active
+
+    def consume(self, gen: Generator[Snapshot, None, None]) -> None:
+        """Record every snapshot of ``gen`` until it ends or a stop is requested; a failure a person can cause
+        (``DeepvisError``; ``RuntimeError``: torch cannot run the network on this input) becomes one line in
+        ``error``, anything else a one-line bug report (its traceback in the log)."""
+        try:
+            for snapshot in gen:
+                self.add(snapshot)
+                if self.stop.is_set():
+                    break
+        except (DeepvisError, RuntimeError) as exc:
+            self.status = "failed"
+            self.error = one_line(exc) + (TOO_SMALL_HINT if not isinstance(exc, DeepvisError) else "")
+        except Exception as exc:  # a bug: one line for the page, the traceback in the server log
+            log.exception("optimization run failed")
+            self.status = "failed"
+            self.error = f"{type(exc).__name__}: {one_line(exc)} (a bug; the server log has the details)"
+        finally:
+            gen.close()
+            if self.status == "running":
+                self.status = "stopped"

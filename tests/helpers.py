@@ -40,3 +40,14 @@ def drain(generator):
             steps.append(next(generator))
         except StopIteration as stop:
             return stop.value, steps
+
+
+def start_run(at, page: str, timeout: float = 300):
+    """Click the page's Start (``page`` is ``"opt"`` or ``"cmp"``), wait for the run computing beside the page
+    to end, and rerun the page to draw what it made; the run's state."""
+    at.button(key=f"{page}_start").click().run()
+    state = at.session_state[f"{page}_run"] if f"{page}_run" in at.session_state else None
+    if state is not None and state.thread is not None:
+        assert state.wait(timeout), "the run did not end in time"
+        at.run()
+    return state

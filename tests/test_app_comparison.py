@@ -3,6 +3,7 @@ saving and loading.  A handful of iterations at 64 px on the embedded model."""
 
 from __future__ import annotations
 
+from tests.helpers import start_run
 import json
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def headers(at: AppTest) -> list[str]:
 def compared() -> tuple[AppTest, list[Settings]]:
     at = page()
     settings = three_settings(at)
-    at.button(key="cmp_start").click().run()
+    start_run(at, "cmp")
     assert not at.exception and not at.error
     return at, settings
 
@@ -181,7 +182,7 @@ def test_sheet_mode_renders_units_by_settings_as_one_image():
     for j in range(2):
         at.number_input(key=f"cmp_s{j}_steps").set_value(3)
     at.number_input(key="cmp_size_efficientnet_lite0").set_value(48).run()
-    at.button(key="cmp_start").click().run()
+    start_run(at, "cmp")
     assert not at.exception and not at.error
     state = at.session_state["cmp_run"]
     assert [(row.target.unit, row.settings.lr_policy) for row in state.record.rows] == [
@@ -201,7 +202,7 @@ def test_a_column_can_use_a_later_parametrization(lite0):
     for j in range(2):
         at.number_input(key=f"cmp_s{j}_steps").set_value(4)
     at.number_input(key="cmp_size_efficientnet_lite0").set_value(SIZE).run()
-    at.button(key="cmp_start").click().run()
+    start_run(at, "cmp")
     assert not at.exception and not at.error
     state = at.session_state["cmp_run"]
     assert [row.settings.param for row in state.record.rows] == ["pixels", "fourier"]

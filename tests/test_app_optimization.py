@@ -5,18 +5,19 @@ Runs are a handful of iterations at 64 px on the embedded model, so each test ta
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
 from deepvis import display, history, presets, quality
+from deepvis.app import runs
 from deepvis import optimize as opt
 from deepvis.hooks import hook_count
 from deepvis.render import upscale
@@ -24,6 +25,7 @@ from deepvis.records import RowRecord, RunRecord, Snapshot
 from deepvis.settings import THETA
 from deepvis.targets import Target
 from tests.app_media import record_media
+from tests.helpers import start_run
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 SIZE, STEPS = 64, 5
@@ -53,6 +55,9 @@ def finished() -> AppTest:
     at.number_input(key="opt_size_efficientnet_lite0").set_value(SIZE)
     at.button(key="opt_start").click().run()
     assert not at.exception and not at.error
+    assert at.session_state["opt_run"].wait(180)  # the run computes beside the page, on its own thread
+    at.run()
+    assert not at.exception and not at.error
     return at
 
 
@@ -70,8 +75,8 @@ def test_start_runs_the_library_and_shows_image_and_chart(finished, lite0):
     # in the first iterations; over its own 200 it rises, which test_calibrate checks for every calibrated row).
     assert row.best_objective > row.objectives[0] + 0.5
 
-    (progress,) = finished.get("progress")
-    assert progress.proto.value == 100
+    assert not finished.get("progress")  # the bar is for a running run
+    assert any(c.value.startswith(f"Finished {STEPS} iterations in") for c in finished.caption)
     caption, _ = shown_image(finished)
     assert caption == f"iteration {STEPS - 1} · objective {row.objectives[-1]:.4g}"
     lines = {trace["name"]: trace for trace in chart(finished)["data"] if trace["mode"] == "lines"}
@@ -89,7 +94,7 @@ def test_the_image_is_shown_scaled_about_zero_with_its_quality_below(finished, l
     finished.run()
     frame = state.history.at(STEPS - 1)
     want = display.show(frame.pixels[0], frame.mean, "zero")  # the library's display, enlarged as the page does
-    assert np.array_equal(pixels(shown_image(finished)[1]), upscale(want, 224, smooth=False))
+    assert np.array_equal(pixels(shown_image(finished)[1]), upscale(want, runs.LIVE_SIZE, smooth=False))
     assert want.min() == 0 or want.max() == 255  # the strongest pixel reaches black or white
     (verdict,) = quality.assess(lite0, row.best_x[None], [row.target])
     (line,) = [m for m in finished.markdown if m.value.startswith("**Quality**")]
@@ -122,7 +127,7 @@ def test_switching_the_display_redraws_the_same_iteration_without_a_forward_pass
         caption, url = shown_image(finished)
         assert caption.startswith("iteration 2 ·")
         views[mode] = pixels(url)
-        assert np.array_equal(views[mode], upscale(display.show(frame.pixels[0], frame.mean, mode), 224, smooth=False))
+        assert np.array_equal(views[mode], upscale(display.show(frame.pixels[0], frame.mean, mode), runs.LIVE_SIZE, smooth=False))
     assert not np.array_equal(views["zero"], views["clipped"])  # the modes differ on this faint 5-step image
     assert finished.session_state["opt_runs"] == 1
     finished.select_slider(key="opt_history_1").set_value(STEPS - 1).run()  # as the other tests expect it
@@ -149,47 +154,40 @@ def test_history_slider_browses_without_rerunning(finished):
     assert finished.session_state["opt_runs"] == 1
 
 
-def test_stop_keeps_the_history_and_leaves_the_model_clean(lite0):
-    """What a click during a run does (seen in a real browser with Streamlit 1.67): the page reruns at once in
-    a new thread, and the interrupted run computes on until its next ``st`` call, where Streamlit raises
-    StopException into it.  Here the interrupted run streams in a worker thread and is stopped at iteration 2."""
-    gen = opt.optimize(lite0, Target("_blocks.5", 7), presets.table1_row(3).replace(steps=20), seed=0, size=SIZE, every=1)
-    reached, stop = threading.Event(), threading.Event()
-    states: list[history.RunState] = []
-
-    def draw(snapshot: Snapshot) -> None:
-        if snapshot.iteration == 2:
-            reached.set()
-            stop.wait(120)
-            raise StopException()
-
-    def interrupted_run() -> None:
-        states.append(history.RunState(1, ("_blocks.5 channel 7",), history.FrameHistory()))  # owned by this thread
-        with contextlib.suppress(StopException):
-            history.stream(gen, states[0], draw)
-
-    worker = threading.Thread(target=interrupted_run)
-    worker.start()
-    assert reached.wait(120)
+def test_the_run_computes_beside_the_page_and_stop_keeps_its_history(lite0):
+    """Start returns at once with the run on its own thread; a rerun meanwhile draws its newest snapshot and
+    leaves it running; Stop ends it at its next snapshot, keeping what it made, with the model left clean."""
     at = page()
-    at.session_state["opt_run"], at.session_state["opt_runs"] = states[0], 1
-    at.run()  # the rerun that the click started, while the old run is still on its way to a snapshot
+    at.number_input(key="opt_steps").set_value(2000)
+    at.number_input(key="opt_size_efficientnet_lite0").set_value(SIZE)
+    at.button(key="opt_start").click().run()
     assert not at.exception and not at.error
-    assert at.info[0].value.startswith("Stopping…") and not at.select_slider and not at.get("image")
+    state = at.session_state["opt_run"]
+    assert state.active and state.thread is not threading.current_thread()
+    deadline = time.monotonic() + 120
+    while state.snapshots < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.snapshots >= 3
+    at.run()  # any rerun while it runs: the page draws the newest snapshot, the run goes on
+    assert not at.exception and not at.error and state.active
+    (progress,) = at.get("progress")
+    assert re.match(r"iteration \d+ of 2000 · flamingo", progress.proto.text), progress.proto.text
+    caption, _ = shown_image(at)
+    assert caption.startswith("iteration ")
+    assert at.session_state["opt_runs"] == 1
 
-    stop.set()
-    worker.join(120)
-    state = states[0]
-    assert state.status == "stopped" and state.history.iterations == [0, 1, 2]
-    assert state.record.iteration == 2 and state.record.rows[0].steps_done == 3
-    assert gen.gi_frame is None  # the generator was closed
-    assert hook_count(lite0.module) == 0
+    at.button(key="opt_stop").click().run()  # its callback asks the run to end at its next snapshot
+    assert state.wait(120)
+    assert state.status == "stopped" and 3 <= state.record.iteration + 1 < 2000
+    assert state.history.iterations[-1] == state.record.iteration
+    assert hook_count(lite0.module) == 0 and not any(p.grad is not None for p in lite0.module.parameters())
 
     at.run()
     assert not at.exception and not at.error
-    assert at.info[0].value.startswith("Stopped after 3 of 20 iterations")
-    assert at.select_slider(key="opt_history_1").options == ["0", "1", "2"]
-    assert shown_image(at)[0] == f"iteration 2 · objective {state.record.rows[0].objectives[2]:.4g}"
+    done = state.record.iteration + 1
+    assert at.info[0].value.startswith(f"Stopped after {done} of 2000 iterations")
+    assert at.select_slider(key="opt_history_1").options[-1] == str(done - 1)
+    assert shown_image(at)[0] == f"iteration {done - 1} · objective {state.record.rows[0].objectives[-1]:.4g}"
     assert len(at.get("download_button")) == 4
 
 
@@ -252,7 +250,7 @@ def test_an_image_too_small_for_the_network_gives_one_error_line():
     at = page()
     at.number_input(key="opt_steps").set_value(2)
     at.number_input(key="opt_size_efficientnet_lite0").set_value(16)  # the logits need at least 32 px
-    at.button(key="opt_start").click().run()
+    start_run(at, "opt")
     assert not at.exception
     assert len(at.error) == 1 and at.error[0].value.startswith("Cannot start: A 16-pixel image is too small")
     assert "\n" not in at.error[0].value
@@ -268,7 +266,7 @@ def test_accentuation_asks_for_a_photo_and_starts_from_it(lite0):
     at.selectbox(key="opt_accent_sample").set_value("coffee")
     at.number_input(key="opt_steps").set_value(3)
     at.number_input(key="opt_size_efficientnet_lite0").set_value(SIZE).run()
-    at.button(key="opt_start").click().run()
+    start_run(at, "opt")
     assert not at.exception and not at.error
     state = at.session_state["opt_run"]
     row = state.record.rows[0]

@@ -24,6 +24,8 @@ from deepvis.occlusion import default_window
 from deepvis.presets import table1_at
 from deepvis.targets import Target
 from tests.app_media import record_media
+from tests.helpers import start_run
+from deepvis.app.runs import LIVE_SIZE
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 ZOOM = 224  # the side small pictures are enlarged to
@@ -131,7 +133,7 @@ def test_activations_page_shows_the_networks_grid_digits_and_unit_panels(served,
     for mode in modes:
         at.radio(key="act_bp_mode").set_value(mode).run()
         assert not at.exception and not at.error
-        backward = pixels(image(at, f"{mode}, raw filter").value[0])
+        backward = pixels(image(at, f"{mode}, norm_blur filter").value[0])
         assert blocky(backward, factor), mode
 
     # Its weights, the first layer's filters, and the occlusion map at sizes made for the input.
@@ -190,7 +192,7 @@ def test_optimization_page_runs_at_the_networks_size_and_shows_it_enlarged(serve
     assert at.number_input(key="opt_blur_radius").value == table1_at(3, net["size"]).blur_radius
     assert at.selectbox(key="opt_class").value == 0 and at.selectbox(key="opt_class").options[0].endswith("digit 0")
     at.number_input(key="opt_steps").set_value(4)
-    at.button(key="opt_start").click().run()
+    start_run(at, "opt")
     assert not at.exception and not at.error
     state = at.session_state["opt_run"]
     assert state.status == "finished" and state.names[0].startswith("digit 0")
@@ -200,9 +202,9 @@ def test_optimization_page_runs_at_the_networks_size_and_shows_it_enlarged(serve
     assert row.best_x.shape == (net["size"], net["size"], net["channels"])
     frame = state.history.at(3)
     want = display.show(frame.pixels[0], frame.mean, "zero")  # (H, W, 3), gray shown as gray
-    factor = ZOOM // net["size"]
+    factor = LIVE_SIZE // net["size"]
     shown = pixels(image(at, "iteration 3 · ").value[0])
-    assert shown.shape[:2] == (ZOOM, ZOOM) and blocky(shown, factor)
+    assert shown.shape[:2] == (LIVE_SIZE, LIVE_SIZE) and blocky(shown, factor)
     assert np.array_equal(shown[::factor, ::factor], want)
     lines = quality_lines(at)
     assert len(lines) == 1 and "judge" not in lines[0].value and "robustness" in lines[0].value
@@ -222,7 +224,7 @@ def test_comparison_page_runs_two_columns_on_the_network(served, monkeypatch):
     at.run()
     headers = [m.value for m in at.markdown if m.value.startswith('<div style="border-top')]
     assert [h.split(">")[1].split("<")[0] for h in headers] == column_names(net, 3)
-    at.button(key="cmp_start").click().run()
+    start_run(at, "cmp")
     assert not at.exception and not at.error
     state = at.session_state["cmp_run"]
     assert state.status == "finished" and len(state.record.rows) == 2

@@ -116,11 +116,10 @@ def _experiment_uploaded(key: str) -> None:
 
 
 def experiment_loader(key: str) -> None:
-    """A file uploader that puts a saved comparison (JSON) back into the widgets; bad files -> one st.error."""
+    """A file uploader that puts a saved comparison (JSON) back into the widgets; a bad file leaves one line
+    in ``st.session_state[f"{key}_load_error"]`` for the form to show."""
     st.file_uploader("Load a saved comparison (JSON)", type=["json"], key=f"{key}_upload",
                      on_change=_experiment_uploaded, args=(key,))
-    if st.session_state.get(f"{key}_load_error"):
-        st.error(st.session_state[f"{key}_load_error"])
 
 
 # --- the pages' forms -----------------------------------------------------------------------------------------
@@ -142,20 +141,24 @@ class OptimizationForm:
         return self.settings is not None and self.ready
 
 
-def optimization_form(loaded: LoadedModel) -> OptimizationForm:
-    """The unit, seed, size and display on the left, θ on the right, the learning-rate rule below."""
-    left, right = st.columns([1, 2], gap="large")
+def optimization_form(loaded: LoadedModel) -> tuple[OptimizationForm, tuple]:
+    """Compact, so that a run's picture stays in view: the unit on the left; on the right the preset with its
+    values in one line, θ's full editor one click away, then a row for Start and Stop (its first two columns,
+    returned for :func:`deepvis.app.runs.start_stop`) and the seed, size and display."""
+    left, right = st.columns([3, 2], gap="large")
     with left:
-        target = target_picker(loaded, OPT)
-        seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{OPT}_seed")
-        size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, loaded.spec.input_size, step=16,
-                               key=f"{OPT}_size_{loaded.spec.name}")
-        display = display_picker(OPT)
+        target = target_picker(loaded, OPT, side_by_side=True)
     with right:
-        settings = settings_editor(OPT, loaded)
+        settings = settings_editor(OPT, loaded, folded=True, summary=True)
+        *buttons, options = st.columns([1, 1, 2], vertical_alignment="center")
+        with options.popover("Seed, size, display", width="stretch"):
+            seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{OPT}_seed")
+            size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, loaded.spec.input_size, step=16,
+                                   key=f"{OPT}_size_{loaded.spec.name}")
+            display = display_picker(OPT)
+            st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
     photo, ready = accentuation_photo(OPT, [settings])
-    st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
-    return OptimizationForm(target, settings, int(seed), int(size), display, photo, ready)
+    return OptimizationForm(target, settings, int(seed), int(size), display, photo, ready), tuple(buttons)
 
 
 @dataclass(frozen=True)
@@ -191,34 +194,40 @@ class ComparisonForm:
         return Experiment(self.targets, self.settings, self.seed, self.size, self.model)
 
 
-def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerator) -> ComparisonForm:
-    """Mode, units, columns, seed, size and one θ editor per column; ``files`` holds the load/save widgets."""
-    with files:
-        experiment_loader(CMP)
+def comparison_form(loaded: LoadedModel) -> tuple[ComparisonForm, tuple]:
+    """Mode, units and one θ editor per column, compact so that a run's columns stay in view (the number of
+    columns, seed, size and display one click away, and saving or loading).  Also returns the
+    two columns for Start and Stop (:func:`deepvis.app.runs.start_stop`), on the mode's line."""
     defaults = {f"{CMP}_mode": "side", f"{CMP}_k": 4, f"{CMP}_seed": 0,
                 f"{CMP}_size_{loaded.spec.name}": loaded.spec.input_size}
     for key, value in defaults.items():  # not widget defaults, so that a loaded comparison can override them
         st.session_state.setdefault(key, value)
-    mode = st.radio("Mode", ("side", "sheet"), key=f"{CMP}_mode", horizontal=True,
-                    format_func={"side": "one unit, settings side by side", "sheet": "units × settings sheet"}.get)
-    pick, shared = st.columns([2, 1], gap="large")
-    with pick:
-        targets = [target_picker(loaded, CMP)] if mode == "side" else units_picker(loaded, CMP)
-    with shared:
+    mode_col, *buttons, shared, saved = st.columns([5, 1, 1, 3, 2], vertical_alignment="bottom")
+    mode = mode_col.radio("Mode", ("side", "sheet"), key=f"{CMP}_mode", horizontal=True,
+                          format_func={"side": "one unit, settings side by side",
+                                       "sheet": "units × settings sheet"}.get)
+    with shared.popover("Columns, seed, size, display", width="stretch"):
         k = st.number_input("Settings (columns)", 2, 6, key=f"{CMP}_k")
         seed = st.number_input("Seed (same noise for every column)", 0, 2**31 - 1, key=f"{CMP}_seed")
         size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, step=16,
                                key=f"{CMP}_size_{loaded.spec.name}")
         display = display_picker(CMP)
+        st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
+    files = saved.popover("Save or load", width="stretch")
+    with files:
+        experiment_loader(CMP)
+    if st.session_state.get(f"{CMP}_load_error"):  # in the page, not the popover, so it is seen
+        st.error(st.session_state[f"{CMP}_load_error"])
+    targets = [target_picker(loaded, CMP, one_line=True)] if mode == "side" else units_picker(loaded, CMP)
     settings = []
     for j, column in enumerate(st.columns(k)):
         with column:
             header = st.empty()
-            settings.append(settings_editor(f"{CMP}_s{j}", loaded, default=str(j % 4 + 1), explain=False))
+            settings.append(settings_editor(f"{CMP}_s{j}", loaded, default=str(j % 4 + 1), explain=False,
+                                            label="collapsed"))
             with header.container():
                 color_header(j, column_name(j, settings[j], loaded), settings[j].label if settings[j] else "")
     photo, ready = accentuation_photo(CMP, settings)
-    st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
     form = ComparisonForm(mode, tuple(targets), tuple(settings), int(seed), int(size), display, loaded.spec.name,
                           photo, ready, loaded)
     if not targets:
@@ -228,4 +237,4 @@ def comparison_form(loaded: LoadedModel, files: st.delta_generator.DeltaGenerato
             st.download_button("Save this comparison (JSON)", form.experiment.to_json(), "comparison.json",
                                "application/json", on_click="ignore")
             st.code(form.experiment.to_json(), language="json")
-    return form
+    return form, tuple(buttons)

@@ -89,9 +89,17 @@ def _objective_picker(loaded: LoadedModel, key: str, layer: str) -> str:
                     help="One activation at the centre of the channel's map, or the mean of the whole map.")
 
 
-def target_picker(loaded: LoadedModel, key: str) -> Target:
-    """Layer + unit (a class by name on the logits layer) + objective -> one ``Target``."""
-    layer = layer_picker(loaded, key, loaded.logits_layer, side_by_side=False)
+def target_picker(loaded: LoadedModel, key: str, side_by_side: bool = False, one_line: bool = False) -> Target:
+    """Layer + unit (a class by name on the logits layer) + objective -> one ``Target``; ``side_by_side``
+    puts the layer's group and the layer on one line, ``one_line`` the unit too."""
+    layer_box, unit_box = st.columns([2, 1]) if one_line else (st.container(), st.container())
+    with layer_box:
+        layer = layer_picker(loaded, key, loaded.logits_layer, side_by_side=side_by_side or one_line)
+    with unit_box:
+        return Target(layer, _unit_picker(loaded, key, layer), _objective_picker(loaded, key, layer))
+
+
+def _unit_picker(loaded: LoadedModel, key: str, layer: str) -> int:
     info = loaded.layer(layer)
     if class_names(loaded, layer):
         if st.session_state.get(f"{key}_class") not in range(info.channels):
@@ -103,7 +111,7 @@ def target_picker(loaded: LoadedModel, key: str) -> Target:
             st.session_state[f"{key}_unit"] = 0
         noun = "Channel" if info.is_spatial else "Unit"
         unit = st.number_input(f"{noun} (0 – {info.channels - 1})", 0, info.channels - 1, key=f"{key}_unit")
-    return Target(layer, int(unit), _objective_picker(loaded, key, layer))
+    return int(unit)
 
 
 def target_name(loaded: LoadedModel, target: Target) -> str:

@@ -3,13 +3,14 @@ the chosen display, its quality and its summary table.
 
 Conventions
 -----------
-* A run streams into a ``RunState`` (:func:`run_live`), kept in the session as each
-  snapshot arrives, so what was made survives Stop, reruns and page switches;
-  :func:`last_run` gives it back.  History frames are float16 and bounded
-  (``FrameHistory``).
-* Stop just interrupts the script: the interrupted run computes on until its next
-  ``st`` call, while the new script run waits for it (:func:`wind_down`, through the
-  app's one polling fragment, :func:`deepvis.app.jobs.poll`).
+* A run computes beside the page, on a thread of its own (:func:`start_run`,
+  :meth:`deepvis.history.RunState.start`), into a ``RunState`` kept in the session, so
+  what was made survives Stop, reruns and page switches; :func:`last_run` gives it
+  back.  History frames are 8-bit and bounded (``FrameHistory``).
+* While it runs, the page draws its newest snapshot at its own pace (:func:`live`):
+  the picture in one fragment (every :data:`IMAGE_EVERY` s), the chart in another
+  (every :data:`CHART_EVERY` s), and reruns once the run has ended.  Stop asks the run
+  to end at its next snapshot.
 * Optimized images are drawn from the float history in the chosen display
   (:func:`frame_view`, :mod:`deepvis.display`), so switching it never recomputes a run;
   a finished or stopped run's quality (:mod:`deepvis.quality`) is computed once and
@@ -25,13 +26,15 @@ import streamlit as st
 
 from deepvis import quality, render
 from deepvis.app.inputs import enlarged
-from deepvis.app.jobs import poll
 from deepvis.display import show
-from deepvis.errors import DeepvisError, one_line
+from deepvis.errors import DeepvisError
 from deepvis.experiment import Experiment
-from deepvis.history import FrameHistory, RunState, stream
+from deepvis.history import Frame, FrameHistory, RunState
 from deepvis.models import LoadedModel
 from deepvis.records import RunRecord, Snapshot
+
+IMAGE_EVERY, CHART_EVERY = 0.4, 2.0  # seconds between redraws of a running run's picture, and of its chart
+LIVE_SIZE = 448  # the side a running or finished single image is drawn at (nearest neighbour, so pixels stay sharp)
 
 JUDGE_COLUMNS = {  # the summary table's judge columns, with the quality line's explanation in brief
     "judge rank": "Rank of the unit's class among the judge network's 1000 (1 = its top class); the judge took no "
@@ -43,35 +46,47 @@ ROBUSTNESS_HELP = ("No judge network here: this network's classes are not ImageN
                    "over its value on the image (about 1 = robust; legible from 0.5).")
 
 
-def start_stop(page: str, ready: bool) -> bool:
-    """The Start and Stop buttons; True when Start was clicked (Stop just interrupts the running script)."""
-    start_col, stop_col, _ = st.columns([1, 1, 6])
-    start = start_col.button("Start", type="primary", key=f"{page}_start", disabled=not ready)
-    stop_col.button("Stop", key=f"{page}_stop", disabled=not start, help="Ends the run and keeps what was made.")
-    return start
+def start_stop(page: str, ready: bool, begin: Callable[[], RunState | None], where: tuple | None = None,
+               fold: Sequence[str] = ()) -> None:
+    """The Start and Stop buttons (in the two columns ``where``, else a row of their own): Start folds the
+    expanders whose open state is kept under the keys ``fold`` (so that the run's picture is in view) and
+    calls ``begin()`` (:func:`start_run`); Stop asks the page's running run to end at its next snapshot (what
+    it made is kept)."""
+    start_col, stop_col = where or st.columns([1, 1, 6])[:2]
+    if start_col.button("Start", type="primary", key=f"{page}_start", disabled=not ready,
+                        on_click=lambda: st.session_state.update({key: False for key in fold})):
+        begin()
+    state = last_run(page)
+    stop_col.button("Stop", key=f"{page}_stop", disabled=state is None or not state.active,
+                    on_click=state.request_stop if state is not None else None,
+                    help="Ends the run at its next snapshot and keeps what was made.")
 
 
-def run_live(key: str, start: Callable[[], Generator[Snapshot, None, None]],
-             draw: Callable[[Snapshot], None], names: Sequence[str], history: FrameHistory | None = None,
-             experiment: Experiment | None = None, **extra: object) -> RunState | None:
-    """Start a run (``start()`` -> generator), store its ``RunState`` as ``st.session_state[f"{key}_run"]``
-    and stream it.  A ``DeepvisError`` at the start (bad settings, target, size) becomes one ``st.error`` line;
-    a failure during the run is kept in the state for :func:`run_status` to show."""
+def picture_columns() -> tuple:
+    """The picture's column (:data:`LIVE_SIZE` px wide on a 1440-px screen) and the chart's beside it."""
+    return st.columns([LIVE_SIZE, 1000 - LIVE_SIZE], gap="medium")
+
+
+def start_run(key: str, start: Callable[[], Generator[Snapshot, None, None]], names: Sequence[str],
+              history: FrameHistory | None = None, experiment: Experiment | None = None,
+              **extra: object) -> RunState | None:
+    """Start a run (``start()`` -> generator) on its own thread and keep its ``RunState`` as
+    ``st.session_state[f"{key}_run"]`` (a run still going from before is asked to stop).  A ``DeepvisError``
+    at the start (bad settings, target, size) is one ``st.error`` line and no run; a failure during the run
+    is kept in the state for :func:`run_status` to show."""
     try:
         gen = start()
     except DeepvisError as exc:
         st.error(f"Cannot start: {exc}")
         return None
+    previous = last_run(key)
+    if previous is not None:
+        previous.request_stop()
     st.session_state[f"{key}_runs"] = st.session_state.get(f"{key}_runs", 0) + 1
     state = RunState(st.session_state[f"{key}_runs"], tuple(names), history or FrameHistory(), experiment,
                      extra=dict(extra))
     st.session_state[f"{key}_run"] = state
-    try:
-        stream(gen, state, draw)
-    except (DeepvisError, RuntimeError) as exc:  # RuntimeError: torch cannot run the network on this input
-        hint = " (is the image too small for this network?)" if isinstance(exc, RuntimeError) else ""
-        state.status, state.error = "failed", f"{one_line(exc)}{hint}"
-    return state
+    return state.start(gen)
 
 
 def last_run(page: str) -> RunState | None:
@@ -79,21 +94,30 @@ def last_run(page: str) -> RunState | None:
     return st.session_state.get(f"{page}_run")
 
 
-def wind_down(state: RunState) -> bool:
-    """While an interrupted run is still ending, say so and return True (the caller draws nothing more).
+def live(state: RunState, draw_image: Callable[[RunState, Frame], None],
+         draw_chart: Callable[[RunState], None] | None = None, picture_box=None, chart_box=None) -> None:
+    """While ``state`` runs: ``draw_image(state, newest frame)`` every :data:`IMAGE_EVERY` s (in
+    ``picture_box``) and ``draw_chart(state)`` every :data:`CHART_EVERY` s (in ``chart_box``), each in its own
+    fragment; the whole page reruns once the run has ended (to draw what it made)."""
+    @st.fragment(run_every=IMAGE_EVERY)
+    def picture() -> None:
+        if not state.active:
+            st.rerun()
+        frame = state.latest
+        if frame is None:
+            st.progress(0.0, text="Starting… (the first snapshot is on its way)")
+        else:
+            draw_image(state, frame)
 
-    A click during a run starts a new script run at once, in a new thread; the old one keeps computing
-    until its next ``st`` call, where Streamlit stops it (its ``finally`` then marks the run stopped).
-    The polling fragment waits until then and reruns the page, which then shows the kept history.
-    """
-    if state.status == "running" and not state.thread.is_alive():
-        state.status = "stopped"  # its thread ended without reaching the finally (e.g. the server stopped it)
-    if not state.active:
-        return False
-    st.info(f"Stopping… the run ends at its next snapshot (iteration {state.record.iteration if state.record else 0}"
-            f" of {state.total} so far); what it made is kept.")
-    poll(lambda: not state.active)
-    return True
+    @st.fragment(run_every=CHART_EVERY)
+    def chart() -> None:
+        if state.record is not None and draw_chart is not None:
+            draw_chart(state)
+
+    with picture_box or st.container():
+        picture()
+    with chart_box or st.container():
+        chart()
 
 
 def run_status(state: RunState) -> None:

@@ -78,11 +78,14 @@ def _theta_widget(key: str, theta: Theta, explain: bool, model: ModelRef) -> Non
         st.caption(theta.help)
 
 
-def settings_editor(key: str, model: ModelRef, default: str = "3", explain: bool = True) -> Settings | None:
+def settings_editor(key: str, model: ModelRef, default: str = "3", explain: bool = True,
+                    summary: bool = False, label: str = "visible", folded: bool | None = None) -> Settings | None:
     """A preset selector and every θ; returns the settings, or ``None`` after one ``st.error`` line.
 
-    ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip, and the θ sit in
-    an "Edit θ" expander).
+    ``explain`` prints each θ's one-line explanation under it (otherwise it is the tooltip); ``folded`` puts
+    the θ in an "Edit θ" expander, open while ``st.session_state[f"{key}_edit"]`` (default: when not
+    explained); ``summary`` writes the values in one line
+    under the selector; ``label`` is the selector's label visibility.
     """
     if f"{key}_preset" not in st.session_state or any(f"{key}_{t.name}" not in st.session_state for t in THETA):
         set_settings(key, presets.resolve(model, default), model)
@@ -90,15 +93,21 @@ def settings_editor(key: str, model: ModelRef, default: str = "3", explain: bool
     if st.session_state[f"{key}_preset"] not in options:  # another model's preset, or UNNAMED: name the θ
         _theta_edited(key, model)
     st.selectbox("Settings", options, key=f"{key}_preset", on_change=_preset_chosen, args=(key, model),
-                 format_func=lambda p: preset_label(model, p), help=PRESET_HELP)
-    box = st.container() if explain else st.expander("Edit θ")
+                 format_func=lambda p: preset_label(model, p), help=PRESET_HELP, label_visibility=label)
+    summary_line = st.empty() if summary else None
+    # Folded: an expander whose open state is kept under f"{key}_edit" (so that Start can fold it away).
+    box = st.expander("Edit θ", key=f"{key}_edit", on_change="rerun") if (not explain if folded is None else folded) \
+        else st.container()
     with box:
         grid = st.columns(2) if explain else [st.container()]
         for i, theta in enumerate(THETA):
             with grid[i * len(grid) // len(THETA)]:
                 _theta_widget(key, theta, explain, model)
     try:
-        return _read_settings(key)
+        settings = _read_settings(key)
     except DeepvisError as exc:
         st.error(f"Invalid settings: {exc}")
         return None
+    if summary_line is not None:
+        summary_line.caption(settings.label)
+    return settings

@@ -293,3 +293,16 @@ def open_expander(page: Page, label: str) -> Locator:
         expander.locator("summary").click()
         expect(details).to_have_attribute("open", re.compile(".*"))
     return expander
+
+
+def fill_in_popover(page: Page, popover: str, label: str, value: float) -> None:
+    """Open the popover whose button reads ``popover``, fill its number input ``label`` (:func:`fill_number`),
+    and close it again (Escape)."""
+    field = number_input(page, label)
+    if not field.is_visible():
+        main_button(page, popover).click()
+        expect(field).to_be_visible()
+    fill_number(page, label, value)
+    if field.is_visible():
+        page.keyboard.press("Escape")
+        expect(field).to_be_hidden()

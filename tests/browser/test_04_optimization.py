@@ -1,5 +1,6 @@
-"""The Optimization page in Chromium: a short run updates live, the history slider browses
-it, and Stop ends a long run while keeping what it made. Small images (64 px) and few iterations keep it quick."""
+"""The Optimization page in Chromium: a run's picture is in view and changes while it runs, the history slider
+browses it, and Stop ends a long run while keeping what it made. Small images (64 px) and few iterations keep it
+quick."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def open_optimization(new_page, size: int, steps: int):
     page = new_page("optimization")
     expect(page.get_by_role("heading", name="Optimization")).to_be_visible(timeout=120_000)
     app.wait_idle(page)
-    app.fill_number(page, "Image size (px)", size)
+    app.fill_in_popover(page, "Seed, size, display", "Image size (px)", size)
+    app.open_expander(page, "Edit θ")
     app.fill_number(page, "Iterations", steps)
     return page
 
@@ -40,22 +42,27 @@ def history_slider(page):
 
 
 def test_run_updates_live_and_history_slider_browses_it(new_page) -> None:
-    steps = 12  # short runs snapshot every iteration
+    steps = 60  # a few seconds to watch; short runs snapshot every iteration
     page = open_optimization(new_page, 64, steps)
+    page.set_viewport_size({"width": 1440, "height": 900})
     app.main_button(page, "Start").click()
 
-    seen = set()  # progress texts while it runs: the page must update during the run
+    # While it runs, the picture (448 px) is in view without scrolling and it changes.
+    seen: dict[str, str] = {}  # caption -> image source, while running
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        text = app.progress_text(page)
-        if text:
-            seen.add(text)
+        image = page.locator('[data-testid="stImage"]').filter(has_text=re.compile(CAPTION)).locator("img")
+        if image.count() == 1 and app.progress_text(page):
+            box = image.bounding_box()
+            if box is not None:
+                assert box["width"] >= 448 and box["y"] >= 0 and box["y"] + box["height"] <= 900, box
+                seen.setdefault(app.image_captions(page, CAPTION)[0], image.get_attribute("src"))
         if page.get_by_text(re.compile(rf"^Finished {steps} iterations")).count():
             break
-        page.wait_for_timeout(150)
+        page.wait_for_timeout(100)
     expect(page.get_by_text(re.compile(rf"^Finished {steps} iterations"))).to_be_visible()
     app.wait_idle(page)
-    assert len(seen) >= 2, f"the progress never changed while running: {seen}"
+    assert len(set(seen.values())) >= 3, f"the picture did not change while running: {list(seen)}"
 
     slider = history_slider(page)
     expect(slider).to_have_count(1)
@@ -75,8 +82,13 @@ def test_run_updates_live_and_history_slider_browses_it(new_page) -> None:
     assert app.image_by_caption(page, "iteration").get_attribute("src") != last_src
     assert best > start_objective, "gradient ascent never raised the objective above its start"
 
-    for _ in range(best_at):
-        slider.press("ArrowRight")
+    if best_at > (steps - 1) / 2:  # from the nearer end
+        slider.press("End")
+        for _ in range(steps - 1 - best_at):
+            slider.press("ArrowLeft")
+    else:
+        for _ in range(best_at):
+            slider.press("ArrowRight")
     expect(caption_of(page, best_at)).to_have_count(1, timeout=30_000)
     app.wait_idle(page)
     assert shown(page) == (best_at, best)  # the image at the best iteration scores the best objective
@@ -117,7 +129,7 @@ def test_stop_ends_a_long_run_and_keeps_its_history(new_page) -> None:
     (caption,) = app.image_captions(page, CAPTION)
     got = app.fetch_image(page, app.image_by_caption(page, caption))
     # Shown scaled about zero (the default display); the page enlarges small images, nearest neighbour.
-    want = upscale(row.image("last", "zero"), 224, smooth=False)
+    want = upscale(row.image("last", "zero"), 448, smooth=False)
     assert got.shape == want.shape and np.mean(np.abs(got.astype(int) - want.astype(int)) > 2) < 1e-2
     expect(app.prediction_chart(page)).to_have_count(0)
     app.assert_no_exception(page)

@@ -27,8 +27,8 @@ def test_three_settings_three_columns_one_slider_moves_all(new_page) -> None:
     page = new_page("comparison")
     expect(page.get_by_role("heading", name="Comparison")).to_be_visible(timeout=120_000)
     app.wait_idle(page)
-    app.fill_number(page, "Settings (columns)", COLUMNS)
-    app.fill_number(page, "Image size (px)", 32)
+    app.fill_in_popover(page, "Columns, seed, size, display", "Settings (columns)", COLUMNS)
+    app.fill_in_popover(page, "Columns, seed, size, display", "Image size (px)", 32)
     editors = page.get_by_text("Edit θ", exact=True)
     expect(editors).to_have_count(COLUMNS)
     for j in range(COLUMNS):
