@@ -26,13 +26,14 @@ def draw_live(state: history.RunState, frame: history.Frame) -> None:
     fraction, done = state.progress
     st.progress(fraction, text=f"iteration {done} of {state.total} · {len(names)} settings"
                 + (f" × {len(state.extra['rows'])} units" if state.extra["mode"] == "sheet" else "") + form.batching)
-    if state.extra["mode"] == "sheet":
-        inputs.show_png(runs.sheet_image(frame.pixels, frame.mean, state.extra["rows"], names, display))
-        return
-    pixels = frame.pixels
-    for j, column in enumerate(st.columns(len(names))):
-        column.image(png_bytes(runs.frame_view(pixels[j], frame.mean, display)), output_format="PNG",
-                     width="stretch", caption=f"{names[j][0]} · objective {frame.objectives[j]:.4g}")
+    # One picture per redraw (every column side by side, its objective in its label): far lighter for the
+    # browser than a picture per column.
+    rows = state.extra["rows"] if state.extra["mode"] == "sheet" else [""]
+    labels = names if state.extra["mode"] == "sheet" else [
+        f"{name[0]} · objective {value:.4g}" for name, value in zip(names, frame.objectives)]
+    inputs.show_png(runs.sheet_image(frame.pixels, frame.mean, rows, labels, display),
+                    caption=f"iteration {frame.iteration} · objective " + " · ".join(f"{v:.4g}" for v in frame.objectives),
+                    width="stretch")
 
 
 @st.fragment
@@ -58,7 +59,8 @@ state = runs.last_run(forms.CMP)
 if state is not None and not state.active:
     st.subheader(state.extra["rows"][0] if state.extra["mode"] == "side" else "Units × settings")
 if state is not None and state.active:
-    runs.live(state, draw_live, lambda state: st.plotly_chart(charts.curves_figure(state.record, state.names)))
+    runs.live(state, draw_live, lambda state: st.image(png_bytes(charts.curves_picture(state.record, state.names,
+                                                                                        width=900)), output_format="PNG"))
 elif state is not None:
     runs.run_status(state)
 if state is not None and not state.active and state.record is not None:

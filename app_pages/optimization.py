@@ -4,15 +4,20 @@ import streamlit as st
 
 from deepvis import charts, history, render
 from deepvis import optimize as opt
-from deepvis.app import forms, model, pickers, runs
+from deepvis.app import forms, layer_run, model, pickers, runs
 from deepvis.display import npy_bytes
 from deepvis.history import Frame, RunState
 from deepvis.render import png_bytes
 
 loaded = model.model_sidebar()
-st.title("Optimization", help="Start from noise and change the image, step by step, so that one unit fires as "
-         "strongly as possible; four regularizers (Table 1 of the paper) keep the result recognizable. The later "
-         "parametrizations (Fourier, MACO, accentuation of a photo) are presets too.")
+title, what = st.columns([3, 2], vertical_alignment="bottom")
+title.title("Optimization", help="Start from noise and change the image, step by step, so that one unit fires as "
+            "strongly as possible; four regularizers (Table 1 of the paper) keep the result recognizable. The later "
+            "parametrizations (Fourier, MACO, accentuation of a photo) are presets too.")
+if what.segmented_control("Optimize", ["one unit", "every filter of a layer"], default="one unit", key="opt_what",
+                          label_visibility="collapsed") == "every filter of a layer":
+    layer_run.layer_mode(loaded)
+    st.stop()
 form, buttons = forms.optimization_form(loaded)
 runs.start_stop(forms.OPT, ready=form.runnable, where=buttons, fold=[f"{forms.OPT}_edit"], begin=lambda: runs.start_run(
     forms.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed, size=form.size,
@@ -28,11 +33,12 @@ def draw_image(state: RunState, frame: Frame) -> None:
 
 
 def draw_chart(state: RunState, marker: int | None = None) -> None:
-    if state.active:
+    if state.active:  # a light picture while it runs; the interactive chart once it has ended
         fraction, done = state.progress
         st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
-    st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=marker, norms=True),
-                    key=None if marker is None else "opt_chart")
+        st.image(png_bytes(charts.curves_picture(state.record, ["objective"])), output_format="PNG")
+        return
+    st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=marker, norms=True), key="opt_chart")
 
 
 @st.fragment

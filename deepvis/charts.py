@@ -1,4 +1,6 @@
-"""Plotly figures for the pages (pure: numbers in, ``go.Figure`` out; no Streamlit).
+"""Plotly figures for the pages (pure: numbers in, ``go.Figure`` out; no Streamlit), and the light picture of
+the curves a running run shows (:func:`curves_picture`: a PNG-ready array, cheap for the server and the browser
+to redraw every second or two, where an interactive figure costs the browser far more).
 
 Conventions
 -----------
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
 
 from deepvis.activations import ChannelStats, Prediction
 from deepvis.records import RunRecord
@@ -63,3 +67,38 @@ def curves_figure(record: RunRecord, names: Sequence[str], colors: Sequence[str]
     if norms:
         figure.update_layout(yaxis2=dict(title="image norm", overlaying="y", side="right", showgrid=False))
     return figure
+
+
+def curves_picture(record: RunRecord, names: Sequence[str], width: int = 560, height: int = 300,
+                   colors: Sequence[str] | None = None) -> np.ndarray:
+    """Each row's objective per iteration as a line (its colour as in :func:`curves_figure`), with the range of
+    both axes written at their ends and the names as a legend: ``(height, width, 3)`` uint8."""
+    colors = colors or PALETTE
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    left, right, top, bottom = 64, width - 12, 10, height - 40
+    curves = [row.objectives[:row.steps_done] for row in record.rows]
+    values = np.concatenate([c for c in curves if len(c)]) if any(len(c) for c in curves) else np.zeros(1)
+    low, high = float(values.min()), float(values.max())
+    span = high - low or 1.0
+    total = max(2, max(len(c) for c in curves))
+    draw.rectangle([left, top, right, bottom], outline=(200, 200, 200))
+    for b, curve in enumerate(curves):
+        if len(curve) < 2:
+            continue
+        xs = left + np.arange(len(curve)) * (right - left) / (total - 1)
+        ys = bottom - (curve - low) * (bottom - top) / span
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colors[b % len(colors)], width=2)
+    grey = (90, 90, 90)
+    draw.text((4, top), f"{high:.4g}", fill=grey, font=font)
+    draw.text((4, bottom - 10), f"{low:.4g}", fill=grey, font=font)
+    draw.text((left, bottom + 4), "0", fill=grey, font=font)
+    draw.text((right - 40, bottom + 4), f"{total - 1}", fill=grey, font=font)
+    draw.text(((left + right) // 2 - 60, bottom + 4), "objective per iteration", fill=grey, font=font)
+    x = left
+    for b, name in enumerate(names):
+        draw.rectangle([x, height - 16, x + 10, height - 8], fill=colors[b % len(colors)])
+        draw.text((x + 14, height - 18), name, fill=grey, font=font)
+        x += 24 + int(draw.textlength(name, font=font))
+    return np.asarray(image)

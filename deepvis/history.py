@@ -30,6 +30,8 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from deepvis.display import DEFAULT_DISPLAY, show
 from deepvis.errors import DeepvisError, one_line
@@ -61,8 +63,16 @@ class Frame:
     finished: tuple[bool, ...]
 
     @classmethod
-    def of(cls, snapshot: Snapshot) -> Frame:
+    def of(cls, snapshot: Snapshot, side: int | None = None,
+           box: tuple[int, int, int, int] | None = None) -> Frame:
+        """The snapshot's frame; ``box`` ``(top, left, bottom, right)``: only that part of each image is kept
+        (0, the mean, where it leaves the image); ``side``: images larger than that are kept shrunk to it
+        (area average)."""
         pixels = snapshot.pixels
+        if box is not None:
+            pixels = crop(pixels, box)
+        if side is not None and max(pixels.shape[1:3]) > side:
+            pixels = shrink(pixels, side)
         rows = snapshot.record.rows
         return cls(snapshot.iteration, show(pixels, snapshot.mean, "zero"),
                    np.abs(pixels).max(axis=(1, 2, 3)).astype(np.float32), snapshot.mean,
@@ -83,22 +93,44 @@ class Frame:
         return self.scaled.nbytes + self.peaks.nbytes
 
 
+def crop(pixels: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part ``(top, left, bottom, right)`` of ``(B, H, W, C)`` images, 0 (the mean) where it leaves them."""
+    top, left, bottom, right = box
+    height, width = pixels.shape[1:3]
+    out = np.zeros((pixels.shape[0], bottom - top, right - left, pixels.shape[3]), dtype=pixels.dtype)
+    inner = pixels[:, max(0, top):min(height, bottom), max(0, left):min(width, right)]
+    out[:, max(0, -top):max(0, -top) + inner.shape[1], max(0, -left):max(0, -left) + inner.shape[2]] = inner
+    return out
+
+
+def shrink(pixels: np.ndarray, side: int) -> np.ndarray:
+    """``(B, H, W, C)`` float images with their longer side shrunk to ``side`` (area average)."""
+    height, width = pixels.shape[1:3]
+    scale = side / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
+    return F.interpolate(t, size=size, mode="area").permute(0, 2, 3, 1).contiguous().numpy()
+
+
 class FrameHistory:
     """Bounded history of a run's snapshots (pure; no Streamlit).
 
-    Keeps 8-bit frames (and one scale per image) only, at most ``cap`` of them (from ``max_bytes`` and ``max_frames``, at least 2).
+    Keeps 8-bit frames (and one scale per image) only, at most ``cap`` of them (from ``max_bytes`` and ``max_frames``, at least 2);
+    with ``box``, only that part of each image; with ``side``, images are kept shrunk to at most that many
+    pixels a side (a whole layer's history).
     Snapshot number k (in arrival order) is kept while k is a multiple of the stride; when more than
     ``cap`` would be kept the stride doubles, so the kept frames stay evenly spaced.  The newest frame is
     always kept as well, so the end of a run, or what a Stop left, is never lost.
     """
 
-    def __init__(self, max_bytes: int = HISTORY_BYTES, max_frames: int = HISTORY_FRAMES) -> None:
-        self.max_bytes, self.max_frames = max_bytes, max_frames
+    def __init__(self, max_bytes: int = HISTORY_BYTES, max_frames: int = HISTORY_FRAMES,
+                 side: int | None = None, box: tuple[int, int, int, int] | None = None) -> None:
+        self.max_bytes, self.max_frames, self.side, self.box = max_bytes, max_frames, side, box
         self.stride, self.cap, self._count = 1, None, 0
         self._frames: list[tuple[int, Frame]] = []
 
     def add(self, snapshot: Snapshot) -> None:
-        frame = Frame.of(snapshot)
+        frame = Frame.of(snapshot, self.side, self.box)
         if self.cap is None:
             self.cap = max(2, min(self.max_frames, self.max_bytes // max(1, frame.nbytes)))
         if self._frames and self._frames[-1][0] % self.stride:

@@ -112,6 +112,19 @@ def _save(path: Path, pattern: Pattern, box: receptive.Box) -> None:
     _write(path, buffer.getvalue())  # last: an entry exists once both files do
 
 
+def keep(loaded: LoadedModel, record, settings: Settings, seed: int, size: int) -> int:
+    """Keep every finished row of a run (a :class:`deepvis.records.RunRecord` of ``settings``, ``seed`` and
+    ``size``) as its target's entry, as :func:`compute` would have made it; the number kept.  A whole layer
+    optimized live becomes the layer's pattern-mode images this way, without computing them again."""
+    kept = 0
+    for row in record.rows:
+        if row.finished:
+            found = Pattern(row.best_x, float(row.best_objective), row.mean)
+            _save(entry_path(loaded, row.target, settings, seed, size), found, field_of(loaded, row.target, size))
+            kept += 1
+    return kept
+
+
 def thumbnails(loaded: LoadedModel, targets: Sequence[Target], settings: Settings, seed: int = 0,
                size: int | None = None) -> list[np.ndarray | None]:
     """Each target's ``(THUMB, THUMB, 3)`` uint8 thumbnail, or None where it is not computed yet."""

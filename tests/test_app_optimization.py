@@ -43,7 +43,7 @@ def chart(at: AppTest) -> dict:
 
 
 def shown_image(at: AppTest) -> tuple[str, str]:
-    (image,) = at.get("image")
+    (image,) = [i for i in at.get("image") if i.captions and (i.captions[0] or "").startswith("iteration")]
     return image.captions[0], image.value[0]
 
 

@@ -83,7 +83,7 @@ def start_run(key: str, start: Callable[[], Generator[Snapshot, None, None]], na
     if previous is not None:
         previous.request_stop()
     st.session_state[f"{key}_runs"] = st.session_state.get(f"{key}_runs", 0) + 1
-    state = RunState(st.session_state[f"{key}_runs"], tuple(names), history or FrameHistory(), experiment,
+    state = RunState(st.session_state[f"{key}_runs"], tuple(names), history if history is not None else FrameHistory(), experiment,
                      extra=dict(extra))
     st.session_state[f"{key}_run"] = state
     return state.start(gen)

@@ -1,0 +1,220 @@
+"""The optimization pages in a real browser against the library doing the same run, in one run.
+
+Run by hand from the repository root (Playwright and the system Chromium, as the browser tests use):
+
+    python -m bench.bench_pages [--only optimization,comparison] [--repeats 3] [--steps N] [--size S]
+
+A Streamlit server is started on a free port (``streamlit run streamlit_app.py``, headless) and driven by
+Chromium at 1440 × 900, both on this machine.  Measured ``--repeats`` times, the page's run and then the same
+run by the library in this process, alternating (never at the same time, so they do not share the CPU); medians.
+During each page run the CPU seconds of the server process and of Chromium's processes are read from ``/proc``
+(what the browser costs when it shares the machine, as here):
+
+* **optimization**: the page's default run (flamingo, the model's calibrated row 3, its own iterations, 224 px;
+  ``--steps``/``--size`` change them) from the click on Start to the finished viewer (its "Finished" line and
+  history slider drawn); meanwhile the live picture's source is sampled every 50 ms: how often it changed
+  per second, and whether the picture (≥ 448 px) was in view.  The library: :func:`deepvis.optimize.run` of the
+  same target, settings, seed and size (wall time).  Target: page ÷ library ≤ 1.25; ≥ 2 picture updates/s.
+* **comparison**: the page's default four columns (calibrated rows 1-4, one batch) the same way, against the
+  library's batched run of the same experiment.  Target ≤ 1.25.
+
+Prints one JSON object per measurement, then a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("DEEPVIS_CHROMIUM", "/usr/bin/chromium")
+CAPTION = re.compile(r"^iteration (\d+) · objective")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes ``pids`` so far (Linux ``/proc``; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def chromium_pids() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").exists() else ():
+        try:
+            if entry.name.isdigit() and "chrom" in (entry / "comm").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+                               "--server.headless", "true", "--server.port", str(port),
+                               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise SystemExit("the Streamlit server did not start")
+
+
+OBSERVER = """(minSide) => {
+  window.__seen = []; window.__inView = true;
+  const sample = () => {
+    const shown = [...document.querySelectorAll('[data-testid="stImage"]')]
+      .filter(e => /^iteration \\d+ · objective/.test(e.innerText.trim()));
+    if (!shown.length || !document.querySelector('[data-testid="stProgress"]')) return;
+    const srcs = shown.map(e => (e.querySelector('img') || {}).src || '').join('|');
+    const last = window.__seen[window.__seen.length - 1];
+    if (!last || last[1] !== srcs) window.__seen.push([performance.now(), srcs]);
+    if (minSide && shown.length === 1) {
+      const box = shown[0].querySelector('img').getBoundingClientRect();
+      if (box.width > 0) window.__inView = window.__inView && box.width >= minSide && box.bottom <= innerHeight;
+    }
+  };
+  new MutationObserver(sample).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                       attributeFilter: ['src']});
+}"""
+
+
+def watch_run(page, finished: re.Pattern, picture_min: int | None, server_pid: int) -> dict:
+    """Click Start and wait for ``finished`` and the history slider; the browser itself records each change of
+    the live picture(s) (a MutationObserver), so watching costs the server nothing."""
+    from playwright.sync_api import expect
+
+    from tests.browser import app
+
+    page.evaluate(OBSERVER, picture_min or 0)
+    browser, server = chromium_pids(), [server_pid]
+    browser_cpu, server_cpu = cpu_seconds(browser), cpu_seconds(server)
+    began = time.perf_counter()
+    app.main_button(page, "Start").click()
+    expect(page.get_by_text(finished)).to_have_count(0, timeout=120_000)  # a previous run's line is gone
+    expect(page.get_by_text(finished)).to_be_visible(timeout=1_800_000)
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="History (iteration)")
+    expect(slider).to_have_count(1, timeout=600_000)
+    total = time.perf_counter() - began
+    browser_cpu, server_cpu = cpu_seconds(browser) - browser_cpu, cpu_seconds(server) - server_cpu
+    seen, in_view = page.evaluate("[window.__seen, window.__inView]")
+    span = (seen[-1][0] - seen[0][0]) / 1000 if len(seen) > 1 else 0.0
+    return {"page_s": total, "picture_updates": len(seen), "updates_per_s": (len(seen) - 1) / span if span else 0.0,
+            "picture_in_view": bool(in_view) if picture_min else None, "server_cpu_s": server_cpu,
+            "browser_cpu_s": browser_cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="optimization,comparison")
+    parser.add_argument("--steps", type=int, default=None, help="iterations (default: each preset's own)")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    from playwright.sync_api import expect, sync_playwright
+
+    from deepvis import optimize as opt
+    from deepvis import presets
+    from deepvis.history import snapshot_every
+    from deepvis.models import load_model
+    from deepvis.targets import Target
+    from tests.browser import app
+
+    loaded = load_model(device="cpu")
+    target = Target(loaded.logits_layer, 130)  # flamingo, the pages' default
+    results = []
+    server, url = start_server()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            for which in args.only.split(","):
+                context = browser.new_context(viewport={"width": 1440, "height": 900})
+                page = context.new_page()
+                app.track_runs(page)
+                page.goto(f"{url}/{which}")
+                expect(page.get_by_role("heading", name=which.capitalize())).to_be_visible(timeout=120_000)
+                app.wait_idle(page)
+                if which == "optimization":
+                    settings = [presets.resolve(loaded, "3")]
+                    popover, counts = "Seed, size, display", [1]
+                else:
+                    settings = [presets.resolve(loaded, str(j)) for j in range(1, 5)]
+                    popover, counts = "Columns, seed, size, display", [4]
+                if args.size != loaded.spec.input_size:
+                    app.fill_in_popover(page, popover, "Image size (px)", args.size)
+                if args.steps:
+                    settings = [s.replace(steps=args.steps) for s in settings]
+                    editors = page.get_by_text("Edit θ", exact=True)
+                    for j in range(len(settings)):
+                        editors.nth(j).click()
+                        app.fill_number(page, "Iterations", args.steps, nth=j)
+                steps = max(s.steps for s in settings)
+                timed, library = [], []
+                for _ in range(args.repeats):
+                    if timed:  # the same page again, from its top (the run's viewer replaced by the next Start)
+                        page.evaluate("window.scrollTo(0, 0)")
+                        app.wait_idle(page)
+                    timed.append(watch_run(page, re.compile(rf"^Finished {steps} iterations"),
+                                           448 if which == "optimization" else None, server.pid))
+                    began = time.perf_counter()
+                    opt.run(loaded, [target] * counts[0], settings, seed=0, size=args.size)
+                    library.append(time.perf_counter() - began)
+                    print(json.dumps({"page": which, **timed[-1], "library_s": library[-1]}), flush=True)
+                context.close()
+                median = {key: statistics.median(r[key] for r in timed) for key in
+                          ("page_s", "updates_per_s", "server_cpu_s", "browser_cpu_s")}
+                row = {"page": which, "columns": len(settings), "steps": steps, "size": args.size,
+                       "repeats": args.repeats, **median, "picture_in_view": timed[0]["picture_in_view"] is not False
+                       and all(r["picture_in_view"] is not False for r in timed),
+                       "library_s": statistics.median(library), "pairs": [(r["page_s"], t) for r, t in zip(timed, library)],
+                       "every": snapshot_every(steps)}
+                row["ratio"] = row["page_s"] / row["library_s"]
+                row["target"] = "<= 1.25"
+                if which == "comparison":
+                    row["picture_in_view"] = None
+                results.append(row)
+                print(json.dumps(row), flush=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    print()
+    print("| page | run | page: Start to finished viewer | library | page ÷ library | picture updates/s | "
+          "CPU during the page's run: server / Chromium | picture in view |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        print(f"| {r['page']} | {r['columns']} × {r['steps']} it at {r['size']} px | {r['page_s']:.1f} s | "
+              f"{r['library_s']:.1f} s | **{r['ratio']:.2f}** | {r['updates_per_s']:.1f} | "
+              f"{r['server_cpu_s']:.0f} / {r['browser_cpu_s']:.0f} s | "
+              f"{ {True: 'yes', False: 'no', None: '–'}[r['picture_in_view']]} |")
+
+
+if __name__ == "__main__":
+    main()
