@@ -68,7 +68,6 @@ class Rows:
         self.captured = list(dict.fromkeys(source[0] if source else layer for layer, *_, source in self.groups))
         self._batch = [torch.arange(len(members), device=device) for _, _, members, *_ in self.groups]
         self._whole = len(self.groups) == 1 and self.groups[0][2].tolist() == list(range(len(active)))
-        self._flat: dict[tuple[int, int, int], torch.Tensor] = {}
 
     def blur_sigmas(self, iteration: int) -> list[float]:
         return [s.blur_radius if reg.blur_due(s.blur_radius, s.blur_every, iteration) else 0.0 for s in self.settings]
@@ -87,7 +86,7 @@ class Rows:
             if kind == "neuron":
                 value = act[batch, units, ys, xs]
                 reported = value.detach() if source is None else shown[batch, units, ys, xs]
-                hit = shown.detach().flatten(1).argmax(dim=1) == self._flat_index(g, act.shape)
+                hit = _argmax_hits(shown.detach(), units, ys, xs)
             else:
                 scores = act.mean(dim=(2, 3)) if kind == "channel" else act
                 value = scores[batch, units]
@@ -111,11 +110,14 @@ class Rows:
             values[members], is_max[members] = reported.detach(), hit
         return total, values, is_max
 
-    def _flat_index(self, group: int, shape: torch.Size) -> torch.Tensor:
-        """Where a neuron group's units lie in their ``(C, H, W)`` map flattened, per row (made once per shape)."""
-        key = (group, shape[2], shape[3])
-        found = self._flat.get(key)
-        if found is None:
-            _, _, _, units, ys, xs, _ = self.groups[group]
-            found = self._flat[key] = (units * shape[2] + ys) * shape[3] + xs
-        return found
+
+def _argmax_hits(maps: torch.Tensor, units: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Per row of ``(n, C, H, W)`` maps: whether ``(units, ys, xs)`` is the map's first maximum.  Read in the
+    tensor's own memory order (a CPU network's maps are channels-last: flattening them as ``(C, H, W)`` would
+    copy them every step); the first maximum of a tie is the same element in either order for the all-equal
+    maps of a dead layer, the one tie that happens in practice."""
+    n, channels, height, width = maps.shape
+    if not maps.is_contiguous() and maps.is_contiguous(memory_format=torch.channels_last):
+        where = maps.permute(0, 2, 3, 1).reshape(n, -1).argmax(dim=1)  # (y, x, c) order, no copy
+        return where == (ys * width + xs) * channels + units
+    return maps.reshape(n, -1).argmax(dim=1) == (units * height + ys) * width + xs

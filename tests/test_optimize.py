@@ -467,3 +467,25 @@ def test_a_rectified_unit_that_is_off_on_the_noise_still_rises_through_its_input
     row = opt.run(lite0, Target(node, channel, "channel"), presets.table1_row(3).replace(steps=30), size=96).rows[0]
     assert row.initial == pytest.approx(float(acts[node][0, channel].mean()), abs=1e-6)
     assert row.best_objective > 0.5 and (row.objectives >= 0).all() and (row.objectives <= 6).all()
+
+
+def test_argmax_hits_read_channels_last_maps_in_their_own_order():
+    """Whether each row's unit is its map's first maximum, the same for NCHW and channels-last maps, checked
+    against a plain loop over the (C, H, W) map."""
+    from deepvis.rows import _argmax_hits
+
+    maps = torch.randn(6, 5, 4, 3, generator=torch.Generator().manual_seed(0))
+    units, ys, xs = [], [], []
+    for b in range(6):  # rows 0-2 ask for their true maximum, rows 3-5 for another position
+        c, y, x = np.unravel_index(int(maps[b].argmax()), (5, 4, 3))
+        if b >= 3:
+            c = (c + 1) % 5
+        units.append(int(c)), ys.append(int(y)), xs.append(int(x))
+    args = [torch.tensor(v) for v in (units, ys, xs)]
+    want = [maps[b].flatten().argmax().item() == (units[b] * 4 + ys[b]) * 3 + xs[b] for b in range(6)]
+    assert want == [True, True, True, False, False, False]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = _argmax_hits(maps.contiguous(memory_format=layout), *args)
+        assert got.tolist() == want, layout
+    dead = torch.zeros(2, 5, 4, 3).contiguous(memory_format=torch.channels_last)  # a dead layer: all ties
+    assert _argmax_hits(dead, torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([0, 0])).tolist() == [True, False]
