@@ -17,6 +17,9 @@ During each page run the CPU seconds of the server process and of Chromium's pro
   same target, settings, seed and size (wall time).  Target: page ÷ library ≤ 1.25; ≥ 2 picture updates/s.
 * **comparison**: the page's default four columns (calibrated rows 1-4, one batch) the same way, against the
   library's batched run of the same experiment.  Target ≤ 1.25.
+* **activations**: on the Activations page with its default photo analyzed, the click on "next unit" (▶) to
+  the unit column's summary line naming the new unit, and to the page idle again (every panel of the unit
+  redrawn); ``--repeats`` × 4 clicks, medians.  Target ≤ 400 ms.
 
 Prints one JSON object per measurement, then a Markdown table.
 """
@@ -131,6 +134,25 @@ def watch_run(page, finished: re.Pattern, picture_min: int | None, server_pid: i
             "browser_cpu_s": browser_cpu}
 
 
+def next_unit(page, clicks: int) -> dict:
+    """Median milliseconds from a click on ▶ to the new unit's summary line, and to the page idle again."""
+    from playwright.sync_api import expect
+
+    from tests.browser import app
+
+    app.wait_for_unit(page, 0, 180_000)
+    shown, idle = [], []
+    for unit in range(1, clicks + 1):
+        began = time.perf_counter()
+        app.main_button(page, "▶").click()
+        expect(app.summary_line(page)).to_have_text(re.compile(rf"^Unit {unit} · "), timeout=60_000)
+        shown.append(1000 * (time.perf_counter() - began))
+        app.wait_idle(page)
+        idle.append(1000 * (time.perf_counter() - began))
+    return {"page": "activations", "measure": "next unit", "clicks": clicks, "summary_ms": statistics.median(shown),
+            "idle_ms": statistics.median(idle), "summary_all": shown, "idle_all": idle, "target": "<= 400 ms"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="optimization,comparison")
@@ -158,9 +180,15 @@ def main() -> None:
                 context = browser.new_context(viewport={"width": 1440, "height": 900})
                 page = context.new_page()
                 app.track_runs(page)
-                page.goto(f"{url}/{which}")
-                expect(page.get_by_role("heading", name=which.capitalize())).to_be_visible(timeout=120_000)
+                page.goto(f"{url}/{which if which != 'activations' else ''}")
+                if which != "activations":  # (the Activations page waits for its unit column instead)
+                    expect(page.get_by_role("heading", name=which.capitalize())).to_be_visible(timeout=120_000)
                 app.wait_idle(page)
+                if which == "activations":
+                    results.append(next_unit(page, 4 * args.repeats))
+                    print(json.dumps(results[-1]), flush=True)
+                    context.close()
+                    continue
                 if which == "optimization":
                     settings = [presets.resolve(loaded, "3")]
                     popover, counts = "Seed, size, display", [1]
@@ -210,10 +238,16 @@ def main() -> None:
           "CPU during the page's run: server / Chromium | picture in view |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in results:
+        if r["page"] == "activations":
+            continue
         print(f"| {r['page']} | {r['columns']} × {r['steps']} it at {r['size']} px | {r['page_s']:.1f} s | "
               f"{r['library_s']:.1f} s | **{r['ratio']:.2f}** | {r['updates_per_s']:.1f} | "
               f"{r['server_cpu_s']:.0f} / {r['browser_cpu_s']:.0f} s | "
               f"{ {True: 'yes', False: 'no', None: '–'}[r['picture_in_view']]} |")
+    for r in results:
+        if r["page"] == "activations":
+            print(f"\nActivations, next unit ({r['clicks']} clicks, medians): summary line {r['summary_ms']:.0f} ms, "
+                  f"page idle {r['idle_ms']:.0f} ms (target {r['target']})")
 
 
 if __name__ == "__main__":
