@@ -282,3 +282,50 @@ def test_accentuation_asks_for_a_photo_and_starts_from_it(lite0):
     # choosing Upload with nothing uploaded keeps Start disabled, with a one-line hint
     at.radio(key="opt_accent_source").set_value("Upload").run()
     assert at.button(key="opt_start").disabled and not at.exception
+
+
+@pytest.mark.parametrize("failure, line", [
+    (RuntimeError("Given input size: (16x1x1). Calculated output size: (16x0x0).\nmore"),
+     "Given input size: (16x1x1). Calculated output size: (16x0x0). (is the image too small for this network?)"),
+    (opt.OptimizeError("the unit left its layer"), "the unit left its layer"),
+    (KeyError("bug"), "KeyError: 'bug' (a bug; the server log has the details)"),
+])
+def test_a_run_that_fails_on_its_thread_keeps_what_it_made_and_one_line(failure, line):
+    closed = []
+
+    def run():
+        try:
+            yield snapshot(0, 1, 8)
+            yield snapshot(1, 1, 8)
+            raise failure
+        finally:
+            closed.append(True)
+
+    state = history.RunState(1, ("x",), history.FrameHistory()).start(run())
+    assert state.wait(30)
+    assert state.status == "failed" and state.error == line and "\n" not in state.error
+    assert state.history.iterations == [0, 1] and state.record.iteration == 1 and closed == [True]
+
+
+def test_stop_ends_a_run_at_its_next_snapshot_and_closes_it():
+    release, closed, made = threading.Event(), [], []
+
+    def run():
+        try:
+            for i in range(1000):
+                made.append(i)
+                yield snapshot(i, 1, 8)
+                if i == 2:
+                    release.wait(30)
+        finally:
+            closed.append(True)
+
+    state = history.RunState(1, ("x",), history.FrameHistory()).start(run())
+    deadline = time.monotonic() + 30
+    while state.snapshots < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    state.request_stop()
+    release.set()
+    assert state.wait(30)
+    assert state.status == "stopped" and closed == [True]
+    assert made == [0, 1, 2, 3] and state.history.iterations[-1] == 3  # the snapshot in progress, then no more
