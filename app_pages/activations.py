@@ -3,7 +3,6 @@
 import streamlit as st
 
 from deepvis import charts
-from deepvis.activations import analyze
 from deepvis.app import grid, inputs, layer_map, links, live, model, panels, pickers, unit_column
 
 links.open_link("act")
@@ -12,8 +11,7 @@ photo, grid_col, unit_col = st.columns([0.8, 2.1, 1.3], gap="medium")
 
 with photo:
     source = inputs.image_input("act", live=True)
-    image = inputs.decoded_image(source[0]) if source else None
-if image is None:
+if source is None:
     if inputs.live_streaming("act"):
         with grid_col:
             layer = pickers.layer_picker(loaded, "act", loaded.default_layer)
@@ -22,8 +20,10 @@ if image is None:
 with grid_col:
     links.linked_layer(loaded, "act", pickers.layer_key(loaded, "act"))
     layer = pickers.layer_picker(loaded, "act", loaded.default_layer)
-with st.spinner("Running the network…"):
-    result = analyze(loaded, image, layer)
+with photo:
+    result = inputs.analysis(loaded, source[0], layer, "act")  # kept while photo and layer stay: a new unit is free
+if result is None:  # not a photo: one line, shown above
+    st.stop()
 channels = result.activation.shape[0]
 links.linked_unit("act", "act_unit", channels)
 pickers.chart_click("act_unit", "act_overview")

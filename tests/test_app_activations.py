@@ -337,3 +337,20 @@ def test_representation_map_of_the_collection_and_opening_a_photo(lite0, tmp_pat
     assert any(c.value == "Photo: coffee.png" for c in at.caption)
     at.button(key="act_close").click().run()
     assert not at.exception and "act_opened" not in at.session_state
+
+
+def test_another_unit_reuses_the_photos_analysis_and_another_layer_does_not(monkeypatch):
+    from deepvis.app import inputs
+
+    at = start()
+    calls = []
+    real = inputs.analyze
+    monkeypatch.setattr(inputs, "analyze", lambda *args, **kwargs: calls.append(args[2]) or real(*args, **kwargs))
+    at.button(key="act_unit_next").click().run()
+    at.button(key="act_unit_next").click().run()
+    assert not at.exception and calls == []  # the same photo and layer: no forward pass for the grid again
+    layer = at.selectbox(key="act_layer_efficientnet_lite0")
+    before = layer.value
+    layer.set_value("_blocks.9._expand_conv.conv2d").run()
+    assert before != "_blocks.9._expand_conv.conv2d"
+    assert not at.exception and calls == ["_blocks.9._expand_conv.conv2d"]  # a new layer: analyzed once

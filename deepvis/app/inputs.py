@@ -14,11 +14,16 @@ Conventions
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import streamlit as st
 from PIL import Image
 
+from deepvis.activations import ImageAnalysis, analyze
+from deepvis.collection import model_key
 from deepvis.images import SAMPLE_NAMES, ImageDecodeError, decode_image, sample_bytes
+from deepvis.models import LoadedModel
 from deepvis.render import png_bytes, upscale
 
 ZOOM = 224  # the side pictures are enlarged to (at least)
@@ -67,6 +72,23 @@ def decoded_image(data: bytes) -> Image.Image | None:
     except ImageDecodeError as exc:
         st.error(f"Cannot use this file: {exc}")
         return None
+
+
+def analysis(loaded: LoadedModel, data: bytes, layer: str, key: str) -> ImageAnalysis | None:
+    """The photo ``data`` decoded and analyzed at ``layer`` (:func:`deepvis.activations.analyze`), or ``None``
+    after a one-line error.  The session's last analysis is kept under ``{key}_analysis`` and reused while the
+    network, the photo and the layer stay the same, so choosing another unit runs no forward pass."""
+    wanted = (model_key(loaded), hashlib.sha1(data).hexdigest(), layer)  # model_key: name, weights, tensors' hash
+    kept = st.session_state.get(f"{key}_analysis")
+    if kept is not None and kept[0] == wanted:
+        return kept[1]
+    image = decoded_image(data)
+    if image is None:
+        return None
+    with st.spinner("Running the network…"):
+        result = analyze(loaded, image, layer)
+    st.session_state[f"{key}_analysis"] = (wanted, result)
+    return result
 
 
 def show_png(image: np.ndarray, caption: str | None = None, width: int | str = "content") -> None:
