@@ -141,24 +141,32 @@ class OptimizationForm:
         return self.settings is not None and self.ready
 
 
+def run_controls(page: str, loaded: LoadedModel) -> tuple[Settings | None, int, int, str, tuple]:
+    """The right-hand side of a compact optimization form: the preset with its values in one line and θ's full
+    editor one click away, then a row for Start and Stop (its first two columns, returned for
+    :func:`deepvis.app.runs.start_stop`) and the seed, size and display in a popover.
+    Returns ``(settings, seed, size, display, buttons)``."""
+    settings = settings_editor(page, loaded, folded=True, summary=True)
+    *buttons, options = st.columns([1, 1, 2], vertical_alignment="center")
+    with options.popover("Seed, size, display", width="stretch"):
+        seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{page}_seed")
+        size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, loaded.spec.input_size, step=16,
+                               key=f"{page}_size_{loaded.spec.name}")
+        display = display_picker(page)
+        st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
+    return settings, int(seed), int(size), display, tuple(buttons)
+
+
 def optimization_form(loaded: LoadedModel) -> tuple[OptimizationForm, tuple]:
-    """Compact, so that a run's picture stays in view: the unit on the left; on the right the preset with its
-    values in one line, θ's full editor one click away, then a row for Start and Stop (its first two columns,
-    returned for :func:`deepvis.app.runs.start_stop`) and the seed, size and display."""
+    """Compact, so that a run's picture stays in view: the unit on the left, :func:`run_controls` on the right.
+    Also returns the Start and Stop columns."""
     left, right = st.columns([3, 2], gap="large")
     with left:
         target = target_picker(loaded, OPT, side_by_side=True)
     with right:
-        settings = settings_editor(OPT, loaded, folded=True, summary=True)
-        *buttons, options = st.columns([1, 1, 2], vertical_alignment="center")
-        with options.popover("Seed, size, display", width="stretch"):
-            seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{OPT}_seed")
-            size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, loaded.spec.input_size, step=16,
-                                   key=f"{OPT}_size_{loaded.spec.name}")
-            display = display_picker(OPT)
-            st.caption(f"**Learning-rate rule** (pixels): {LR_RULE}")
+        settings, seed, size, display, buttons = run_controls(OPT, loaded)
     photo, ready = accentuation_photo(OPT, [settings])
-    return OptimizationForm(target, settings, int(seed), int(size), display, photo, ready), tuple(buttons)
+    return OptimizationForm(target, settings, seed, size, display, photo, ready), buttons
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,13 @@ import streamlit as st
 from deepvis import charts, history, patterns
 from deepvis import optimize as opt
 from deepvis.app import runs
-from deepvis.app.forms import display_picker
+from deepvis.app.forms import run_controls
 from deepvis.app.grid import clickable_grid
 from deepvis.app.pickers import layer_picker
-from deepvis.app.theta import settings_editor
 from deepvis.history import Frame, FrameHistory, RunState
 from deepvis.models import LoadedModel
 from deepvis.records import RunRecord
 from deepvis.render import image_grid, png_bytes, upscale
-from deepvis.settings import MAX_SIZE, MIN_SIZE
 from deepvis.targets import Target
 
 KEY = "lay"
@@ -49,14 +47,8 @@ def _form(loaded: LoadedModel) -> tuple:
         count = st.number_input(f"Filters: the first N of {channels}", 1, channels, min(channels, 32),
                                 key=f"{KEY}_count_{layer}", help="All of them run together, in one batch.")
     with right:
-        settings = settings_editor(KEY, loaded, folded=True, summary=True)
-        *buttons, options = st.columns([1, 1, 2], vertical_alignment="center")
-        with options.popover("Seed, size, display", width="stretch"):
-            seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{KEY}_seed")
-            size = st.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, loaded.spec.input_size, step=16,
-                                   key=f"{KEY}_size_{loaded.spec.name}")
-            display = display_picker(KEY)
-    return layer, int(count), settings, int(seed), int(size), display, tuple(buttons)
+        settings, seed, size, display, buttons = run_controls(KEY, loaded)
+    return layer, int(count), settings, seed, size, display, buttons
 
 
 def _grid(frame: Frame, display: str, highlight: int | None = None) -> tuple:
