@@ -14,8 +14,8 @@ Conventions
   line on the page too, and its traceback in the server log.
 * :func:`poll` is the one polling fragment (every half second): it draws what it is
   given and reruns the page once the thing it watches is done.  Jobs show their bar
-  and Stop button through it (:func:`show`); a run that is winding down waits
-  through it (:func:`deepvis.app.runs.wind_down`).
+  and Stop button through it (:func:`show`).  An optimization run is not a job: it
+  belongs to one session and has its own live fragments (:func:`deepvis.app.runs.live`).
 """
 
 from __future__ import annotations
