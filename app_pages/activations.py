@@ -45,6 +45,8 @@ with unit_col:
     unit_column.top_images(loaded, layer, unit, "act")
     st.subheader("Which pixels of this photo drive it")
     panels.backprop_panel(loaded, result.view, layer, unit, "act")
+    st.subheader("Where this layer finds a class")
+    panels.gradcam_panel(loaded, result.view, layer, result.predictions, "act")
 with unit_col, st.expander("Its weights"):
     panels.weights_panel(loaded, layer, unit)
 with unit_col:

@@ -10,26 +10,34 @@ from deepvis.history import Frame, RunState
 from deepvis.render import png_bytes
 
 loaded = model.model_sidebar()
-title, what = st.columns([3, 2], vertical_alignment="bottom")
+title, what = st.columns([2, 3], vertical_alignment="bottom")
 title.title("Optimization", help="Start from noise and change the image, step by step, so that one unit fires as "
             "strongly as possible; four regularizers (Table 1 of the paper) keep the result recognizable. The later "
             "parametrizations (Fourier, MACO, accentuation of a photo) are presets too.")
-if what.segmented_control("Optimize", ["one unit", "every filter of a layer"], default="one unit", key="opt_what",
-                          label_visibility="collapsed") == "every filter of a layer":
+mode = what.segmented_control("Optimize", ["one unit", "every filter of a layer", "a photo's representation"],
+                              default="one unit", key="opt_what", label_visibility="collapsed",
+                              help="A photo's representation: the image whose activations at a layer match the "
+                                   "photo's (inversion, Mahendran & Vedaldi 2015): what the layer keeps of it.")
+if mode == "every filter of a layer":
     layer_run.layer_mode(loaded)
     st.stop()
-form, buttons = forms.optimization_form(loaded)
-runs.start_stop(forms.OPT, ready=form.runnable, where=buttons, fold=[f"{forms.OPT}_edit"], begin=lambda: runs.start_run(
-    forms.OPT, lambda: opt.optimize(loaded, form.target, form.settings, seed=form.seed, size=form.size,
-                                    photo=form.photo, every=history.snapshot_every(form.settings.steps)),
+key = forms.INV if mode == "a photo's representation" else forms.OPT
+form, buttons = forms.inversion_form(loaded) if key == forms.INV else forms.optimization_form(loaded)
+runs.start_stop(key, ready=form.runnable, where=buttons, fold=[f"{key}_edit"], begin=lambda: runs.start_run(
+    key, lambda: opt.optimize(loaded, list(form.targets), form.settings, seed=form.seed, size=form.size,
+                              photo=form.photo, every=history.snapshot_every(form.settings.steps)),
     [pickers.target_name(loaded, form.target)]))
-state = runs.last_run(forms.OPT)
+state = runs.last_run(key)
 
 
 def draw_image(state: RunState, frame: Frame) -> None:
-    st.image(png_bytes(runs.frame_view(frame.pixels[0], frame.mean, form.display, runs.LIVE_SIZE)),
-             output_format="PNG", caption=f"iteration {frame.iteration} · objective {frame.objectives[0]:.4g}",
-             width=runs.LIVE_SIZE)
+    n = len(frame.pixels)  # one image, or a diverse batch as a grid
+    tile = runs.LIVE_SIZE // min(n, 2)
+    pictures = [runs.frame_view(p, frame.mean, form.display, tile) for p in frame.pixels]
+    values = " · ".join(f"{v:.4g}" for v in frame.objectives)
+    shown = pictures[0] if n == 1 else render.image_grid(pictures, tile)[0]
+    st.image(png_bytes(shown), output_format="PNG", width=runs.LIVE_SIZE,
+             caption=f"iteration {frame.iteration} · objective{'s' if n > 1 else ''} {values}")
 
 
 def draw_chart(state: RunState, marker: int | None = None) -> None:
@@ -38,7 +46,7 @@ def draw_chart(state: RunState, marker: int | None = None) -> None:
         st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
         st.image(png_bytes(charts.curves_picture(state.record, ["objective"])), output_format="PNG")
         return
-    st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=marker, norms=True), key="opt_chart")
+    st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=marker, norms=True), key=f"{key}_chart")
 
 
 @st.fragment
@@ -51,18 +59,24 @@ def history_viewer(state: RunState) -> None:
         runs.run_status(state)
         shown = iterations[-1]
         if len(iterations) > 1:
-            shown = st.select_slider("History (iteration)", iterations, value=shown, key=f"opt_history_{state.run_id}")
+            shown = st.select_slider("History (iteration)", iterations, value=shown, key=f"{key}_history_{state.run_id}")
         draw_chart(state, marker=shown)
         row = state.record.rows[0]
         a, b, c = st.columns(3)
         a.metric("best objective", f"{row.best_objective:.4g}")
         b.metric("best at iteration", row.best_step)
-        c.metric("argmax of its layer from", "never" if row.argmax_step is None else row.argmax_step,
-                 help="The first iteration at which this unit was the largest of its layer (for a class: the "
-                      "network's top-1 class).")
+        if key != forms.INV:  # an inversion has no unit of its own
+            c.metric("argmax of its layer from", "never" if row.argmax_step is None else row.argmax_step,
+                     help="The first iteration at which this unit was the largest of its layer (for a class: the "
+                          "network's top-1 class).")
     with picture:
+        if key == forms.INV:  # the photo beside what was recovered from its representation
+            runs.inversion_pair(loaded, state.record, form.display)
         draw_image(state, state.history.at(shown))
-        runs.quality_line(runs.run_quality(state, loaded)[0], row.best_step)
+        if key != forms.INV:
+            runs.quality_line(runs.run_quality(state, loaded)[0], row.best_step)
+        if len(state.record.rows) > 1:
+            st.caption(runs.diversity_line(loaded, state.record))
 
 
 if state is not None and state.active:

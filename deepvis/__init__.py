@@ -37,11 +37,16 @@ _API = {
     "analyze": ("deepvis.activations", "analyze"),
     "backward": ("deepvis.backprop", "backward"),
     "occlude": ("deepvis.occlusion", "occlude"),
+    "grad_cam": ("deepvis.gradcam", "gradcam"),
     "conv_weights": ("deepvis.weights", "conv_weights"),
     "receptive_field": ("deepvis.receptive", "field"),
     # what a unit wants to see
     "Target": ("deepvis.targets", "Target"),
     "resolve_unit": ("deepvis.targets", "resolve_unit"),
+    "Term": ("deepvis.targets", "Term"),
+    "parse_objective": ("deepvis.objectives", "parse"),
+    "with_diversity": ("deepvis.objectives", "with_diversity"),
+    "invert": ("deepvis.inversion", "invert"),
     "Settings": ("deepvis.settings", "Settings"),
     "preset": ("deepvis.presets", "resolve"),
     "visualize": ("deepvis.optimize", "run"),
@@ -54,6 +59,10 @@ _API = {
     # collections: top images and maps
     "build_index": ("deepvis.index", "build"),
     "top_images": ("deepvis.index", "top"),
+    # the atlas: every unit over a collection of any size (in one process or on Ray)
+    "build_atlas": ("deepvis.atlas", "build"),
+    "atlas_top": ("deepvis.atlas", "top"),
+    "atlas_unit_stats": ("deepvis.atlas", "unit_stats"),
     # protocols
     "Progress": ("deepvis.progress", "Progress"),
     "drain": ("deepvis.progress", "drain"),

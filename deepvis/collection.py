@@ -8,7 +8,10 @@ Conventions
   are not images and are left out, not reported.  ``default_collection()`` is
   scikit-image's photos (:data:`SKIMAGE_PHOTOS`, 17 images that are on every machine
   deepvis runs on; they include the four bundled samples, which stand in for them
-  if scikit-image is missing).
+  if scikit-image is missing).  A text file (``.txt``) lists a collection of any size,
+  one path per line (blank lines and lines starting with ``#`` skipped, relative paths
+  taken from the file's folder); a listed path that is not there is kept, to be
+  reported broken when it is read.
 * **A file's fingerprint** is ``(size in bytes, mtime in ns)``; a file whose
   fingerprint changed since it was read is read again.
 * Whether a listed file really is an image is decided when it is read
@@ -94,10 +97,34 @@ def default_collection() -> list[Entry]:
     return sorted((_entry(p.resolve()) for p in paths), key=lambda e: e.path)
 
 
+def listed(listing: str | Path) -> list[Entry]:
+    """The files a text file lists, sorted by path, each once (module docstring)."""
+    file = Path(listing).expanduser()
+    try:
+        lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise CollectionError(f"The listing {str(listing)!r} cannot be read ({error.strerror or error}).") from None
+    found: dict[str, Entry] = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line).expanduser()
+        path = (path if path.is_absolute() else file.parent / path).resolve()
+        try:
+            found[str(path)] = _entry(path)
+        except OSError:
+            found[str(path)] = Entry(str(path), -1, 0)  # read (and reported broken) when its turn comes
+    return sorted(found.values(), key=lambda e: e.path)
+
+
 def entries(source: str | Path | None) -> list[Entry]:
-    """A collection by name: ``None`` or ``"samples"`` is the default collection, anything else a folder."""
+    """A collection by name: ``None`` or ``"samples"`` is the default collection, a ``.txt`` file a listing,
+    anything else a folder."""
     if source is None or str(source) == DEFAULT_NAME:
         return default_collection()
+    if Path(source).suffix.lower() == ".txt" and Path(source).expanduser().is_file():
+        return listed(source)
     return folder(source)
 
 

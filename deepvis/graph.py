@@ -52,7 +52,7 @@ import torchvision
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from torchvision.models.feature_extraction import NodePathTracer
-from deepvis import tokens
+from deepvis import redirect, tokens
 from deepvis.errors import DeepvisError
 
 CACHE_SIZE = 32
@@ -254,7 +254,7 @@ class TracedModel:
         for node in self.graph.nodes:
             if node.op in ("call_module", "get_attr"):
                 calls[node.target] = calls.get(node.target, 0) + 1
-        twin = copy.deepcopy(self.twin)
+        redirect.wrap_rectifiers(twin := copy.deepcopy(self.twin))  # plain unless an optimizer asks
         convs, bias_edits = set(), []
         for node in self.graph.nodes:
             norm = self.submodule(node)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,9 +202,9 @@ class RunState:
         if snapshot.done:
             self.status = "finished"
 
-    def start(self, gen: Generator[Snapshot, None, None]) -> RunState:
+    def start(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None = None) -> RunState:
         """Consume ``gen`` on a new daemon thread (:meth:`consume`); returns ``self``."""
-        self.thread = threading.Thread(target=self.consume, args=(gen,), daemon=True, name="deepvis-run")
+        self.thread = threading.Thread(target=self.consume, args=(gen, watched), daemon=True, name="deepvis-run")
         self.thread.start()
         return self
 
@@ -218,14 +218,18 @@ class RunState:
             self.thread.join(timeout)
         return not self.active
 
-    def consume(self, gen: Generator[Snapshot, None, None]) -> None:
-        """Record every snapshot of ``gen`` until it ends or a stop is requested; a failure a person can cause
-        (``DeepvisError``; ``RuntimeError``: torch cannot run the network on this input) becomes one line in
-        ``error``, anything else a one-line bug report (its traceback in the log)."""
+    def consume(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None = None) -> None:
+        """Record every snapshot of ``gen`` until it ends, a stop is requested, or ``watched()`` says nobody is
+        watching any more (the page's session has gone: the run would compute for no one); a failure a person
+        can cause (``DeepvisError``; ``RuntimeError``: torch cannot run the network on this input) becomes one
+        line in ``error``, anything else a one-line bug report (its traceback in the log)."""
         try:
             for snapshot in gen:
                 self.add(snapshot)
                 if self.stop.is_set():
+                    break
+                if watched is not None and not watched():
+                    log.warning("run %s stopped: its session has gone", self.run_id)
                     break
         except (DeepvisError, RuntimeError) as exc:
             self.status = "failed"

@@ -10,7 +10,8 @@ Conventions
   space, so blur radii, percentiles, decay and the N(0, 10) start carry over.
   The start ``x0 ~ N(0, 10)`` per pixel comes from a CPU ``torch.Generator``
   seeded with ``seed`` and is the same for every row of a batch, so a row's
-  settings and unit are the only difference between rows.  Records keep ``x``
+  settings and unit are the only difference between rows (except with a diversity
+  term, :mod:`deepvis.targets`: row ``b`` then starts from ``seed + b``).  Records keep ``x``
   as float (:mod:`deepvis.records`); images are shown scaled about zero by
   default (:mod:`deepvis.display`).
 * **The network** sees ``normalize(x + mean)`` = ``x / s_c`` with ``s_c`` the
@@ -44,7 +45,9 @@ Conventions
   ``c`` (a class).
 * **One iteration** ``it`` (0-based), :func:`_evaluate` then :func:`_ascent_step`:
   clip ``x + mean`` to [0, 255]; forward to the deepest target layer only;
-  objective; ``torch.autograd.grad`` w.r.t. ``x``; then, unless ``it`` is the
+  objective; ``torch.autograd.grad`` w.r.t. ``x`` (a row whose gradient is exactly
+  zero, its unit fed only by rectifiers that are off, gets the redirected rectifier
+  gradient instead: :mod:`deepvis.redirect`); then, unless ``it`` is the
   row's last iteration: (1) ``x += lr * g_in``, ``x *= 1 - decay``; (2) Gaussian
   blur with sigma ``blur_radius`` when ``blur_every > 0 and blur_radius > 0 and
   it % blur_every == 0``; (3) pixels whose L2 norm over channels is below the
@@ -52,7 +55,7 @@ Conventions
   the ``contrib_pct`` percentile -> 0.  Iteration ``it`` records the image it
   evaluated (its objective, whether the unit is its layer's argmax, the image's
   L2 norm and std, the lr of the step that followed); the best image is the one
-  with the highest objective so far.
+  with the highest objective so far (of equals, the higher rank: :mod:`deepvis.rows`).
 * **Batch.**  Each row has its own target and settings; one forward/backward
   per iteration serves all rows still running.  A row stops after its own
   ``steps`` iterations and no longer changes; the batch runs to the longest.
@@ -73,7 +76,7 @@ from collections.abc import Generator, Mapping, Sequence
 import numpy as np
 import torch
 
-from deepvis import param_ascent
+from deepvis import objectives, param_ascent, redirect
 from deepvis import regularizers as reg
 from deepvis.activations import capture
 from deepvis.graph import rectifier_input
@@ -129,7 +132,8 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
         raise OptimizeError(f"seed must be a non-negative whole number, not {seed!r}")
     for target in target_list:
         resolve_unit(model, target.layer, target.unit)  # the layer exists and has this unit, or a plain error
-    layers = list(dict.fromkeys(t.layer for t in target_list))
+    layers = list(dict.fromkeys([*(t.layer for t in target_list),
+                                 *(term.layer for t in target_list for term in t.terms)]))
     sources = {layer: rectifier_input(model.module, layer) for layer in layers}
     try:  # one dry pass, so a size the network cannot take fails here, in plain words
         acts = capture(model.module, torch.zeros(1, model.spec.channels, size, size, device=model.device), layers)
@@ -137,6 +141,9 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
         raise OptimizeError(f"A {size}-pixel image is too small for {', '.join(layers)} of "
                             f"{model.spec.title}; try a larger image size.") from None
     shapes = {layer: acts[layer].shape[1:] for layer in layers}
+    objectives.check_terms(model, target_list, shapes)
+    target_list = [objectives.with_references(model, t, size) for t in target_list]
+    distinct = any(term.kind == "diversity" for t in target_list for term in t.terms)
     Rows(tuple(range(len(target_list))), target_list, settings_list, shapes, sources, model.device)  # bad positions
     groups = {p: [b for b, s in enumerate(settings_list) if s.param == p] for p in dict.fromkeys(
         s.param for s in settings_list)}
@@ -144,11 +151,11 @@ def optimize(model: LoadedModel, targets: Target | Sequence[Target], settings: S
     for param, members in groups.items():
         chosen_targets, chosen_settings = [target_list[b] for b in members], [settings_list[b] for b in members]
         if param == "pixels":
-            part = _optimize(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size), int(every))
+            part = _optimize(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size), int(every),
+                             distinct)
         else:
-
-            part = param_ascent.optimize_group(model, chosen_targets, chosen_settings, shapes, sources, int(seed), int(size),
-                                         int(every), photo, magnitude)
+            part = param_ascent.optimize_group(model, chosen_targets, chosen_settings, shapes, sources, int(seed),
+                                               int(size), int(every), photo, magnitude, distinct)
         parts.append((members, part))
     return parts[0][1] if len(parts) == 1 else _in_step(parts, settings_list)
 
@@ -175,17 +182,35 @@ def _in_step(parts: list[tuple[list[int], Generator[Snapshot, None, None]]], set
 
 
 def _evaluate(model: LoadedModel, x: torch.Tensor, rows: Rows, std: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward to the deepest target layer and back: (objectives, is-argmax, d objective / d x), row by row."""
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward to the deepest target layer and back: (objectives, is-argmax, ranks, d objective / d x), row by
+    row (ranks: :mod:`deepvis.rows`)."""
     xa = x.detach().requires_grad_(True)
     with torch.enable_grad():
         inputs = xa / std  # = normalize(xa + mean), the module docstring's "network" convention, in one op
         if inputs.device.type == "cpu":  # channels-last is faster on a CPU (module docstring)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        total, values, is_max = rows.objective(capture(model.module, inputs, rows.captured, keep_graph=True,
+        total, values, is_max, ranks = rows.objective(capture(model.module, inputs, rows.captured, keep_graph=True,
                                                              folded=True))
         (grad,) = torch.autograd.grad(total, xa)
-    return values, is_max, grad
+    return values, is_max, ranks, grad
+
+
+def _unstick(model: LoadedModel, xa: torch.Tensor, grad: torch.Tensor, active: tuple[int, ...], plans: dict,
+             targets: list[Target], settings: list[Settings], shapes: Mapping[str, torch.Size],
+             sources: Mapping[str, tuple[str, float | None] | None], std: torch.Tensor) -> torch.Tensor:
+    """``grad`` with each row whose gradient is exactly zero given the redirected one (:mod:`deepvis.redirect`)."""
+    where = [i for i, s in enumerate((grad.flatten(1).abs().amax(dim=1) == 0).tolist()) if s]
+    if not where:
+        return grad
+    rows = tuple(active[i] for i in where)
+    if rows not in plans:
+        plans[rows] = Rows(rows, targets, settings, shapes, sources, xa.device)
+    with redirect.redirected():
+        *_, again = _evaluate(model, xa[where], plans[rows], std)
+    grad = grad.clone()
+    grad[where] = again
+    return grad
 
 
 def _ascent_step(x: torch.Tensor, grad: torch.Tensor, g_in: torch.Tensor, rows: Rows, it: int
@@ -210,13 +235,16 @@ def _ascent_step(x: torch.Tensor, grad: torch.Tensor, g_in: torch.Tensor, rows: 
 
 def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings], shapes: Mapping[str, torch.Size],
               sources: Mapping[str, tuple[str, float | None] | None], seed: int, size: int,
-              every: int) -> Generator[Snapshot, None, None]:
+              every: int, distinct: bool = False) -> Generator[Snapshot, None, None]:
     started, seconds = time.perf_counter(), 0.0
     device = model.device
     mean, std = channel_stats(model.spec.normalization, device)
     steps = [s.steps for s in settings]
     total = max(steps)
-    x = initial_image(size, seed, device, model.spec.channels).expand(len(targets), -1, -1, -1).clone()
+    if distinct:  # a diverse batch: row b starts from seed + b (from one start, diversity has no gradient)
+        x = torch.cat([initial_image(size, seed + b, device, model.spec.channels) for b in range(len(targets))])
+    else:
+        x = initial_image(size, seed, device, model.spec.channels).expand(len(targets), -1, -1, -1).clone()
     history = Recorder(x, total)
     plans: dict[tuple[int, ...], Rows] = {}
     for it in range(total):
@@ -230,8 +258,9 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         xa = (x if isinstance(rows.rows, slice) else x[rows.rows]) + mean
         xa = xa.clamp_(0, 255).sub_(mean)  # (x + mean).clamp(0, 255) - mean, in place on the sum
         x = _assign(x, rows, xa)
-        values, is_max, grad = _evaluate(model, xa, rows, std)
-        history.record(it, rows.rows, xa, values, is_max)
+        values, is_max, ranks, grad = _evaluate(model, xa, rows, std)
+        grad = _unstick(model, xa, grad, active, plans, targets, settings, shapes, sources, std)
+        history.record(it, rows.rows, xa, values, is_max, ranks)
         snapshot_due = it % every == 0 or it == total - 1
         shown = x.clone() if snapshot_due else None  # each row's image at this iteration (x changes in place)
 

@@ -90,7 +90,8 @@ class _Images:
     """The rows' parameters (one tensor per row) and how they become images ``(n, C, S, S)`` in [0, 1]."""
 
     def __init__(self, param: str, rows: int, size: int, seed: int, device: torch.device,
-                 photo: np.ndarray | None, magnitude: torch.Tensor | None, spec: ModelSpec) -> None:
+                 photo: np.ndarray | None, magnitude: torch.Tensor | None, spec: ModelSpec,
+                 distinct: bool = False) -> None:
         self.param, self.size, self.network_side = param, (size, size), spec.input_size
         channels = spec.channels
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -100,7 +101,7 @@ class _Images:
                 raise OptimizeError(f"MACO's magnitude spectrum is {tuple(magnitude.shape)}, not "
                                     f"({channels}, {size}, {size // 2 + 1}) for a {size}-pixel image")
             self.magnitude = magnitude.to(device, torch.float32)
-            start = torch.randn(1, channels, size, size // 2 + 1, generator=generator)
+            start = torch.randn(rows if distinct else 1, channels, size, size // 2 + 1, generator=generator)
         else:
             decay = ACCENT_DECAY if param == "accentuate" else FOURIER_DECAY
             self.scale = pz.spectrum_scale(size, size, decay).to(device)
@@ -109,8 +110,9 @@ class _Images:
                     raise OptimizeError("Feature accentuation starts from a photo: give one (--from-photo IMAGE).")
                 start = pz.image_to_fourier(photo_rgb(photo, spec, size).to(device), self.scale).cpu()
             else:
-                start = pz.random_spectrum(1, size, size, generator, channels)
-        self.tensors = [start.to(device).clone().requires_grad_(True) for _ in range(rows)]
+                start = pz.random_spectrum(rows if distinct else 1, size, size, generator, channels)
+        starts = list(start.split(1)) if start.shape[0] == rows and distinct else [start] * rows
+        self.tensors = [s.to(device).clone().requires_grad_(True) for s in starts]
 
     def rgb(self, rows: Sequence[int]) -> torch.Tensor:
         stacked = torch.cat([self.tensors[b] for b in rows])
@@ -144,11 +146,12 @@ def _per_row(acts: Mapping[str, torch.Tensor], owner: torch.Tensor, rows: int) -
 def optimize_group(model: LoadedModel, targets: list[Target], settings: list[Settings],
                    shapes: Mapping[str, torch.Size], sources: Mapping[str, tuple[str, float | None] | None],
                    seed: int, size: int, every: int, photo: np.ndarray | None = None,
-                   magnitude: torch.Tensor | None = None) -> Generator[Snapshot, None, None]:
+                   magnitude: torch.Tensor | None = None, distinct: bool = False) -> Generator[Snapshot, None, None]:
     """Rows that share one parametrization (module docstring); yields :class:`Snapshot` s like the pixel engine.
     The parameters are set up here, before the generator starts, so a missing photo or a wrong magnitude
-    spectrum is an error at the call."""
-    images = _Images(settings[0].param, len(targets), size, seed, model.device, photo, magnitude, model.spec)
+    spectrum is an error at the call.  ``distinct``: each row starts from its own draw (a diverse batch)."""
+    images = _Images(settings[0].param, len(targets), size, seed, model.device, photo, magnitude, model.spec,
+                     distinct)
     return _run(model, targets, settings, shapes, sources, seed, size, every, images)
 
 
@@ -188,7 +191,7 @@ def _run(model: LoadedModel, targets: list[Target], settings: list[Settings], sh
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             acts = _per_row(capture(model.module, inputs, rows.captured, keep_graph=True, folded=True), owner,
                             len(active))
-            objective, values, is_max = rows.objective(acts)
+            objective, values, is_max, ranks = rows.objective(acts)
             loss = -objective
             weights = closeness[list(active)]
             if bool((weights > 0).any()):
@@ -197,7 +200,7 @@ def _run(model: LoadedModel, targets: list[Target], settings: list[Settings], sh
             grads = torch.autograd.grad(loss, [images.tensors[b] for b in moving]) if moving else ()
         evaluated = rgb.detach() * 255 - mean
         x[list(active)] = evaluated
-        history.record(it, rows.rows, evaluated, values, is_max)
+        history.record(it, rows.rows, evaluated, values, is_max, ranks)
         lrs = torch.tensor([settings[b].adam_lr if b in moving else 0.0 for b in active], device=device)
         history.record_lr(it, rows.rows, lrs)
         for tensor in images.tensors:

@@ -103,12 +103,16 @@ def shown(pattern: Pattern, box: receptive.Box | None = None) -> np.ndarray:
     return show(x, pattern.mean)
 
 
+def thumbnail(pattern: Pattern, box: receptive.Box) -> np.ndarray:
+    """The ``(THUMB, THUMB, 3)`` uint8 thumbnail of pattern mode's grid: the part in ``box``, shown and resized."""
+    return np.asarray(Image.fromarray(shown(pattern, box)).resize((THUMB, THUMB), Image.Resampling.BILINEAR))
+
+
 def _save(path: Path, pattern: Pattern, box: receptive.Box) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, x=pattern.x, objective=pattern.objective, mean=np.asarray(pattern.mean))
-    thumb = Image.fromarray(shown(pattern, box)).resize((THUMB, THUMB), Image.Resampling.BILINEAR)
-    _write(path.with_suffix(".png"), png_bytes(np.asarray(thumb)))
+    _write(path.with_suffix(".png"), png_bytes(thumbnail(pattern, box)))
     _write(path, buffer.getvalue())  # last: an entry exists once both files do
 
 

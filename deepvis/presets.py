@@ -15,6 +15,10 @@ Conventions
 * The later parametrizations are presets too, named by their parametrization
   (``"fourier"``, ``"maco"``, ``"accentuate"``; :data:`PARAM_PRESETS`):
   their papers' defaults, the same for every model.
+* ``"none"`` (:data:`UNREGULARIZED`): plain gradient ascent with no regularizer at all, the paper's starting
+  point: it reaches near-certain class scores with images nobody recognizes ("fooling images", Nguyen, Yosinski
+  & Clune 2015; Szegedy et al. 2014).  Constant lr 100 (Table 1 row 2's) for 100 iterations: the embedded model
+  gives its class p > 0.99 within about 10.
 """
 
 from __future__ import annotations
@@ -52,6 +56,21 @@ PARAM_PRESETS: Mapping[str, Settings] = types.MappingProxyType({
     "maco": Settings(param="maco", adam_lr=1.0, steps=256, crops=6, noise=0.05),
     "accentuate": Settings(param="accentuate", adam_lr=0.02, steps=128, crops=6, noise=0.05, closeness=1.0),
 })
+NONE = "none"
+UNREGULARIZED = Settings(decay=0.0, blur_radius=0.0, blur_every=0, norm_pct=0, contrib_pct=0, steps=100,
+                         lr_policy="constant", lr=100.0)
+FOOLING_NOTE = ("With no regularization, gradient ascent makes the network near-certain of its class with an image "
+                "nobody recognizes, and a network that took no part does not see the class in it: the fooling images "
+                "that motivated the paper (Nguyen, Yosinski & Clune 2015; Szegedy et al. 2014). The paper's answer "
+                "is its four regularizers, which keep the image closer to natural ones: compare with its rows.")
+
+
+def unregularized(settings: Settings) -> bool:
+    """Whether ``settings`` are plain pixel ascent with no regularizer (as preset ``"none"``, any length)."""
+    return settings.param == "pixels" and not (settings.decay or settings.norm_pct or settings.contrib_pct
+                                                or (settings.blur_radius and settings.blur_every))
+
+
 PRESET_NAMES: Mapping[int, str] = types.MappingProxyType({n: f"Table 1 row {n}" for n in PRESETS})
 
 
@@ -123,7 +142,7 @@ def shipped(model: str) -> PresetFile | None:
 def _row(text: str) -> int:
     if not text.isdigit() or int(text) not in ROWS:
         raise DeepvisError(f"a preset is a row {', '.join(map(str, ROWS))}, table1:N or one of "
-                         f"{', '.join(PARAM_PRESETS)}, not {text!r}")
+                         f"{', '.join(PARAM_PRESETS)} or {NONE}, not {text!r}")
     return int(text)
 
 
@@ -158,6 +177,8 @@ def resolve(model: str | LoadedModel, choice: str | int, calibrated: PresetFile 
     text = str(choice).strip().lower() if not is_int(choice) else str(choice)
     if text in PARAM_PRESETS:
         return PARAM_PRESETS[text]
+    if text == NONE:
+        return UNREGULARIZED
     if text.startswith(TABLE1 + ":"):
         return table1_at(_row(text.split(":", 1)[1]), side)
     row = _row(text)
@@ -171,6 +192,8 @@ def name(model: str | LoadedModel, choice: str | int) -> str:
     text = str(choice).strip().lower()
     if text in PARAM_PRESETS:
         return PARAM_NAMES[text]
+    if text == NONE:
+        return "No regularization (fooling images)"
 
     def scaled(row: int) -> bool:
         return side != 224 and bool(PRESETS[row].blur_radius)
@@ -196,6 +219,7 @@ def choices(model: str | LoadedModel, photo: bool = True) -> dict[str, Settings]
     found = shipped(model)
     out = {str(r): found.rows[r] for r in ROWS} if found is not None else {}
     out.update({f"{TABLE1}:{r}": table1_at(r, side) for r in ROWS})
+    out[NONE] = UNREGULARIZED
     out.update({k: v for k, v in PARAM_PRESETS.items() if photo or v.param != "accentuate"})
     return out
 

@@ -23,6 +23,8 @@ Conventions
   About 1: the pattern survives small shifts, as a picture of a thing does; near 0
   or below: it depends on exact pixels, as an adversarial noise pattern does.
   ``None`` when the unit is not positive on the image itself.
+* **The network's own probability** (class units): its softmax probability for the class on the image itself,
+  next to the judge's, so an image the network is sure of and the judge is not (a fooling image) shows as such.
 * **Score**, one number per image for tables: with a judge
   ``0.5·(1 − ln rank / ln K) + 0.25·p + 0.25·clip(robustness, 0, 1)`` (K = number of
   classes); without one ``clip(robustness, 0, 1)``.  1 is best, 0 worst.  It is
@@ -93,6 +95,7 @@ class Quality:
     rank: int | None = None  # 1 = the judge's top class
     prob: float | None = None
     classes: int = 1000
+    own_prob: float | None = None  # the visualized network's own probability for the class (a class unit only)
 
     @property
     def legible(self) -> bool:
@@ -112,13 +115,15 @@ class Quality:
     def label(self) -> str:
         """``judge Lite1: rank 2 · p 0.31 · robustness 0.87`` (one line under an image)."""
         robust = "robustness n/a (unit not active)" if self.robustness is None else f"robustness {self.robustness:.2f}"
+        own = f"network p {self.own_prob:.2f} · " if self.own_prob is not None else ""
         if self.rank is None:
-            return robust
+            return own + robust
         short = self.judge.replace("efficientnet_lite", "Lite") if self.judge else "judge"
-        return f"judge {short}: rank {self.rank} · p {self.prob:.2f} · {robust}"
+        return f"{own}judge {short}: rank {self.rank} · p {self.prob:.2f} · {robust}"
 
     def to_dict(self) -> dict[str, object]:
-        return {"judge": self.judge, "rank": self.rank, "prob": self.prob, "robustness": self.robustness,
+        return {"network_prob": self.own_prob, "judge": self.judge, "rank": self.rank, "prob": self.prob,
+                "robustness": self.robustness,
                 "legible": self.legible, "score": round(self.score, 4)}
 
 
@@ -146,6 +151,12 @@ def _unit_values(acts: torch.Tensor, target: Target) -> torch.Tensor:
 
 def robustness(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target]) -> list[float | None]:
     """Each image's robustness for its target (module docstring); ``pixels`` ``(B, H, W, C)`` pixel space."""
+    return _measure(model, pixels, targets)[0]
+
+
+def _measure(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target]
+             ) -> tuple[list[float | None], list[float | None]]:
+    """Each image's robustness, and for a class its own network's probability on the image itself."""
     mean, std = channel_stats(model.spec.normalization, model.device)
     x = torch.as_tensor(np.asarray(pixels, dtype=np.float32), device=model.device).permute(0, 3, 1, 2)
     x = (x + mean).clamp(0, 255) - mean  # as the network saw it
@@ -158,11 +169,14 @@ def robustness(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target]
     with torch.no_grad():
         acts = capture(model.module, batch, layers)
     out: list[float | None] = []
+    own: list[float | None] = []
     for b, target in enumerate(targets):
         values = _unit_values(acts[target.layer][b * count:(b + 1) * count], target).double()
         itself = float(values[0])
         out.append(float(values[1:].mean()) / itself if itself > 0 else None)
-    return out
+        is_class = class_names(model, target.layer) is not None
+        own.append(float(acts[target.layer][b * count].double().softmax(0)[target.unit]) if is_class else None)
+    return out, own
 
 
 def judge(model: LoadedModel, pixels: np.ndarray, classes: Sequence[int], mode: str = DEFAULT_DISPLAY,
@@ -191,7 +205,7 @@ def assess(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target],
     pixels = np.asarray(pixels)
     if pixels.ndim != 4 or len(targets) != pixels.shape[0]:
         raise DeepvisError(f"need one (H, W, 3) image per target, got {pixels.shape} for {len(targets)} targets")
-    robust = robustness(model, pixels, targets)
+    robust, own = _measure(model, pixels, targets)
     is_class = [class_names(model, t.layer) is not None for t in targets]
     verdicts: dict[int, tuple[int, float]] = {}
     referee_name = judge_with.spec.name if judge_with is not None else judge_name(model)
@@ -202,8 +216,8 @@ def assess(model: LoadedModel, pixels: np.ndarray, targets: Sequence[Target],
                                             judge_with=referee)):
             verdicts[b] = verdict
         name = referee.spec.name
-    return [Quality(robust[b], name, *verdicts[b], classes=len(model.class_names)) if b in verdicts
-            else Quality(robust[b]) for b in range(len(targets))]
+    return [Quality(robust[b], name, *verdicts[b], classes=len(model.class_names), own_prob=own[b]) if b in verdicts
+            else Quality(robust[b], own_prob=own[b]) for b in range(len(targets))]
 
 
 def assess_record(model: LoadedModel, record, which: str = "best") -> list[Quality]:

@@ -90,7 +90,8 @@ class RowRecord:
         return int(hits[0]) if hits.size else None
 
     def summary(self) -> dict[str, Any]:
-        return {"layer": self.target.layer, "unit": self.target.unit, "objective": self.target.objective,
+        composed = {"target": self.target.label} if self.target.composed else {}
+        return {**composed, "layer": self.target.layer, "unit": self.target.unit, "objective": self.target.objective,
                 "steps": self.steps_done, "initial": self.initial, "final": self.final,
                 "best": self.best_objective, "best_step": self.best_step, "argmax_step": self.argmax_step}
 
@@ -182,6 +183,7 @@ class Recorder:
                        for name in ("objective", "squares", "sums", "lr")}
         self.is_max = torch.zeros(total, rows, dtype=torch.bool, device=device)
         self.best = torch.full((rows,), -math.inf, dtype=torch.float64, device=device)
+        self.best_rank = torch.full((rows,), -math.inf, dtype=torch.float64, device=device)
         self.best_step = torch.zeros(rows, dtype=torch.long, device=device)
         self.best_x = x.clone()
         self.pixels = x[0].numel()  # values per image, for the std
@@ -189,19 +191,25 @@ class Recorder:
         self._pending_lr: list[tuple] = []  # (it, where, lr)
 
     def record(self, it: int, where: slice | torch.Tensor, x: torch.Tensor, values: torch.Tensor,
-               is_max: torch.Tensor) -> None:
+               is_max: torch.Tensor, ranks: torch.Tensor | None = None) -> None:
         """Iteration ``it`` of the rows ``where``: the image ``x`` they evaluated and what it scored.
-        ``values`` and ``is_max`` are kept as they are: nothing may write into them afterwards."""
+        ``values`` and ``is_max`` are kept as they are: nothing may write into them afterwards.  The best image
+        has the highest objective; of equal objectives, the highest rank (:mod:`deepvis.rows`; default the
+        objective): a ReLU6 unit's image keeps improving after it first reaches the cap."""
+        ranks = values if ranks is None else ranks
         # One pass of sums instead of torch.std (several ms per row on a CPU); x has mean ~0, so no cancellation.
         # Summed over (C, H, W) in place, not flattened: x is channels-last on a CPU, and flattening would copy it.
         squares, sums = x.pow(2).sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3))
         if isinstance(where, slice) and where == slice(None):
-            improved = values > self.best
+            improved = (values > self.best) | ((values == self.best) & (ranks > self.best_rank))
             torch.where(improved, values, self.best, out=self.best)
+            torch.where(improved, ranks, self.best_rank, out=self.best_rank)
             torch.where(improved.view(-1, 1, 1, 1), x, self.best_x, out=self.best_x)
         else:
-            improved = values > self.best[where]
-            self.best[where] = torch.where(improved, values.double(), self.best[where])
+            best = self.best[where]
+            improved = (values > best) | ((values == best) & (ranks > self.best_rank[where]))
+            self.best[where] = torch.where(improved, values.double(), best)
+            self.best_rank[where] = torch.where(improved, ranks.double(), self.best_rank[where])
             self.best_x[where] = torch.where(improved.view(-1, 1, 1, 1), x, self.best_x[where])
         self._pending.append((it, where, values, squares, sums, is_max, improved))
         if len(self._pending) >= self.PENDING:

@@ -40,6 +40,7 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 from deepvis.errors import DeepvisError
+from deepvis.redirect import Rectifier
 
 _POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.GELU,
                       nn.LeakyReLU, nn.ELU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d)
@@ -256,6 +257,7 @@ class LocalRun:
 
 def _pointwise(node: fx.Node, module: nn.Module | None, args: tuple, kwargs: dict
                ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    module = module.inner if isinstance(module, Rectifier) else module  # the optimizers' wrapper: its own module
     if module is not None:
         if not isinstance(module, _POINTWISE_MODULES) or len(args) != 1 or kwargs \
                 or (isinstance(module, (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)) and module.training) \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -155,6 +156,34 @@ def test_backward_image_follows_unit_mode_and_filter(app, lite0, monkeypatch):
     assert len({p.tobytes() for p in pictures.values()}) == len(pictures)  # each choice changed the picture
 
 
+def test_gradcam_panel_shows_the_librarys_map_for_the_chosen_class_and_method(app, lite0, monkeypatch):
+    from deepvis.gradcam import gradcam, picture
+
+    pixels = record_media(monkeypatch)
+    layer = app.selectbox(key="act_layer_efficientnet_lite0").value
+    view = model_view(decode_image(sample_bytes("chelsea")), lite0.spec)
+
+    def shown(caption: str) -> np.ndarray:
+        (image,) = [img for img in app.get("image") if img.captions and img.captions[0] == caption]
+        return pixels(image.value[0])
+
+    top5 = [p.index for p in analyze(lite0, decode_image(sample_bytes("chelsea")), layer).predictions]
+    assert len(app.selectbox(key="act_cam_class").options) == 5
+    assert app.selectbox(key="act_cam_class").value == top5[0]  # the top class by default
+    for method, caption, unit in (("gradcam", "Over the input", top5[0]), ("gradcam++", "Over the input", top5[3]),
+                                  ("guided", "Guided Grad-CAM (grey = 0)", top5[3])):
+        app.radio(key="act_cam_method").set_value(method).run()
+        app.selectbox(key="act_cam_class").set_value(unit).run()
+        assert not app.exception and not app.error
+        want = upscale(picture(gradcam(lite0, view, layer, unit, method), view), 224)
+        got = shown(caption)
+        assert got.shape == want.shape and np.mean(np.abs(got.astype(int) - want.astype(int)) > 2) < 1e-3, method
+    assert any(c.startswith("The map at the layer's 14 × 14") for img in app.get("image") for c in img.captions)
+    app.selectbox(key="act_group_efficientnet_lite0").set_value("head").run()
+    app.selectbox(key="act_layer_efficientnet_lite0").set_value("_fc").run()
+    assert not app.exception and any("Grad-CAM needs a layer with spatial maps" in c.value for c in app.caption)
+
+
 def test_missing_weights_fall_back_then_functional_relus_offer_every_mode(tmp_path, monkeypatch):
     from deepvis import models
 
@@ -184,10 +213,20 @@ def _captions(at: AppTest) -> list[str]:
     return [c for img in at.get("image") for c in img.captions]
 
 
+def short_rows(lite0, monkeypatch) -> None:
+    """The shipped rows run 500-700 iterations (minutes on a CPU); the same rows cut to 20 keep a test short."""
+    from deepvis import presets
+
+    shipped = presets.shipped(lite0.spec.name)
+    short = dataclasses.replace(shipped, rows={r: s.replace(steps=20) for r, s in shipped.rows.items()})
+    monkeypatch.setattr(presets, "shipped", lambda model: short if model == lite0.spec.name else None)
+
+
 def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypatch):
     from deepvis import index, patterns, presets
 
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
+    short_rows(lite0, monkeypatch)
     at = start()
     layer = at.selectbox(key="act_layer_efficientnet_lite0").value
     index_button = next(b for b in at.button if b.label.startswith("Index 17 photos"))
@@ -214,6 +253,7 @@ def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypat
     # The optimized image: on request, then from the disk cache (no button on the next visit).
     choices = presets.choices(lite0.spec.name, photo=False)
     quickest = min(choices, key=lambda c: choices[c].steps)
+    assert quickest == "1" and choices[quickest].steps == 20
     at.selectbox(key="act_preset").set_value(quickest).run()
     settings = choices[quickest]
     target = Target(layer, 2)
@@ -221,10 +261,13 @@ def test_stepping_units_updates_the_whole_unit_column(lite0, tmp_path, monkeypat
     optimize = next(b for b in at.button if b.label.startswith("Optimize unit 2"))
     optimize.click().run()
     assert not at.exception and patterns.load(lite0, target, settings) is not None
+    assert not any(b.label.startswith("Optimize unit 2") for b in at.button)  # the image replaced the button
     at.button(key="act_unit_prev").click().run()
     at.button(key="act_unit_next").click().run()
     assert not any(b.label.startswith("Optimize unit 2") for b in at.button)
     assert any(c.startswith(f"Optimized ({presets.name(lite0.spec.name, quickest)})") for c in _captions(at))
+    dead = patterns.load(lite0, target, settings).objective == 0  # a unit that never turned on is said to be so
+    assert any(c.value.startswith("Its objective stayed 0") for c in at.caption) == dead
 
 
 def test_the_url_names_the_unit_and_a_bad_link_warns_once():
@@ -246,8 +289,9 @@ def test_the_url_names_the_unit_and_a_bad_link_warns_once():
         "The link's unit 99999 does not exist here (units 0-671)"]
 
 
-def test_pattern_mode_offers_the_missing_patterns_and_stops_on_request(tmp_path, monkeypatch):
+def test_pattern_mode_offers_the_missing_patterns_and_stops_on_request(lite0, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path))
+    short_rows(lite0, monkeypatch)  # not the shipped atlas's preset: every pattern is missing
     at = start()
     at.toggle(key="act_patterns").set_value(True).run()
     assert not at.exception and any("showing its optimized image" in c.value for c in at.caption)
@@ -354,3 +398,57 @@ def test_another_unit_reuses_the_photos_analysis_and_another_layer_does_not(monk
     layer.set_value("_blocks.9._expand_conv.conv2d").run()
     assert before != "_blocks.9._expand_conv.conv2d"
     assert not at.exception and calls == ["_blocks.9._expand_conv.conv2d"]  # a new layer: analyzed once
+
+
+def test_an_atlas_of_the_model_gives_the_unit_its_top_images_and_optimized_image_at_once(lite0, tmp_path,
+                                                                                          monkeypatch):
+    from deepvis import atlas, presets
+    from deepvis.atlas_pictures import load_optimized
+    from deepvis.progress import drain
+    from deepvis.units import hit_label
+
+    monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "cache"))  # nothing optimized or indexed before
+    short_rows(lite0, monkeypatch)
+    layer = "_blocks.0._swish"  # 32 units: a quick atlas, optimized at 32 px
+    choices = presets.choices(lite0.spec.name, photo=False)
+    quickest = min(choices, key=lambda c: choices[c].steps)
+    drain(atlas.build(lite0, "samples", [layer], tmp_path / "atlas", k=6, optimize=quickest, size=32))
+    other = tmp_path / "not-an-atlas"
+    other.mkdir()
+    monkeypatch.setenv("DEEPVIS_ATLAS", f"{tmp_path / 'atlas'}:{other}")
+    at = start()
+    at.selectbox(key="act_group_efficientnet_lite0").set_value("_blocks.0").run()
+    at.selectbox(key="act_layer_efficientnet_lite0").set_value(layer).run()
+    at.selectbox(key="act_preset").set_value(quickest).run()
+    at.number_input(key="act_unit").set_value(5).run()
+    assert not at.exception
+    # The optimized image comes from the atlas: no button to compute it, the atlas's picture shown.
+    assert not any(b.label.startswith("Optimize unit 5") for b in at.button)
+    shown = next(img for img in at.get("image") if img.captions and img.captions[0].startswith("Optimized ("))
+    assert shown is not None and load_optimized(tmp_path / "atlas", layer, 5) is not None
+    assert any(f"--atlas {other}: " in c.value and "not a finished atlas" in c.value for c in at.caption)
+    # Pattern mode's grid takes every channel's image from the atlas: nothing left to optimize.
+    at.toggle(key="act_patterns").set_value(True).run()
+    assert not at.exception
+    assert f"32 of the 32 images are precomputed: from the atlas at {tmp_path / 'atlas'}." in [c.value for c in at.caption]
+    assert not any(b.label.startswith("Optimize the") for b in at.button)
+    at.toggle(key="act_patterns").set_value(False).run()
+    at.radio(key="act_collection").set_value("An atlas").run()
+    assert not at.exception and not at.error
+    hits = atlas.top(tmp_path / "atlas", layer, 5, 6)
+    assert [c for c in _captions(at) if c.startswith("#")] == [hit_label(i + 1, h) for i, h in enumerate(hits)]
+    assert not any(b.label.startswith("Index ") for b in at.button)  # no photo is read or indexed
+    # A compact atlas without crops (as the one shipped): its image is shown and said to be the seen part only;
+    # it is no source of top images.
+    drain(atlas.build(lite0, "samples", [layer], tmp_path / "compact", k=6, optimize=quickest, size=64,
+                      compact=True, crops=False))
+    monkeypatch.setenv("DEEPVIS_ATLAS", str(tmp_path / "compact"))
+    at = start()
+    at.selectbox(key="act_group_efficientnet_lite0").set_value("_blocks.0").run()
+    at.selectbox(key="act_layer_efficientnet_lite0").set_value(layer).run()
+    at.selectbox(key="act_preset").set_value(quickest).run()
+    at.number_input(key="act_unit").set_value(5).run()
+    assert not at.exception and not any(b.label.startswith("Optimize unit 5") for b in at.button)
+    assert any(c.value.startswith(f"Precomputed: from the atlas at {tmp_path / 'compact'}; it keeps only the part")
+               for c in at.caption)
+    assert "An atlas" not in at.radio(key="act_collection").options

@@ -72,7 +72,7 @@ def test_start_runs_the_library_and_shows_image_and_chart(finished, lite0):
     row = state.record.rows[0]
     np.testing.assert_allclose(row.objectives, direct.rows[0].objectives, rtol=1e-4, atol=1e-4)
     # The logit rises (at some iteration: calibrated row 3 takes large steps, lr 124, and its objective swings
-    # in the first iterations; over its own 200 it rises, which test_calibrate checks for every calibrated row).
+    # in the first iterations; over its own run it rises, which test_calibrate checks for every calibrated row).
     assert row.best_objective > row.objectives[0] + 0.5
 
     assert not finished.get("progress")  # the bar is for a running run
@@ -194,6 +194,7 @@ def test_the_run_computes_beside_the_page_and_stop_keeps_its_history(lite0):
 def test_preset_fills_theta_and_editing_makes_it_custom():
     at = page()
     labels = [f"Lite0 row {r} (calibrated)" for r in range(1, 5)] + [f"Table 1 row {r} (verbatim)" for r in range(1, 5)]
+    labels += ["No regularization (fooling images)"]
     later = ["Fourier + decorrelated + transforms (Olah 2017)", "magnitude-constrained phase (MACO, Fel 2023)",
              "feature accentuation of a photo (Hamblin 2024)"]
     assert at.selectbox(key="opt_preset").options == labels + later + ["custom θ"]
@@ -209,6 +210,78 @@ def test_preset_fills_theta_and_editing_makes_it_custom():
     assert at.number_input(key="opt_steps").value == calibrated.steps
     assert at.number_input(key="opt_decay").value == calibrated.decay
     assert at.slider(key="opt_norm_pct").value == calibrated.norm_pct
+
+
+def test_no_regularization_says_what_the_paper_concluded_and_shows_the_network_sure_and_the_judge_not():
+    at = page()
+    assert not any(c.value == presets.FOOLING_NOTE for c in at.caption)
+    at.selectbox(key="opt_preset").set_value("none").run()
+    assert at.number_input(key="opt_decay").value == 0 and at.slider(key="opt_norm_pct").value == 0
+    assert any(c.value == presets.FOOLING_NOTE for c in at.caption)
+    at.number_input(key="opt_steps").set_value(40)
+    at.number_input(key="opt_size_efficientnet_lite0").set_value(96).run()
+    assert at.selectbox(key="opt_preset").value == "custom" and any(c.value == presets.FOOLING_NOTE for c in at.caption)
+    at.button(key="opt_start").click().run()
+    assert at.session_state["opt_run"].wait(180)
+    at.run()
+    assert not at.exception and not at.error
+    (line,) = [m.value for m in at.markdown if m.value.startswith("**Quality**")]
+    own = float(line.split("network p ")[1].split(" ")[0])
+    rank = int(line.split("rank ")[1].split(" ")[0])
+    assert own >= 0.99 and rank > 5 and line.endswith("not legible"), line
+
+
+def test_minus_another_unit_and_diversity_run_the_librarys_composed_batch(lite0):
+    from deepvis.objectives import feature_distance, parse, with_diversity
+
+    at = page()
+    at.selectbox(key="opt_group_efficientnet_lite0").set_value("_blocks.9").run()
+    at.selectbox(key="opt_layer_efficientnet_lite0").set_value("_blocks.9._swish_1").run()
+    at.number_input(key="opt_unit").set_value(20).run()
+    at.number_input(key="opt_minus").set_value(7).run()
+    at.number_input(key="opt_div_n").set_value(3).run()
+    at.number_input(key="opt_steps").set_value(8)
+    at.number_input(key="opt_size_efficientnet_lite0").set_value(SIZE).run()
+    at.button(key="opt_start").click().run()
+    assert at.session_state["opt_run"].wait(180)
+    at.run()
+    assert not at.exception and not at.error
+    record = at.session_state["opt_run"].record
+    want = with_diversity(parse(lite0, "_blocks.9._swish_1:20 - 0.5*_blocks.9._swish_1:7"), 3.0, 3)
+    assert [row.target for row in record.rows] == want
+    direct = opt.run(lite0, want, presets.resolve(lite0, "3").replace(steps=8), seed=0, size=SIZE)
+    for ours, theirs in zip(record.rows, direct.rows):
+        np.testing.assert_allclose(ours.objectives, theirs.objectives, rtol=1e-4, atol=1e-4)
+    caption, _ = shown_image(at)
+    assert caption.startswith("iteration 7 · objectives ") and caption.count(" · ") == 3  # one value per image
+    distance = feature_distance(lite0, np.stack([r.best_x for r in record.rows]), "_blocks.9._swish_1")
+    assert any(c.value.endswith(f"features {distance:.3f} (0 = the same, 2 = opposite)") for c in at.caption)
+
+
+def test_a_photos_representation_is_inverted_and_shown_beside_the_photo(lite0):
+    from deepvis.images import decode_image, model_view, sample_bytes
+    from deepvis.inversion import inversion_target, representation_distance
+
+    at = page()
+    at.segmented_control(key="opt_what").set_value("a photo's representation").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="inv_preset").value == "fourier"  # the default for inversion
+    layer = at.selectbox(key="inv_layer_efficientnet_lite0").value
+    at.number_input(key="inv_steps").set_value(12)
+    at.number_input(key="inv_size_efficientnet_lite0").set_value(SIZE).run()
+    at.button(key="inv_start").click().run()
+    assert at.session_state["inv_run"].wait(180)
+    at.run()
+    assert not at.exception and not at.error
+    row = at.session_state["inv_run"].record.rows[0]
+    view = model_view(decode_image(sample_bytes("chelsea")), lite0.spec)  # the default sample photo
+    assert row.target == inversion_target(view, layer)
+    distance = representation_distance(lite0, row.best_x, view, layer)
+    assert any(c.value.startswith(f"Relative distance of the representations ||Φ(x) − Φ0|| / ||Φ0|| at {layer}: "
+                                  f"{distance:.3f}") for c in at.caption)
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert "The photo" in captions and any(c.startswith(f"Recovered from its {layer}") for c in captions)
+    assert not any(m.value.startswith("**Quality**") for m in at.markdown)  # no class to judge
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
@@ -329,3 +402,23 @@ def test_stop_ends_a_run_at_its_next_snapshot_and_closes_it():
     assert state.wait(30)
     assert state.status == "stopped" and closed == [True]
     assert made == [0, 1, 2, 3] and state.history.iterations[-1] == 3  # the snapshot in progress, then no more
+
+
+def test_a_run_nobody_watches_any_more_stops_and_closes():
+    closed, asked = [], []
+
+    def run():
+        try:
+            for i in range(1000):
+                yield snapshot(i, 1, 8)
+        finally:
+            closed.append(True)
+
+    def watched():  # the session is there for three snapshots, then gone
+        asked.append(True)
+        return len(asked) < 3
+
+    state = history.RunState(1, ("x",), history.FrameHistory()).start(run(), watched)
+    assert state.wait(30)
+    assert state.status == "stopped" and state.error is None and closed == [True]
+    assert state.history.iterations == [0, 1, 2]

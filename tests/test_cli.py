@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 
+import numpy as np
 import pytest
 
 import deepvis.cli
@@ -51,8 +52,9 @@ def _one_error_line(capsys, command: str) -> str:
 def test_every_command_is_in_the_table_once_and_has_a_parser() -> None:
     names = [c.name for c in COMMANDS]
     assert len(names) == len(set(names))
-    assert set(names) == {"info", "predict", "activations", "backprop", "occlusion", "optimize", "compare",
-                          "calibrate", "index", "top", "merge", "embed", "timeline"}
+    assert set(names) == {"info", "predict", "activations", "backprop", "gradcam", "occlusion", "optimize", "invert",
+                          "compare",
+                          "calibrate", "index", "top", "merge", "embed", "atlas", "timeline"}
     assert list(_subcommands(build_parser())) == names
     for command in COMMANDS:
         assert callable(command.add) and callable(command.run)
@@ -103,6 +105,46 @@ def test_an_unknown_layer_is_one_line(tmp_path, capsys, embedded, photos) -> Non
     assert main(["activations", str(path), "--layer", "_no_such_layer", "--device", "cpu"]) == 2
     line = _one_error_line(capsys, "activations")
     assert "has no layer '_no_such_layer'" in line
+
+
+def test_gradcam_writes_the_librarys_map_and_refuses_a_vector_layer(tmp_path, capsys, embedded, lite0,
+                                                                       photos) -> None:
+    from PIL import Image
+
+    from deepvis.gradcam import gradcam
+    from deepvis.images import model_view
+
+    path = tmp_path / "cat.png"
+    Image.fromarray(photos["chelsea"]).save(path)
+    view = model_view(Image.open(path), lite0.spec)
+    args = ["gradcam", str(path), "--layer", "_blocks.12._swish_1", "--device", "cpu"]
+    assert main([*args, "--unit", "tiger cat", "--out", str(tmp_path / "c.png"), "--npy", str(tmp_path / "c.npy")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = gradcam(lite0, view, "_blocks.12._swish_1", 282)
+    assert out["unit"] == 282 and out["target"] == "class 282 (tiger cat)" and out["shape"] == [7, 7]
+    assert np.array_equal(np.load(tmp_path / "c.npy"), want.map) and Image.open(tmp_path / "c.png").size == (224, 224)
+    # A unit of a later layer, scored by its channel's mean.
+    assert main([*args, "--of", "_blocks.15._swish_1", "--unit", "5", "--method", "gradcam++",
+                 "--npy", str(tmp_path / "u.npy")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"] == "_blocks.15._swish_1 unit 5" and out["method"] == "gradcam++"
+    assert np.array_equal(np.load(tmp_path / "u.npy"),
+                          gradcam(lite0, view, "_blocks.12._swish_1", 5, "gradcam++", "_blocks.15._swish_1").map)
+    assert main(["gradcam", str(path), "--layer", "_fc", "--device", "cpu"]) == 2
+    assert "needs a layer with spatial maps; _fc is a vector of 1000 units" in _one_error_line(capsys, "gradcam")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "_blocks.9._swish_1:5 +* 2"], "cannot read the objective"),
+    (["--target", "_blocks.9._swish_1:[1, 2, 3]"], "the direction has 3 values; _blocks.9._swish_1 has 672 channels"),
+    (["--target", "_fc:3", "--unit", "4"], "give --target EXPR, or --layer and --unit, not both"),
+    (["--target", "_fc:3", "--diversity", "1", "--batch", "1"], "diversity needs a batch of at least 2 images"),
+    (["--unit", "3", "--layer", "_fc", "--batch", "4"], "--batch goes with --diversity W"),
+])
+def test_a_composed_objective_that_does_not_fit_is_one_line(tmp_path, capsys, embedded, args, message) -> None:
+    assert main(["optimize", *args, "--steps", "2", "--size", "64", "--out", str(tmp_path / "x.png"),
+                 "--device", "cpu"]) == 2
+    assert message in _one_error_line(capsys, "optimize")
 
 
 def test_an_os_error_is_one_line_and_ctrl_c_exits_130(monkeypatch, capsys) -> None:

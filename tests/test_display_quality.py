@@ -173,3 +173,21 @@ def test_history_frames_redraw_every_display_within_one_grey_level():
         diff = np.abs(frame.view(mode).astype(int) - display.show(snap.pixels, MEAN, mode).astype(int))
         assert diff.max() <= 1, mode
     assert frame.nbytes == 2 * 16 * 16 * 3 + 2 * 4  # as small as uint8 frames
+
+
+def test_the_unregularized_preset_fools_the_network_and_not_the_judge(lite0):
+    """Preset "none": the network is near-certain of its class, the judge (which took no part) is not."""
+    from deepvis import presets
+    from deepvis.optimize import run
+    from deepvis.quality import assess_record
+    from deepvis.targets import Target, resolve_unit
+
+    settings = presets.resolve(lite0, "none")
+    assert (settings.decay, settings.blur_radius, settings.norm_pct, settings.contrib_pct) == (0, 0, 0, 0)
+    assert presets.preset_of(settings, lite0) == "none" and "none" in presets.choices(lite0)
+    classes = [resolve_unit(lite0, "_fc", name) for name in ("flamingo", "tricycle")]
+    record = run(lite0, [Target("_fc", c) for c in classes], settings)
+    for verdict in assess_record(lite0, record):
+        assert verdict.own_prob > 0.99 and verdict.judge == "efficientnet_lite2"
+        assert verdict.rank > 5 and verdict.prob < 0.05 and not verdict.legible
+        assert verdict.label.startswith(f"network p {verdict.own_prob:.2f} · judge Lite2: rank {verdict.rank}")

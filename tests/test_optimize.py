@@ -102,6 +102,24 @@ def test_constant_step_uses_lr_times_the_gradient_wrt_network_input_then_decay(t
     assert np.abs(row.last_image.astype(int) - as_uint8(x).astype(int)).max() <= 1
 
 
+def test_a_relu6_unit_at_its_cap_keeps_improving_its_best_image(tiny):
+    """A ReLU6 unit reports 6 from the step its input passes 6 on; the image goes on rising through that input,
+    and the best image is the one whose input is highest (the last here), not the first to reach the cap."""
+    conv = nn.Conv2d(3, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(10 * WEIGHTS[0].view(1, 3, 1, 1))
+    capped = wrap_model(nn.Sequential(conv, nn.ReLU6()).eval().requires_grad_(False), "tiny6",
+                        title="1x1 conv + ReLU6", input_size=SIZE, normalization=TINY_NORM)
+    row = opt.run(capped, Target("1", 0), Settings(**NO_REG, steps=30, lr=0.2)).rows[0]
+    first = int(np.argmax(row.objectives >= 6.0))
+    assert row.objectives.max() == pytest.approx(6.0) and 0 < first < 15
+    w = 10 * WEIGHTS[0].double().numpy()
+    pre = [float((w * x.transpose(2, 0, 1)[:, 4, 4] / STD[:, 0, 0]).sum()) for x in (row.best_x, row.last_x)]
+    assert row.best_step == 29 and row.best_objective == pytest.approx(6.0)
+    assert pre[0] == pytest.approx(pre[1]) and pre[0] > 6.0 + 2  # the last image, well past the cap
+    np.testing.assert_array_equal(row.best_x, row.last_x)
+
+
 def test_progress_policy_picks_the_lr_whose_predicted_gain_is_desired_prog_capped_by_max_lr(tiny):
     # At the centre grad_x = w / s and g_in = w, so the step x += lr * g_in predicts a gain of
     # lr * sum_c w_c^2 / s_c; on this linear net the prediction is exact.

@@ -113,7 +113,8 @@ def test_quality_on_a_network_of_ones_own_is_robustness_alone(gray_net):
     record = opt.run(loaded, Target(loaded.logits_layer, 2), presets.resolve(loaded, "fourier").replace(steps=40))
     (verdict,) = quality.assess_record(loaded, record)
     assert verdict.judge is None and verdict.rank is None and verdict.robustness is not None
-    assert verdict.label.startswith("robustness")
+    assert verdict.own_prob is not None  # a class of its own network: its probability, next to robustness
+    assert verdict.label == f"network p {verdict.own_prob:.2f} · robustness {verdict.robustness:.2f}"
 
 
 def test_saliency_on_a_gray_network_equals_autograd_and_shows(gray_net):

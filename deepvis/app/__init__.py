@@ -23,5 +23,22 @@ Modules: ``model`` (shared model, sidebar), ``inputs`` (photo sources), ``picker
 ``photo_sets`` (collections, indexing), ``jobs`` (background work, polling),
 ``unit_column``, ``panels`` (backprop, weights, occlusion), ``layer_map`` (t-SNE),
 ``theta`` (θ editor), ``runs`` (live runs), ``forms`` (the optimization pages' forms),
-``live`` (live video).
+``live`` (live video), ``atlases`` (precomputed unit views).
 """
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def script_paths(flag: str, env: str | None = None, argv: list[str] | None = None) -> list[str]:
+    """The paths the script's arguments give with ``flag`` (``streamlit run streamlit_app.py -- --runs DIR``,
+    repeatable), else those of the environment variable ``env`` (separated by ``os.pathsep``)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(flag, action="append", default=[], dest="paths")
+    given = parser.parse_known_args(sys.argv[1:] if argv is None else argv)[0].paths
+    if given or env is None:
+        return given
+    return [p for p in os.environ.get(env, "").split(os.pathsep) if p]

@@ -23,19 +23,21 @@ import numpy as np
 import streamlit as st
 
 from deepvis.app.inputs import decoded_image, image_input
-from deepvis.app.pickers import target_picker, units_picker
+from deepvis.app.pickers import compose_picker, layer_picker, target_picker, units_picker
 from deepvis.app.model import offered
 from deepvis.app.theta import ModelRef, set_settings, settings_editor
 from deepvis.charts import PALETTE
 from deepvis.display import DISPLAYS
 from deepvis.errors import DeepvisError
 from deepvis.experiment import Experiment
+from deepvis.images import model_view
 from deepvis.models import LoadedModel
+from deepvis.inversion import inversion_target
 from deepvis.presets import settings_name
 from deepvis.settings import LR_RULE, MAX_SIZE, MIN_SIZE, Settings
 from deepvis.targets import Target
 
-OPT, CMP = "opt", "cmp"  # the two pages' key prefixes
+OPT, CMP, INV = "opt", "cmp", "inv"  # the pages' key prefixes (INV: the Optimization page's inversion)
 
 
 def display_picker(page: str) -> str:
@@ -135,18 +137,19 @@ class OptimizationForm:
     display: str
     photo: np.ndarray | None = None  # the photo an accentuation starts from
     ready: bool = True  # False while an accentuation has no photo
+    targets: tuple[Target, ...] = ()  # the rows to run: the target composed, N of it with diversity
 
     @property
     def runnable(self) -> bool:
         return self.settings is not None and self.ready
 
 
-def run_controls(page: str, loaded: LoadedModel) -> tuple[Settings | None, int, int, str, tuple]:
+def run_controls(page: str, loaded: LoadedModel, default: str = "3") -> tuple[Settings | None, int, int, str, tuple]:
     """The right-hand side of a compact optimization form: the preset with its values in one line and θ's full
     editor one click away, then a row for Start and Stop (its first two columns, returned for
     :func:`deepvis.app.runs.start_stop`) and the seed, size and display in a popover.
     Returns ``(settings, seed, size, display, buttons)``."""
-    settings = settings_editor(page, loaded, folded=True, summary=True)
+    settings = settings_editor(page, loaded, default=default, folded=True, summary=True)
     *buttons, options = st.columns([1, 1, 2], vertical_alignment="center")
     with options.popover("Seed, size, display", width="stretch"):
         seed = st.number_input("Seed (initial noise)", 0, 2**31 - 1, 0, key=f"{page}_seed")
@@ -163,10 +166,27 @@ def optimization_form(loaded: LoadedModel) -> tuple[OptimizationForm, tuple]:
     left, right = st.columns([3, 2], gap="large")
     with left:
         target = target_picker(loaded, OPT, side_by_side=True)
+        rows = compose_picker(loaded, OPT, target)
     with right:
         settings, seed, size, display, buttons = run_controls(OPT, loaded)
     photo, ready = accentuation_photo(OPT, [settings])
-    return OptimizationForm(target, settings, seed, size, display, photo, ready), buttons
+    return OptimizationForm(rows[0], settings, seed, size, display, photo, ready, tuple(rows)), buttons
+
+
+def inversion_form(loaded: LoadedModel) -> tuple[OptimizationForm, tuple]:
+    """Inversion (Mahendran & Vedaldi 2015): a layer and a photo on the left, the run's controls on the right (the
+    Fourier parametrization by default); the target is "this photo's representation at the layer"."""
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        layer = layer_picker(loaded, INV, loaded.default_layer, side_by_side=True)
+        chosen = image_input(f"{INV}_photo")
+        image = decoded_image(chosen[0]) if chosen is not None else None
+    with right:
+        settings, seed, size, display, buttons = run_controls(INV, loaded, default="fourier")
+    if image is None:
+        return OptimizationForm(Target(layer, 0), settings, seed, size, display, None, False), buttons
+    target = inversion_target(model_view(image, loaded.spec), layer)
+    return OptimizationForm(target, settings, seed, size, display, None, True, (target,)), buttons
 
 
 @dataclass(frozen=True)

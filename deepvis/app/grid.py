@@ -21,7 +21,7 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 from deepvis import collection as coll
 from deepvis import patterns
 from deepvis.activations import ImageAnalysis
-from deepvis.app import jobs
+from deepvis.app import atlases, jobs
 from deepvis.app.unit_column import chosen_preset
 from deepvis.models import LoadedModel
 from deepvis.render import SCALINGS, GridLayout, channel_grid, image_grid, png_bytes
@@ -63,6 +63,12 @@ def pattern_grid(loaded: LoadedModel, layer: str, unit: int, key: str) -> tuple[
     choice, settings = chosen_preset(loaded, key)
     targets = [Target(layer, c) for c in range(loaded.layer(layer).shape[0])]
     thumbs = patterns.thumbnails(loaded, targets, settings)
+    if any(t is None for t in thumbs):  # an atlas made under this preset fills the rest at once
+        precomputed, where = atlases.thumbnails(loaded, layer, settings)
+        used = sum(t is None and p is not None for t, p in zip(thumbs, precomputed))
+        thumbs = [p if t is None else t for t, p in zip(thumbs, precomputed)]
+        if used:
+            st.caption(f"{used} of the {len(thumbs)} images are precomputed: from {where}.")
     missing = sum(t is None for t in thumbs)
     job = jobs.shared("patterns", coll.model_key(loaded), layer, choice, settings)
     if job.running:
@@ -72,7 +78,8 @@ def pattern_grid(loaded: LoadedModel, layer: str, unit: int, key: str) -> tuple[
         if st.button(f"Optimize the {missing} missing patterns ({settings.steps} iterations each)", key=f"{key}_fill",
                      type="primary", help="In batches of 8 on a background worker; each batch is kept on disk as it "
                      "ends, so an interruption loses at most one batch."):
-            jobs.start(job, lambda: patterns.compute(loaded, targets, settings))
+            todo = [t for t, thumb in zip(targets, thumbs) if thumb is None]
+            jobs.start(job, lambda: patterns.compute(loaded, todo, settings))
             jobs.show(job, "Optimizing…", "channels")
     return image_grid(thumbs, patterns.THUMB, highlight=unit)
 

@@ -23,14 +23,13 @@ Conventions
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
 import streamlit as st
 
+from deepvis.app import script_paths
 from deepvis.backprop import ModeSupport, mode_support
 from deepvis.checkpoints import WEIGHT_SUFFIXES, read_state_dict
 from deepvis.errors import DeepvisError, one_line
@@ -43,15 +42,8 @@ UPLOAD = "upload:"
 _UPLOADS: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # sha256 prefix -> (file name, bytes); the newest 4
 
 
-def script_models(argv: list[str]) -> list[str]:
-    """The models files the script's arguments name (``streamlit run streamlit_app.py -- --models FILE``)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--models", action="append", default=[])
-    return parser.parse_known_args(argv)[0].models
-
-
 def _networks() -> dict[str, Description]:
-    files = script_models(sys.argv[1:])
+    files = script_paths("--models")
     return register(files) if files else user_networks()
 
 

@@ -1,5 +1,5 @@
-"""The Activations page's panels about one unit and the shown photo: its backward image, its weights, the
-photo's occlusion map, and the first layer's filters.
+"""The Activations page's panels about one unit and the shown photo: its backward image, the layer's Grad-CAM,
+its weights, the photo's occlusion map, and the first layer's filters.
 
 Conventions
 -----------
@@ -26,6 +26,7 @@ from deepvis.app.model import backprop_modes
 from deepvis.backprop import SEEDS, backward
 from deepvis.display import npy_bytes
 from deepvis.errors import DeepvisError
+from deepvis.gradcam import METHOD_NAMES, gradcam, picture
 from deepvis.models import LoadedModel
 from deepvis.occlusion import default_window, occlude, patch_choices
 from deepvis.render import (BACKPROP_FILTERS, backprop_image, backprop_overlay, heat_colors, overlay, png_bytes,
@@ -60,6 +61,38 @@ def backprop_panel(loaded: LoadedModel, view: np.ndarray, layer: str, unit: int,
         show_png(enlarged(backprop_overlay(view, gradient)), caption="Overlaid on the input", width="stretch")
     st.download_button("Download the backward image (PNG)", png_bytes(backprop_image(gradient, shown)),
                        f"{loaded.spec.name}_{layer}_{unit}_{mode}.png", "image/png")
+
+
+def gradcam_panel(loaded: LoadedModel, view: np.ndarray, layer: str, predictions: list, key: str) -> None:
+    """Where this layer's maps hold the evidence for a class (:mod:`deepvis.gradcam`): the method and one of the
+    photo's top classes chosen here; the map over the photo (or the Guided Grad-CAM image), the map at the
+    layer's own resolution, and a download."""
+    if not loaded.layer(layer).is_spatial:
+        st.caption(f"Grad-CAM needs a layer with spatial maps; {layer} is a vector. Choose a convolutional layer.")
+        return
+    method = st.radio("Method", tuple(METHOD_NAMES), horizontal=True, key=f"{key}_cam_method",
+                      format_func=METHOD_NAMES.get, help="Grad-CAM: the maps weighted by their mean gradient · "
+                      "Grad-CAM++: by their positive gradients, pixel-weighted · Guided Grad-CAM: guided backprop "
+                      "times the Grad-CAM map")
+    labels = {p.index: f"{p.label} ({100 * p.prob:.1f} %)" for p in predictions}
+    if st.session_state.get(f"{key}_cam_class") not in labels:  # first visit, or another photo's classes
+        st.session_state[f"{key}_cam_class"] = predictions[0].index
+    chosen = st.selectbox("Class", list(labels), format_func=labels.get, key=f"{key}_cam_class",
+                          help="One of the photo's five most probable classes (the top one by default).")
+    try:
+        with st.spinner("Grad-CAM…"):
+            cam = gradcam(loaded, view, layer, chosen, method)
+    except DeepvisError as exc:
+        st.error(str(exc))
+        return
+    shown, coarse = st.columns(2)
+    caption = "Guided Grad-CAM (grey = 0)" if cam.guided is not None else "Over the input"
+    shown.image(png_bytes(enlarged(picture(cam, view))), caption=caption, output_format="PNG", width="stretch")
+    height, width = cam.map.shape
+    coarse.image(png_bytes(upscale(heat_colors(to_uint8(cam.map)), 224, smooth=False)), output_format="PNG",
+                 caption=f"The map at the layer's {height} × {width} (bright = most evidence)", width="stretch")
+    st.download_button("Download the map (float .npy)", npy_bytes(cam.map), f"gradcam_{layer}_{cam.unit}.npy",
+                       "application/octet-stream", on_click="ignore", key=f"{key}_cam_npy")
 
 
 def weights_panel(loaded: LoadedModel, layer: str, unit: int) -> None:

@@ -26,6 +26,7 @@ from deepvis.app import jobs
 from deepvis.models import LoadedModel
 
 COLLECTIONS = ("Bundled photos", "A folder on this machine", "Upload photos")
+ATLAS = "An atlas"  # offered when the server has an atlas of this model covering the layer (deepvis.app.atlases)
 
 
 def _save_uploads(files: list) -> Path:
@@ -43,8 +44,13 @@ def _save_uploads(files: list) -> Path:
     return folder
 
 
-def _picked(key: str) -> str | None:
-    kind = st.radio("Top images from", COLLECTIONS, key=f"{key}_collection", horizontal=True)
+def _picked(key: str, atlases: tuple[str, ...]) -> str | None:
+    options = COLLECTIONS + ((ATLAS,) if atlases else ())
+    kind = st.radio("Top images from", options, key=f"{key}_collection", horizontal=True,
+                    help="An atlas: precomputed over a large collection by `deepvis atlas`; shown at once.")
+    if kind == ATLAS:
+        chosen = atlases[0] if len(atlases) == 1 else st.selectbox("Atlas", atlases, key=f"{key}_atlas")
+        return f"atlas:{chosen}"
     if kind == COLLECTIONS[0]:
         return coll.DEFAULT_NAME
     if kind == COLLECTIONS[1]:
@@ -55,16 +61,19 @@ def _picked(key: str) -> str | None:
     return str(_save_uploads(files)) if files else None
 
 
-def collection_picker(key: str) -> str | None:
-    """The collection whose top images are shown: ``"samples"``, a folder path, or None while none is given."""
-    source = _picked(key)
+def collection_picker(key: str, atlases: tuple[str, ...] = ()) -> str | None:
+    """The collection whose top images are shown: ``"samples"``, a folder path, ``"atlas:<folder>"`` (one of
+    ``atlases``, the server's atlases for this model and layer), or None while none is given."""
+    source = _picked(key, atlases)
     st.session_state[f"{key}_chosen_collection"] = source
     return source
 
 
 def chosen_collection(key: str) -> str | None:
-    """The collection :func:`collection_picker` (drawn elsewhere on the page) has chosen, as it last returned."""
-    return st.session_state.get(f"{key}_chosen_collection")
+    """The photo collection :func:`collection_picker` (drawn elsewhere on the page) has chosen, as it last
+    returned (None for an atlas: its photos are not indexed here)."""
+    source = st.session_state.get(f"{key}_chosen_collection")
+    return None if source is not None and source.startswith("atlas:") else source
 
 
 def _skipped(summary: index.Summary | None) -> None:

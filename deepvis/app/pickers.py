@@ -20,7 +20,8 @@ import streamlit as st
 from deepvis.errors import DeepvisError
 from deepvis.layers import groups
 from deepvis.models import LoadedModel
-from deepvis.targets import OBJECTIVES, Target, class_names, resolve_unit
+from deepvis.objectives import with_diversity
+from deepvis.targets import OBJECTIVES, Target, Term, class_names, resolve_unit
 
 
 def _init(key: str, value: object) -> None:
@@ -115,7 +116,10 @@ def _unit_picker(loaded: LoadedModel, key: str, layer: str) -> int:
 
 
 def target_name(loaded: LoadedModel, target: Target) -> str:
-    """``flamingo (class 130 of _fc)`` or ``_blocks.5 channel 12 · centre neuron`` (titles, sheet rows)."""
+    """``flamingo (class 130 of _fc)`` or ``_blocks.5 channel 12 · centre neuron`` (titles, sheet rows); a composed
+    objective by its expression."""
+    if target.composed:
+        return target.label
     classes = class_names(loaded, target.layer) if target.layer in {i.name for i in loaded.layers} else None
     if classes:
         return f"{classes[target.unit]} (class {target.unit} of {target.layer})"
@@ -149,3 +153,21 @@ def chart_click(unit_key: str, chart_key: str) -> None:
         clicked = int(chart.selection.points[0]["x"])
         if clicked != st.session_state.get(click_key):
             st.session_state[click_key] = st.session_state[unit_key] = clicked
+
+
+def compose_picker(loaded: LoadedModel, key: str, target: Target) -> list[Target]:
+    """"Minus another unit" of the same layer (with its weight) and "diversity (N images)": the rows to run, one
+    per image (:mod:`deepvis.objectives`)."""
+    info = loaded.layer(target.layer)
+    minus, weight_col, images, spread = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+    other = minus.number_input("minus another unit (−1: none)", -1, info.channels - 1, value=-1, key=f"{key}_minus",
+                               help="Subtract another unit of this layer: what this unit sees and that one does not.")
+    weight = weight_col.number_input("its weight", 0.0, 5.0, 0.5, 0.1, key=f"{key}_minus_w")
+    count = images.number_input("diversity (N images)", 1, 6, 1, key=f"{key}_div_n",
+                                help="N images of the objective, each from its own seed, pushed apart by a diversity "
+                                     "term on this layer's Gram matrices (Olah et al. 2017); 1: off.")
+    strength = spread.number_input("diversity weight", 0.1, 10.0, 3.0, 0.1, key=f"{key}_div_w")
+    if other >= 0 and weight > 0:
+        target = Target(target.layer, target.unit, target.objective, target.position,
+                        terms=(Term(-weight, target.layer, "unit", unit=int(other), objective=target.objective),))
+    return [target] if count < 2 else with_diversity(target, strength, int(count))

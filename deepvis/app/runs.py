@@ -10,7 +10,8 @@ Conventions
 * While it runs, the page draws its newest snapshot at its own pace (:func:`live`):
   the picture in one fragment (every :data:`IMAGE_EVERY` s), the chart in another
   (every :data:`CHART_EVERY` s), and reruns once the run has ended.  Stop asks the run
-  to end at its next snapshot.
+  to end at its next snapshot.  A run whose browser session has gone for
+  :data:`ORPHAN_AFTER` s (tab closed, page reloaded) stops by itself (:func:`session_watch`).
 * Optimized images are drawn from the float history in the chosen display
   (:func:`frame_view`, :mod:`deepvis.display`), so switching it never recomputes a run;
   a finished or stopped run's quality (:mod:`deepvis.quality`) is computed once and
@@ -19,12 +20,16 @@ Conventions
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from deepvis import quality, render
+from deepvis import inversion, objectives, quality, render
 from deepvis.app.inputs import enlarged
 from deepvis.display import show
 from deepvis.errors import DeepvisError
@@ -34,8 +39,12 @@ from deepvis.models import LoadedModel
 from deepvis.records import RunRecord, Snapshot
 
 IMAGE_EVERY, CHART_EVERY = 0.4, 2.0  # seconds between redraws of a running run's picture, and of its chart
+# Seconds a run goes on once its session has gone (a brief disconnection keeps it); DEEPVIS_ORPHAN_AFTER sets it.
+ORPHAN_AFTER = float(os.environ.get("DEEPVIS_ORPHAN_AFTER", "30"))
 LIVE_SIZE = 448  # the side a running or finished single image is drawn at (nearest neighbour, so pixels stay sharp)
 
+OWN_COLUMN = {"network p": "The visualized network's own probability for the unit's class on the image: near 1 "
+                            "with a judge p near 0 is a fooling image."}
 JUDGE_COLUMNS = {  # the summary table's judge columns, with the quality line's explanation in brief
     "judge rank": "Rank of the unit's class among the judge network's 1000 (1 = its top class); the judge took no "
                   "part in making the image or choosing the presets.",
@@ -86,7 +95,27 @@ def start_run(key: str, start: Callable[[], Generator[Snapshot, None, None]], na
     state = RunState(st.session_state[f"{key}_runs"], tuple(names), history if history is not None else FrameHistory(), experiment,
                      extra=dict(extra))
     st.session_state[f"{key}_run"] = state
-    return state.start(gen)
+    return state.start(gen, session_watch())
+
+
+def session_watch(grace: float | None = None) -> Callable[[], bool] | None:
+    """For a run started by this script: whether its browser session is still connected, or has been gone for
+    less than ``grace`` seconds (default :data:`ORPHAN_AFTER`); None outside a Streamlit server (AppTest, bare
+    mode), where no session can go away."""
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return None
+    runtime, session_id, gone_since = Runtime.instance(), ctx.session_id, [None]
+
+    def watched() -> bool:
+        if runtime.is_active_session(session_id):
+            gone_since[0] = None
+            return True
+        now = time.monotonic()
+        if gone_since[0] is None:
+            gone_since[0] = now
+        return now - gone_since[0] < (ORPHAN_AFTER if grace is None else grace)
+    return watched
 
 
 def last_run(page: str) -> RunState | None:
@@ -160,6 +189,31 @@ def run_quality(state: RunState, loaded: LoadedModel) -> list[quality.Quality]:
     return state.extra["quality"]
 
 
+def diversity_line(loaded: LoadedModel, record: RunRecord) -> str:
+    """How different a diverse batch's best images are to the network (:func:`deepvis.objectives.feature_distance`)."""
+    target = record.rows[0].target
+    layer = next((t.layer for t in target.terms if t.kind == "diversity"), target.layer)
+    pixels = np.stack([row.best_x for row in record.rows])
+    return (f"{target.label}: {len(record.rows)} images, each from its own seed; mean pairwise distance of their "
+            f"{layer} features {objectives.feature_distance(loaded, pixels, layer):.3f} (0 = the same, 2 = opposite)")
+
+
+def inversion_pair(loaded: LoadedModel, record: RunRecord, mode: str) -> None:
+    """An inversion's photo and its best image side by side, with how far their representations are apart."""
+    row = record.rows[0]
+    found = inversion.matched_photo(row.target)
+    if found is None:
+        return
+    photo, layer = found
+    distance = inversion.representation_distance(loaded, row.best_x, photo, layer)
+    left, right = st.columns(2)
+    left.image(enlarged(photo[..., 0] if photo.shape[-1] == 1 else photo, 224), caption="The photo", width="stretch")
+    right.image(enlarged(frame_view(row.best_x, row.mean, mode), 224), width="stretch",
+                caption=f"Recovered from its {layer} (best, iteration {row.best_step})")
+    st.caption(f"Relative distance of the representations ||Φ(x) − Φ0|| / ||Φ0|| at {layer}: {distance:.3f} "
+               "(0 = the same). Deeper layers keep less of the photo's detail.")
+
+
 def quality_caption(verdict: quality.Quality, best_step: int) -> str:
     mark = "legible" if verdict.legible else "not legible"
     return f"**Quality** of the best image (iteration {best_step}) — {verdict.label} · {mark}"
@@ -178,8 +232,8 @@ def summary_rows(record: RunRecord, names: Sequence[str], verdicts: Sequence[qua
     names = [names[b % len(names)] for b in range(len(record.rows))]  # a sheet: every unit under each setting
     return [{"unit": row.target.unit, "setting": name, "parametrization": row.settings.param,
              "best objective": row.best_objective, "quality score": q.score, "final objective": row.final,
-             "best iteration": row.best_step, "argmax from": row.argmax_step, "judge rank": q.rank,
-             "judge p": q.prob, "robustness": q.robustness, "legible": q.legible, "final norm": float(row.norms[-1]),
+             "best iteration": row.best_step, "argmax from": row.argmax_step, "network p": q.own_prob,
+             "judge rank": q.rank, "judge p": q.prob, "robustness": q.robustness, "legible": q.legible, "final norm": float(row.norms[-1]),
              "final std": float(row.stds[-1]), "iterations": row.steps_done}
             for row, name, q in zip(record.rows, names, verdicts)]
 
@@ -191,4 +245,5 @@ def summary_table(state: RunState, verdicts: Sequence[quality.Quality]) -> None:
     if not state.extra.get("judged", True):
         rows = [{k: v for k, v in row.items() if k not in JUDGE_COLUMNS} for row in rows]
     st.dataframe(rows, hide_index=True,
-                 column_config={name: st.column_config.Column(help=text) for name, text in JUDGE_COLUMNS.items()})
+                 column_config={name: st.column_config.Column(help=text)
+                                for name, text in {**OWN_COLUMN, **JUDGE_COLUMNS}.items()})

@@ -110,4 +110,6 @@ def settings_editor(key: str, model: ModelRef, default: str = "3", explain: bool
         return None
     if summary_line is not None:
         summary_line.caption(settings.label)
+    if presets.unregularized(settings):
+        st.caption(presets.FOOLING_NOTE)
     return settings

@@ -15,29 +15,20 @@ Conventions
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from pathlib import Path
 
 import streamlit as st
 
+from deepvis.app import script_paths
 from deepvis.errors import one_line
 from deepvis.run import RunError, find_runs
 
 OTHER = "\x00other"  # the run selectbox's "a folder on the server" entry
 
 
-def script_runs(argv: list[str]) -> list[str]:
-    """The run roots the script's arguments name (``streamlit run streamlit_app.py -- --runs DIR``)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--runs", action="append", default=[])
-    return parser.parse_known_args(argv)[0].runs
-
-
 def run_roots() -> list[str]:
     """``--runs`` roots, else ``DEEPVIS_RUNS``'s."""
-    return script_runs(sys.argv[1:]) or [p for p in os.environ.get("DEEPVIS_RUNS", "").split(os.pathsep) if p]
+    return script_paths("--runs", "DEEPVIS_RUNS")
 
 
 @st.cache_data(show_spinner=False, ttl=10)

@@ -9,7 +9,8 @@ Conventions
   preset chosen here (:func:`chosen_preset`, also the preset of pattern mode's grid,
   :func:`deepvis.app.grid.pattern_grid`); a missing one is optimized on request under a
   progress bar (:func:`deepvis.app.jobs.with_bar`) and kept.
-* Top images come from the chosen collection's index (:mod:`deepvis.app.photo_sets`);
+* Top images come from the chosen collection's index (:mod:`deepvis.app.photo_sets`) or an
+  atlas (:mod:`deepvis.app.atlases`), whose optimized images are used too;
   their crops and backward images are cached per (model, hits, unit, mode).  A small
   network's pictures (its view, its optimized image, a top image's receptive field) are
   enlarged by a whole factor with no smoothing (:func:`deepvis.app.inputs.enlarged`).
@@ -22,7 +23,7 @@ import streamlit as st
 
 from deepvis import index, patterns, presets, receptive, units
 from deepvis.activations import ImageAnalysis
-from deepvis.app import jobs, photo_sets
+from deepvis.app import atlases, jobs, photo_sets
 from deepvis.app.inputs import ZOOM, enlarged, show_png
 from deepvis.app.model import backprop_modes, shared_model
 from deepvis.errors import DeepvisError
@@ -70,11 +71,17 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
     settings = options[choice]
     target = Target(layer, unit)
     found = patterns.load(loaded, target, settings)
-    if found is None and st.button(f"Optimize unit {unit} ({settings.steps} iterations)", key=f"{key}_optimize",
-                                   help="Gradient ascent from seeded noise with this preset; kept on disk, so "
-                                        "the next visit shows it at once."):
+    from_atlas = atlases.optimized(loaded, layer, unit, settings) if found is None else None
+    if from_atlas is not None:
+        found, where = from_atlas
+        st.caption(where)
+    slot = st.empty()
+    if found is None and slot.button(f"Optimize unit {unit} ({settings.steps} iterations)", key=f"{key}_optimize",
+                                     help="Gradient ascent from seeded noise with this preset; kept on disk, so "
+                                          "the next visit shows it at once."):
         try:
             found = jobs.with_bar(patterns.compute_one(loaded, target, settings), "Optimizing…")
+            slot.empty()  # done: the image replaces the button
         except DeepvisError as exc:
             st.error(f"Cannot optimize this unit: {exc}")
     if found is not None:
@@ -87,6 +94,9 @@ def optimized_image(loaded: LoadedModel, layer: str, unit: int, key: str) -> Non
             crop = patterns.shown(found, box)
             part.image(enlarged(crop), output_format="PNG", width="stretch",
                        caption=f"The {box[2] - box[0]} × {box[3] - box[1]} px the unit sees, enlarged")
+        if found.objective == 0:
+            st.caption("Its objective stayed 0: nothing turned the unit on from this start, not even a gradient let "
+                       "through the rectifiers that feed it (it may be dead). The picture shows nothing it wants.")
 
 
 @st.cache_data(show_spinner="Cropping the top images…", max_entries=64)
@@ -106,8 +116,13 @@ def _top_pictures(name: str, weights: str, seed: int, device: str, hits: tuple[i
 def top_images(loaded: LoadedModel, layer: str, unit: int, key: str) -> None:
     """The unit's top-9 crops from the chosen collection and their backward images (a mode the network allows;
     guided backprop by default: on Lite0 the toolbox's deconvnet gives a checkerboard, see docs/pages.md)."""
-    source = photo_sets.collection_picker(key)
+    found = atlases.with_crops(loaded, layer)
+    source = photo_sets.collection_picker(key, tuple(folder for folder, _ in found))
     if source is None:
+        return
+    if source.startswith(atlases.PREFIX):
+        folder = source[len(atlases.PREFIX):]
+        atlases.show_top(folder, dict(found)[folder], layer, unit)
         return
     path = photo_sets.indexed(loaded, source, layer)
     if path is None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from deepvis.allocator import keep_freed_memory
-from deepvis.cli import collections, inspection, synthesis, training
+from deepvis.cli import atlas, collections, inspection, inversion, synthesis, training
 from deepvis.cli.common import MODELS_HELP, model_files
 from deepvis.errors import DeepvisError, one_line
 from deepvis.models_file import registered
@@ -41,14 +41,17 @@ COMMANDS: tuple[Command, ...] = (
     Command("predict", inspection.add_predict, inspection.run_predict),
     Command("activations", inspection.add_activations, inspection.run_activations),
     Command("backprop", inspection.add_backprop, inspection.run_backprop),
+    Command("gradcam", inspection.add_gradcam, inspection.run_gradcam),
     Command("occlusion", inspection.add_occlusion, inspection.run_occlusion),
     Command("optimize", synthesis.add_optimize, synthesis.run_optimize),
+    Command("invert", inversion.add_invert, inversion.run_invert),
     Command("compare", synthesis.add_compare, synthesis.run_compare),
     Command("calibrate", synthesis.add_calibrate, synthesis.run_calibrate),
     Command("index", collections.add_index, collections.run_index),
     Command("top", collections.add_top, collections.run_top),
     Command("merge", collections.add_merge, collections.run_merge),
     Command("embed", collections.add_embed, collections.run_embed),
+    Command("atlas", atlas.add_atlas, atlas.run_atlas),
     Command("timeline", training.add_timeline, training.run_timeline),
 )
 

@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from deepvis import embed, index, units
+from deepvis import atlas, embed, index, units
 from deepvis.cli.common import LAYER_HELP, add_model_options, emit, model_of, run_with_bar, write_png
 from deepvis.errors import DeepvisError
 
@@ -47,8 +47,9 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def add_top(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("top", help="a unit's top images in an indexed folder, best first, and a sheet of crops")
-    parser.add_argument("directory", metavar="DIR", help=COLLECTION_HELP)
+    parser = sub.add_parser("top", help="a unit's top images in an indexed folder or an atlas, best first, and a "
+                                       "sheet of crops")
+    parser.add_argument("directory", metavar="DIR", help=COLLECTION_HELP + ", or an atlas folder (`deepvis atlas`)")
     parser.add_argument("--layer", required=True, help=LAYER_HELP)
     parser.add_argument("--unit", type=int, required=True, help="channel of the layer")
     parser.add_argument("--k", type=int, default=9, help="how many images (default: %(default)s)")
@@ -63,8 +64,12 @@ def run_top(args: argparse.Namespace) -> int:
         raise DeepvisError(f"--k must be at least 1, not {args.k}")
     loaded = model_of(args)
     layer = loaded.layer(args.layer).name
-    path = Path(args.db) if args.db else index.index_path(loaded, args.directory)
-    hits = index.top(path, layer, args.unit, args.k)
+    if atlas.is_atlas(args.directory):
+        atlas.check_model(args.directory, loaded)
+        hits = atlas.top(args.directory, layer, args.unit, args.k)
+    else:
+        path = Path(args.db) if args.db else index.index_path(loaded, args.directory)
+        hits = index.top(path, layer, args.unit, args.k)
     if args.out:
         write_png(args.out, units.top_sheet(loaded, layer, args.unit, hits))
     return emit([hit.to_dict() for hit in hits])

@@ -36,7 +36,7 @@ LAYER_HELP = ("a node of the traced graph as `info` lists it, e.g. _blocks.9._sw
 
 PRESET_HELP = ("N = the model's calibrated row N (Table 1 row N for a model without calibrated rows); "
                "table1:N = the paper's CaffeNet row N verbatim; fourier, maco, accentuate = a later "
-               "parametrization with its paper's defaults")
+               "parametrization with its paper's defaults; none = no regularization (fooling images)")
 
 
 MODELS_HELP = ("a models file (TOML) whose [models.NAME] entries --model can name; repeat for several "

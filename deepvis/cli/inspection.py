@@ -1,5 +1,5 @@
 """Commands that look at a model or at one photo: ``info``, ``predict``, ``activations``,
-``backprop`` and ``occlusion``.
+``backprop``, ``gradcam`` and ``occlusion``.
 
 Each prints JSON on stdout; images go to the files ``--out`` / ``--npy`` name.
 """
@@ -14,6 +14,7 @@ from deepvis.activations import analyze, predict
 from deepvis.backprop import Unit, backward
 from deepvis.cli.common import LAYER_HELP, add_model_options, emit, model_of, read_image, run_with_bar, write_png
 from deepvis.errors import DeepvisError
+from deepvis.gradcam import METHODS, gradcam, picture
 from deepvis.images import model_view, preprocess
 from deepvis.occlusion import default_window, occlude
 from deepvis.render import backprop_image, heat_colors, to_uint8
@@ -103,6 +104,38 @@ def run_backprop(args: argparse.Namespace) -> int:
                  "unit": {"channel": unit.channel, "y": unit.y, "x": unit.x},
                  "seed": "point" if unit.has_position else "map", "shape": list(array.shape),
                  "max_abs": float(np.abs(array).max()), "out": args.out, "npy": args.npy})
+
+
+def add_gradcam(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("gradcam", help="Grad-CAM, Grad-CAM++ or Guided Grad-CAM of a photo at a layer, for a "
+                            "class or a unit (Selvaraju et al. 2017)")
+    parser.add_argument("image")
+    parser.add_argument("--layer", required=True, help=LAYER_HELP + " (one with spatial maps)")
+    parser.add_argument("--unit", default=None, metavar="U|CLASS",
+                        help="the class (a number or name) or, with --of, the unit scored (default: the top class)")
+    parser.add_argument("--of", default=None, metavar="LAYER",
+                        help="score a unit of this later layer (its channel's mean) instead of a class")
+    parser.add_argument("--method", default="gradcam", choices=METHODS,
+                        help="gradcam (default), gradcam++ (Chattopadhyay et al. 2018) or guided (Guided Grad-CAM)")
+    parser.add_argument("--out", default=None, help="PNG: the map over the photo, or the Guided Grad-CAM image")
+    parser.add_argument("--npy", default=None, help="the (h, w) float32 map at the layer's resolution, rectified "
+                        "(Captum's LayerGradCam(..., relu_attributions=True) for gradcam)")
+    add_model_options(parser)
+
+
+def run_gradcam(args: argparse.Namespace) -> int:
+    image = read_image(args.image)
+    loaded = model_of(args)
+    view = model_view(image, loaded.spec)
+    cam = gradcam(loaded, view, args.layer, args.unit, args.method, args.of)
+    if args.out:
+        write_png(args.out, picture(cam, view))
+    if args.npy:
+        np.save(args.npy, cam.map.astype(np.float32))
+    return emit({"model": loaded.spec.name, "layer": cam.layer, "method": args.method, "score_layer": cam.score_layer,
+                 "unit": cam.unit, "target": cam.label, "score": cam.score, "shape": list(cam.map.shape),
+                 "peak": [int(v) for v in np.unravel_index(int(cam.map.argmax()), cam.map.shape)],
+                 "max": float(cam.map.max()), "out": args.out, "npy": args.npy})
 
 
 def add_occlusion(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from deepvis import optimize as opt
-from deepvis import presets, quality
+from deepvis import objectives, presets, quality
 from deepvis.calibrate import DEFAULT_CLASSES, DEFAULT_STEPS, DEFAULT_VALIDATION, search
 from deepvis.cli.common import (LAYER_HELP, PRESET_HELP, add_model_options, emit, model_of, read_image,
                                 run_with_bar, write_png)
@@ -30,7 +30,7 @@ from deepvis.targets import Target, resolve_unit
 def _unit_run_options(parser: argparse.ArgumentParser) -> None:
     """The options ``optimize`` and ``compare`` share: the unit, the run's length and seed, the model."""
     parser.add_argument("--layer", default=None, help=f"{LAYER_HELP} (may be left out for a class name: the logits)")
-    parser.add_argument("--unit", required=True, help="channel or unit number; at the logits also a class name "
+    parser.add_argument("--unit", default=None, help="channel or unit number; at the logits also a class name "
                         "(e.g. flamingo), which alone names the logits")
     parser.add_argument("--objective", default="neuron", choices=["neuron", "channel"],
                         help="one spatial position (the centre) or the channel's spatial mean (default: %(default)s)")
@@ -45,6 +45,12 @@ def _unit_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(loaded: LoadedModel, args: argparse.Namespace) -> Target:
+    if getattr(args, "target", None):
+        if args.unit is not None or args.layer is not None:
+            raise DeepvisError("give --target EXPR, or --layer and --unit, not both")
+        return objectives.parse(loaded, args.target)
+    if args.unit is None:
+        raise DeepvisError("give --unit (with --layer), or --target EXPR")
     if args.layer is None:
         if str(args.unit).strip().lstrip("-").isdigit():
             raise DeepvisError(f"--unit {args.unit} needs --layer: a number alone does not say which layer "
@@ -84,6 +90,15 @@ def add_optimize(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--npy", default=None, help="also write that image as float32 (H, W, 3) .npy: x in the "
                         "optimizer's pixel space (0-255 units, the model's mean subtracted; the JSON gives the mean)")
     parser.add_argument("--gif", default=None, help="also write the history as an animated GIF")
+    parser.add_argument("--target", default=None, metavar="EXPR",
+                        help='a composed objective instead of --layer/--unit: e.g. "_blocks.9._swish_1:5 - '
+                        '0.5*_blocks.9._swish_1:7", "-_fc:flamingo", "L:[v1,v2,...]" or "L:@direction.npy" (a '
+                        'direction over L\'s channels); see deepvis.objectives')
+    parser.add_argument("--diversity", type=float, default=None, metavar="W",
+                        help="add a diversity term of weight W (Olah et al. 2017) over --batch images, each from its "
+                        "own seed; --out then holds them side by side")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="images optimized together with --diversity (default: 4)")
     _unit_run_options(parser)
 
 
@@ -96,11 +111,17 @@ def run_optimize(args: argparse.Namespace) -> int:
     settings = settings.replace(**{**chosen, "param": param})
     photo = _photo(args)
     target = _target(loaded, args)
+    if args.batch is not None and args.diversity is None:
+        raise DeepvisError("--batch goes with --diversity W")
+    targets = [target] if args.diversity is None else objectives.with_diversity(target, args.diversity,
+                                                                                 args.batch or 4)
     every = max(1, settings.steps // 60) if args.gif else settings.steps
     frames = []
-    for snapshot in opt.optimize(loaded, target, settings, seed=args.seed, size=args.size, every=every, photo=photo):
+    for snapshot in opt.optimize(loaded, targets, settings, seed=args.seed, size=args.size, every=every, photo=photo):
         if args.gif:
-            frames.append(snapshot.view(args.display)[0])
+            frames.append(np.concatenate(list(snapshot.view(args.display)), axis=1))
+    if len(targets) > 1:
+        return _diverse(loaded, args, snapshot, settings, frames)
     row = snapshot.record.rows[0]
     which = "last" if args.final else "best"
     x = row.last_x if args.final else row.best_x
@@ -114,6 +135,23 @@ def run_optimize(args: argparse.Namespace) -> int:
                  "param": settings.param, "from_photo": args.from_photo, "display": args.display, "npy": args.npy,
                  "mean": list(row.mean), "settings": settings.to_dict(),
                  "quality": verdict.to_dict(), "seconds": round(snapshot.record.seconds, 3)})
+
+
+def _diverse(loaded: LoadedModel, args: argparse.Namespace, snapshot, settings, frames: list) -> int:
+    """``optimize --diversity``: the batch's images side by side, each row's summary, and how different they are."""
+    rows = snapshot.record.rows
+    which = "last" if args.final else "best"
+    pixels = np.stack([row.last_x if args.final else row.best_x for row in rows])
+    write_png(args.out, np.concatenate([row.image(which, args.display) for row in rows], axis=1))
+    if args.npy:
+        np.save(args.npy, pixels.astype(np.float32))
+    if args.gif:
+        Path(args.gif).write_bytes(gif_bytes(frames))
+    layer = next(t.layer for t in rows[0].target.terms if t.kind == "diversity")
+    return emit({"target": rows[0].target.label, "rows": [row.summary() for row in rows], "out": args.out,
+                 "image": which, "diversity": {"weight": args.diversity, "layer": layer, "batch": len(rows),
+                                               "feature_distance": objectives.feature_distance(loaded, pixels, layer)},
+                 "settings": settings.to_dict(), "seconds": round(snapshot.record.seconds, 3)})
 
 
 def _param_of(param: str | None, photo: str | None) -> str:

@@ -130,7 +130,9 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # safety tests (test_06_safety.py) check the configuration users get.
     # Indexes and optimized images go to an empty cache of this test session (``server.cache``).
     OUTPUT.mkdir(exist_ok=True)
-    yield from serve(OUTPUT / "streamlit-server.log", tmp_path_factory.mktemp("deepvis-cache"))
+    # A run whose page was closed stops 3 s later (30 s by default), so that test_04 can watch it happen.
+    yield from serve(OUTPUT / "streamlit-server.log", tmp_path_factory.mktemp("deepvis-cache"),
+                     env={**os.environ, "DEEPVIS_ORPHAN_AFTER": "3"})
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ quick."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -142,3 +143,26 @@ def test_a_deep_link_opens_the_page_inside_the_app(new_page) -> None:
     nav = page.locator('[data-testid="stSidebarNav"]')
     expect(nav.get_by_text("Activations", exact=True)).to_be_visible()
     expect(nav.get_by_text("streamlit app", exact=True)).to_have_count(0)
+
+
+def _server_cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_run_whose_tab_was_closed_stops_by_itself(new_page, app_server) -> None:
+    """Closing the tab mid-run: the server stops that run once the session has been gone a while (3 s in these
+    tests), and stops spending the CPU on it."""
+    page = open_optimization(new_page, 64, 5000)
+    app.main_button(page, "Start").click()
+    expect(page.get_by_text(re.compile(r"^iteration ([3-9]|\d\d+) of 5000"))).to_be_visible(timeout=120_000)
+    logged = len(app_server.log_text())
+    page.context.close()
+    deadline = time.monotonic() + 60
+    while "stopped: its session has gone" not in app_server.log_text()[logged:]:
+        assert time.monotonic() < deadline, f"the run went on after its tab closed:\n{app_server.log_tail()}"
+        time.sleep(0.5)
+    time.sleep(1.0)
+    before = _server_cpu_seconds(app_server.process.pid)
+    time.sleep(3.0)
+    assert _server_cpu_seconds(app_server.process.pid) - before < 0.6  # a 64-px run would take ~2 CPU-s a second

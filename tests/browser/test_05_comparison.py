@@ -37,6 +37,9 @@ def test_three_settings_three_columns_one_slider_moves_all(new_page) -> None:
 
     app.main_button(page, "Start").click()
     expect(page.get_by_text(re.compile(rf"^Finished {STEPS} iterations"))).to_be_visible(timeout=180_000)
+    # The finished run's history viewer draws after the quality verdicts: wait for its three captions.
+    expect(page.locator('[data-testid="stImageCaption"]').filter(has_text=re.compile(rf"^iteration {STEPS - 1} ·"))
+           ).to_have_count(COLUMNS, timeout=120_000)
     app.wait_idle(page)
     for letter in "ABC":
         expect(page.get_by_text(re.compile(rf"^{letter} · ")).first).to_be_visible()
