@@ -38,12 +38,13 @@ def draw_image(state: RunState, frame: Frame) -> None:
     shown = pictures[0] if n == 1 else render.image_grid(pictures, tile)[0]
     st.image(png_bytes(shown), output_format="PNG", width=runs.LIVE_SIZE,
              caption=f"iteration {frame.iteration} · objective{'s' if n > 1 else ''} {values}")
+    if state.active:  # the progress line redraws with the picture
+        fraction, done = state.progress
+        st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
 
 
 def draw_chart(state: RunState, marker: int | None = None) -> None:
     if state.active:  # a light picture while it runs; the interactive chart once it has ended
-        fraction, done = state.progress
-        st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
         st.image(png_bytes(charts.curves_picture(state.record, ["objective"])), output_format="PNG")
         return
     st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=marker, norms=True), key=f"{key}_chart")

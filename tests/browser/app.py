@@ -284,14 +284,26 @@ def wait_for_unit(page: Page, unit: int, timeout_ms: float = 60_000) -> None:
     wait_idle(page, timeout_ms)
 
 
-def open_expander(page: Page, label: str) -> Locator:
-    """Open the expander titled ``label`` (if closed) and return it."""
+def open_expander(page: Page, label: str, nth: int | None = None, reruns: bool = False) -> Locator:
+    """Open the expander titled ``label`` (the ``nth`` of several, else the only one) if closed, and return it.
+
+    ``reruns``: the expander reruns the script when it opens (``on_change="rerun"``); wait for that run to
+    finish.  Otherwise the next widget edit can be sent while it runs, and a value that run's callbacks set
+    (a θ editor's preset turning to "custom") is overwritten by the browser's stale copy of it.
+    """
     expander = page.locator('[data-testid="stExpander"]').filter(has_text=label)
-    expect(expander).to_have_count(1)
+    if nth is None:
+        expect(expander).to_have_count(1)
+    else:
+        expander = expander.nth(nth)
     details = expander.locator("details")
     if details.count() and details.get_attribute("open") is None:
+        wait_idle(page)
+        before = runs(page)
         expander.locator("summary").click()
         expect(details).to_have_attribute("open", re.compile(".*"))
+        if reruns:
+            wait_for_rerun(page, before)
     return expander
 
 

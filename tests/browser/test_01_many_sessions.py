@@ -66,7 +66,7 @@ def start_optimization(new_page):
     expect(page.get_by_role("heading", name="Optimization")).to_be_visible(timeout=120_000)
     app.wait_idle(page)
     app.fill_in_popover(page, "Seed, size, display", "Image size (px)", 64)
-    app.open_expander(page, "Edit θ")
+    app.open_expander(page, "Edit θ", reruns=True)
     app.fill_number(page, "Iterations", 199)
     app.main_button(page, "Start").click()
     running = page.get_by_text(re.compile(r"^iteration [1-9]\d* of 199"))

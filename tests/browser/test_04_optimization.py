@@ -27,7 +27,7 @@ def open_optimization(new_page, size: int, steps: int):
     expect(page.get_by_role("heading", name="Optimization")).to_be_visible(timeout=120_000)
     app.wait_idle(page)
     app.fill_in_popover(page, "Seed, size, display", "Image size (px)", size)
-    app.open_expander(page, "Edit θ")
+    app.open_expander(page, "Edit θ", reruns=True)
     app.fill_number(page, "Iterations", steps)
     return page
 
@@ -43,7 +43,7 @@ def history_slider(page):
 
 
 def test_run_updates_live_and_history_slider_browses_it(new_page) -> None:
-    steps = 60  # a few seconds to watch; short runs snapshot every iteration
+    steps = 199  # a few seconds to watch (60 took 1.5 s on 2 cores); runs this short snapshot every iteration
     page = open_optimization(new_page, 64, steps)
     page.set_viewport_size({"width": 1440, "height": 900})
     app.main_button(page, "Start").click()

@@ -29,10 +29,9 @@ def test_three_settings_three_columns_one_slider_moves_all(new_page) -> None:
     app.wait_idle(page)
     app.fill_in_popover(page, "Columns, seed, size, display", "Settings (columns)", COLUMNS)
     app.fill_in_popover(page, "Columns, seed, size, display", "Image size (px)", 32)
-    editors = page.get_by_text("Edit θ", exact=True)
-    expect(editors).to_have_count(COLUMNS)
+    expect(page.get_by_text("Edit θ", exact=True)).to_have_count(COLUMNS)
     for j in range(COLUMNS):
-        editors.nth(j).click()
+        app.open_expander(page, "Edit θ", nth=j, reruns=True)
         app.fill_number(page, "Iterations", STEPS, nth=j)
 
     app.main_button(page, "Start").click()

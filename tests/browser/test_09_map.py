@@ -26,7 +26,7 @@ def test_pointing_at_a_point_shows_its_thumbnail_and_a_click_opens_its_photo(new
     page.set_viewport_size({"width": 1440, "height": 1000})
     expect(app.prediction_chart(page)).to_be_visible(timeout=120_000)
     app.wait_idle(page)
-    expander = app.open_expander(page, "Map of this layer over the collection")  # drawn once opened
+    expander = app.open_expander(page, "Map of this layer over the collection", reruns=True)  # drawn once opened
     index_button = expander.get_by_role("button", name=re.compile(r"^Index 17 photos"))
     chart = expander.locator(".js-plotly-plot")
     expect(index_button.or_(chart).first).to_be_visible(timeout=120_000)

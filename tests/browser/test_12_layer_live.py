@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from deepvis.render import grid_layout
 from tests.browser import app
 
-FILTERS, STEPS, SIZE = 8, 60, 64
+FILTERS, STEPS, SIZE = 8, 199, 64  # 60 iterations took about a second: too short to see two frames
 LIVE = re.compile(r"^iteration (\d+) · every filter's newest image")
 
 
@@ -29,7 +29,7 @@ def test_the_layer_grid_updates_live_and_a_tiles_history_opens_on_click(new_page
     app.wait_idle(page)
     app.fill_number(page, "Filters: the first N of 32", FILTERS)
     app.fill_in_popover(page, "Seed, size, display", "Image size (px)", SIZE)
-    app.open_expander(page, "Edit θ")
+    app.open_expander(page, "Edit θ", reruns=True)
     app.fill_number(page, "Iterations", STEPS)
 
     app.main_button(page, "Start").click()
