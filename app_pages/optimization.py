@@ -38,9 +38,11 @@ def draw_image(state: RunState, frame: Frame) -> None:
     shown = pictures[0] if n == 1 else render.image_grid(pictures, tile)[0]
     st.image(png_bytes(shown), output_format="PNG", width=runs.LIVE_SIZE,
              caption=f"iteration {frame.iteration} · objective{'s' if n > 1 else ''} {values}")
-    if state.active:  # the progress line redraws with the picture
-        fraction, done = state.progress
-        st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
+
+
+def draw_progress(state: RunState) -> None:
+    fraction, done = state.progress
+    st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
 
 
 def draw_chart(state: RunState, marker: int | None = None) -> None:
@@ -81,7 +83,7 @@ def history_viewer(state: RunState) -> None:
 
 
 if state is not None and state.active:
-    runs.live(state, draw_image, draw_chart, *runs.picture_columns())
+    runs.live(state, draw_image, draw_chart, *runs.picture_columns(), draw_progress=draw_progress)
 elif state is not None and state.record is None:
     runs.run_status(state)
 if state is not None and not state.active and state.record is not None:

@@ -124,10 +124,12 @@ def last_run(page: str) -> RunState | None:
 
 
 def live(state: RunState, draw_image: Callable[[RunState, Frame], None],
-         draw_chart: Callable[[RunState], None] | None = None, picture_box=None, chart_box=None) -> None:
+         draw_chart: Callable[[RunState], None] | None = None, picture_box=None, chart_box=None,
+         draw_progress: Callable[[RunState], None] | None = None) -> None:
     """While ``state`` runs: ``draw_image(state, newest frame)`` every :data:`IMAGE_EVERY` s (in
-    ``picture_box``) and ``draw_chart(state)`` every :data:`CHART_EVERY` s (in ``chart_box``), each in its own
-    fragment; the whole page reruns once the run has ended (to draw what it made)."""
+    ``picture_box``), ``draw_progress(state)`` as often (at the top of ``chart_box``) and ``draw_chart(state)``
+    every :data:`CHART_EVERY` s (under it), each in its own fragment; the whole page reruns once the run has
+    ended (to draw what it made)."""
     @st.fragment(run_every=IMAGE_EVERY)
     def picture() -> None:
         if not state.active:
@@ -138,6 +140,11 @@ def live(state: RunState, draw_image: Callable[[RunState, Frame], None],
         else:
             draw_image(state, frame)
 
+    @st.fragment(run_every=IMAGE_EVERY)
+    def progress() -> None:
+        if state.record is not None and draw_progress is not None:
+            draw_progress(state)
+
     @st.fragment(run_every=CHART_EVERY)
     def chart() -> None:
         if state.record is not None and draw_chart is not None:
@@ -146,6 +153,8 @@ def live(state: RunState, draw_image: Callable[[RunState, Frame], None],
     with picture_box or st.container():
         picture()
     with chart_box or st.container():
+        if draw_progress is not None:
+            progress()
         chart()
 
 
