@@ -59,8 +59,7 @@ state = runs.last_run(forms.CMP)
 if state is not None and not state.active:
     st.subheader(state.extra["rows"][0] if state.extra["mode"] == "side" else "Units × settings")
 if state is not None and state.active:
-    runs.live(state, draw_live, lambda state: st.image(png_bytes(charts.curves_picture(state.record, state.names,
-                                                                                        width=900)), output_format="PNG"))
+    runs.live(state, draw_live, lambda state: png_bytes(charts.curves_picture(state.record, state.names, width=900)))
 elif state is not None:
     runs.run_status(state)
 if state is not None and not state.active and state.record is not None:

@@ -46,9 +46,7 @@ def draw_progress(state: RunState) -> None:
 
 
 def draw_chart(state: RunState, marker: int | None = None) -> None:
-    if state.active:  # a light picture while it runs; the interactive chart once it has ended
-        st.image(png_bytes(charts.curves_picture(state.record, ["objective"])), output_format="PNG")
-        return
+    """The finished run's interactive chart (a running run draws a light picture of it)."""
     st.plotly_chart(charts.curves_figure(state.record, ["objective"], marker=marker, norms=True), key=f"{key}_chart")
 
 
@@ -83,7 +81,8 @@ def history_viewer(state: RunState) -> None:
 
 
 if state is not None and state.active:
-    runs.live(state, draw_image, draw_chart, *runs.picture_columns(), draw_progress=draw_progress)
+    runs.live(state, draw_image, lambda state: png_bytes(charts.curves_picture(state.record, ["objective"])),
+              runs.picture_columns, draw_progress)
 elif state is not None and state.record is None:
     runs.run_status(state)
 if state is not None and not state.active and state.record is not None:

@@ -8,8 +8,8 @@ Conventions
   what was made survives Stop, reruns and page switches; :func:`last_run` gives it
   back.  History frames are 8-bit and bounded (``FrameHistory``).
 * While it runs, the page draws its newest snapshot at its own pace (:func:`live`):
-  the picture in one fragment (every :data:`IMAGE_EVERY` s), the chart in another
-  (every :data:`CHART_EVERY` s), and reruns once the run has ended.  Stop asks the run
+  one fragment redraws the picture and the progress every :data:`IMAGE_EVERY` s and
+  remakes the chart every :data:`CHART_EVERY` s; the page reruns once the run has ended.  Stop asks the run
   to end at its next snapshot.  A run whose browser session has gone for
   :data:`ORPHAN_AFTER` s (tab closed, page reloaded) stops by itself (:func:`session_watch`).
 * Optimized images are drawn from the float history in the chosen display
@@ -124,38 +124,38 @@ def last_run(page: str) -> RunState | None:
 
 
 def live(state: RunState, draw_image: Callable[[RunState, Frame], None],
-         draw_chart: Callable[[RunState], None] | None = None, picture_box=None, chart_box=None,
+         chart_picture: Callable[[RunState], bytes] | None = None, columns: Callable[[], tuple] | None = None,
          draw_progress: Callable[[RunState], None] | None = None) -> None:
-    """While ``state`` runs: ``draw_image(state, newest frame)`` every :data:`IMAGE_EVERY` s (in
-    ``picture_box``), ``draw_progress(state)`` as often (at the top of ``chart_box``) and ``draw_chart(state)``
-    every :data:`CHART_EVERY` s (under it), each in its own fragment; the whole page reruns once the run has
-    ended (to draw what it made)."""
+    """While ``state`` runs, one fragment every :data:`IMAGE_EVERY` s draws ``draw_image(state, newest frame)``
+    and, beside it (``columns()`` -> picture and chart boxes, else one under the other), ``draw_progress(state)``
+    and the PNG ``chart_picture(state)``, remade at most every :data:`CHART_EVERY` s (the same picture is
+    re-sent in between: same bytes, same URL, nothing for the browser to load).  One fragment, not one per
+    element: each fragment rerun costs the browser a re-render.  The whole page reruns once the run has ended
+    (to draw what it made)."""
+    chart = {"at": -CHART_EVERY, "png": None}  # lives as long as the fragment (until the page's next full run)
+
     @st.fragment(run_every=IMAGE_EVERY)
-    def picture() -> None:
+    def view() -> None:
         if not state.active:
             st.rerun()
+        picture_box, chart_box = columns() if columns is not None else (st.container(), st.container())
         frame = state.latest
-        if frame is None:
-            st.progress(0.0, text="Starting… (the first snapshot is on its way)")
-        else:
-            draw_image(state, frame)
+        with picture_box:
+            if frame is None:
+                st.progress(0.0, text="Starting… (the first snapshot is on its way)")
+            else:
+                draw_image(state, frame)
+        if state.record is None:
+            return
+        with chart_box:
+            if draw_progress is not None:
+                draw_progress(state)
+            if chart_picture is not None:
+                if time.monotonic() - chart["at"] >= CHART_EVERY:
+                    chart["at"], chart["png"] = time.monotonic(), chart_picture(state)
+                st.image(chart["png"], output_format="PNG")
 
-    @st.fragment(run_every=IMAGE_EVERY)
-    def progress() -> None:
-        if state.record is not None and draw_progress is not None:
-            draw_progress(state)
-
-    @st.fragment(run_every=CHART_EVERY)
-    def chart() -> None:
-        if state.record is not None and draw_chart is not None:
-            draw_chart(state)
-
-    with picture_box or st.container():
-        picture()
-    with chart_box or st.container():
-        if draw_progress is not None:
-            progress()
-        chart()
+    view()
 
 
 def run_status(state: RunState) -> None:

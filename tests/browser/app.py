@@ -16,6 +16,7 @@ import weakref
 
 import numpy as np
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page, expect
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -218,8 +219,12 @@ def image_captions(page: Page, pattern: str) -> list[str]:
 
 
 def progress_text(page: Page) -> str | None:
+    """The first progress bar's text, or None when there is none (or it went while being read)."""
     bar = page.locator('[data-testid="stProgress"]')
-    return bar.first.inner_text().strip() if bar.count() else None
+    try:
+        return bar.first.inner_text(timeout=1_000).strip() if bar.count() else None
+    except PlaywrightError:  # replaced or removed by a rerun between the count and the read
+        return None
 
 
 def main_button(page: Page, name: str) -> Locator:

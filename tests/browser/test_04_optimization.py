@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from deepvis import optimize as opt
@@ -54,10 +55,14 @@ def test_run_updates_live_and_history_slider_browses_it(new_page) -> None:
     while time.monotonic() < deadline:
         image = page.locator('[data-testid="stImage"]').filter(has_text=re.compile(CAPTION)).locator("img")
         if image.count() == 1 and app.progress_text(page):
-            box = image.bounding_box()
-            if box is not None:
+            try:  # the picture is replaced every 0.4 s: it may go while it is read
+                box, src = image.bounding_box(timeout=1_000), image.get_attribute("src", timeout=1_000)
+                captions = app.image_captions(page, CAPTION)
+            except PlaywrightError:
+                box = None
+            if box is not None and captions:
                 assert box["width"] >= 448 and box["y"] >= 0 and box["y"] + box["height"] <= 900, box
-                seen.setdefault(app.image_captions(page, CAPTION)[0], image.get_attribute("src"))
+                seen.setdefault(captions[0], src)
         if page.get_by_text(re.compile(rf"^Finished {steps} iterations")).count():
             break
         page.wait_for_timeout(100)
