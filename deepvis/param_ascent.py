@@ -27,7 +27,9 @@ Conventions
   default collection's photos, :mod:`deepvis.collection`) unless one is given
   (:func:`collection_magnitude` makes one from a folder of photos).
 * The model is only read: forwards through :func:`deepvis.activations.capture`,
-  gradients by ``torch.autograd.grad``.
+  gradients by ``torch.autograd.grad``.  A row whose gradient w.r.t. its parameters is
+  exactly zero is given the redirected one (:mod:`deepvis.redirect`), on the same views
+  (the iteration's transforms replayed); every other row moves exactly as before.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import torch
 from PIL import Image
 
 from deepvis import parametrize as pz
+from deepvis import redirect
 from deepvis.activations import capture
 from deepvis.images import channel_stats, model_view
 from deepvis.models import LoadedModel, ModelSpec
@@ -155,6 +158,30 @@ def optimize_group(model: LoadedModel, targets: list[Target], settings: list[Set
     return _run(model, targets, settings, shapes, sources, seed, size, every, images)
 
 
+def _loss(model: LoadedModel, images: _Images, active: Sequence[int], rows: Rows, chosen: list[Settings],
+          generator: torch.Generator, start: torch.Tensor, closeness: torch.Tensor, mean: torch.Tensor,
+          std: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One iteration's forward for the rows ``active`` (module docstring): their images ``rgb``, the loss to
+    minimize, and each row's values, argmax flags and ranks (:meth:`deepvis.rows.Rows.objective`)."""
+    device = images.tensors[0].device
+    rgb = images.rgb(active)
+    views, owner = _views(rgb, chosen, generator, images.network_side)
+    inputs = (views * 255 - mean) / std
+    if images.param != "fourier":
+        amount = torch.tensor([s.noise for s in chosen], device=device)[owner].view(-1, 1, 1, 1)
+        inputs = inputs + pz.crop_noise(inputs.shape, 1.0, generator).to(device) * amount
+    if device.type == "cpu":
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    acts = _per_row(capture(model.module, inputs, rows.captured, keep_graph=True, folded=True), owner, len(active))
+    objective, values, is_max, ranks = rows.objective(acts)
+    loss = -objective
+    weights = closeness[list(active)]
+    if bool((weights > 0).any()):
+        distance = (((rgb - start[list(active)]) * 255 / std) ** 2).flatten(1).mean(dim=1)
+        loss = loss + (weights * distance).sum()
+    return rgb, loss, values, is_max, ranks
+
+
 def _run(model: LoadedModel, targets: list[Target], settings: list[Settings], shapes: Mapping[str, torch.Size],
          sources: Mapping[str, tuple[str, float | None] | None], seed: int, size: int, every: int,
          images: _Images) -> Generator[Snapshot, None, None]:
@@ -180,24 +207,26 @@ def _run(model: LoadedModel, targets: list[Target], settings: list[Settings], sh
         rows = plans[active]
         chosen = [settings[b] for b in active]
         moving = [b for b in active if it < steps[b] - 1]
+        drawn = generator.get_state()  # this iteration's transforms, replayed for a stuck row
         with torch.enable_grad():
-            rgb = images.rgb(active)
-            views, owner = _views(rgb, chosen, generator, images.network_side)
-            inputs = (views * 255 - mean) / std
-            if images.param != "fourier":
-                amount = torch.tensor([s.noise for s in chosen], device=device)[owner].view(-1, 1, 1, 1)
-                inputs = inputs + pz.crop_noise(inputs.shape, 1.0, generator).to(device) * amount
-            if inputs.device.type == "cpu":
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            acts = _per_row(capture(model.module, inputs, rows.captured, keep_graph=True, folded=True), owner,
-                            len(active))
-            objective, values, is_max, ranks = rows.objective(acts)
-            loss = -objective
-            weights = closeness[list(active)]
-            if bool((weights > 0).any()):
-                distance = (((rgb - start[list(active)]) * 255 / std) ** 2).flatten(1).mean(dim=1)
-                loss = loss + (weights * distance).sum()
-            grads = torch.autograd.grad(loss, [images.tensors[b] for b in moving]) if moving else ()
+            rgb, loss, values, is_max, ranks = _loss(model, images, active, rows, chosen, generator, start, closeness,
+                                                     mean, std)
+            grads = list(torch.autograd.grad(loss, [images.tensors[b] for b in moving])) if moving else []
+        silent = torch.stack([grad.abs().amax() for grad in grads]).eq(0).tolist() if grads else []
+        stuck = [b for b, none in zip(moving, silent) if none]
+        if stuck:  # no ordinary gradient at all: the redirected one (deepvis.redirect)
+            key = tuple(stuck)
+            if key not in plans:
+                plans[key] = Rows(key, targets, settings, shapes, sources, device)
+            replay = torch.Generator(device="cpu")
+            replay.set_state(drawn)
+            with torch.enable_grad(), redirect.redirected():
+                again = _loss(model, images, key, plans[key], [settings[b] for b in key], replay, start, closeness,
+                              mean, std)[1]
+                # redirect's rule reads d objective / d output: differentiate -loss, then turn it back
+                fresh = torch.autograd.grad(-again, [images.tensors[b] for b in key])
+            for b, grad in zip(key, fresh):
+                grads[moving.index(b)] = -grad
         evaluated = rgb.detach() * 255 - mean
         x[list(active)] = evaluated
         history.record(it, rows.rows, evaluated, values, is_max, ranks)

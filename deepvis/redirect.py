@@ -7,8 +7,9 @@ the gradient through such a rectifier where it pushes the input back towards the
 
 Conventions
 -----------
-* Used only by the optimizers, and only for a batch row whose ordinary gradient w.r.t. its image is exactly zero
-  (:func:`deepvis.optimize._optimize`): every row the paper's method moves is moved exactly as before.
+* Used only by the optimizers, and only for a batch row whose ordinary gradient w.r.t. its image (or its
+  parametrization's parameters) is exactly zero (:mod:`deepvis.optimize`, :mod:`deepvis.param_ascent`): every
+  row the ordinary gradient moves is moved exactly as before.
 * ``g`` is d objective / d output (the objective is maximized).  For each batch element at each rectifier: if
   the ordinary gradient ``g · [0 < x < cap]`` is zero everywhere, the redirected one is used instead: ``g``,
   except where ``x ≤ 0`` and ``g < 0`` or ``x ≥ cap`` and ``g > 0`` (pushing further out of range): 0.

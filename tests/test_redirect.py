@@ -91,3 +91,24 @@ def test_lite0_units_that_stayed_off_from_seed_0_now_turn_on(lite0):
     assert on.objectives[0] == 0 and on.best_objective > 0.5
     assert still_on.objectives[0] == 0 and still_on.best_objective > 0.5
     assert dead.best_objective == 0
+
+
+def test_the_parametrized_engine_redirects_a_stuck_row_and_leaves_a_live_one_as_it_was(gated):
+    """Fourier rows: the unit off on every view gets the redirected gradient (its image changes), while the live
+    row of the same batch equals its run alone, bit for bit."""
+    settings = Settings(param="fourier", adam_lr=0.05, steps=3)
+    both = opt.run(gated, [Target("2", 0), Target("2", 1)], settings)
+    alone = opt.run(gated, Target("2", 1), settings)
+    np.testing.assert_array_equal(both.rows[1].last_x, alone.rows[0].last_x)
+    dead = both.rows[0]
+    assert dead.best_objective == 0.0  # 3 colours in [-1, 1] cannot pass 20: it stays off...
+    start = opt.run(gated, Target("2", 0), settings.replace(steps=1)).rows[0].last_x  # one step only evaluates
+    assert np.abs(dead.last_x - start).max() > 1.0  # ...but it moved
+
+
+def test_lite0_units_off_on_the_noise_turn_on_under_the_fourier_preset(lite0):
+    layer = "_blocks.9._swish_1"
+    settings = presets.resolve(lite0, "fourier").replace(steps=12)
+    record = opt.run(lite0, [Target(layer, u) for u in (2, 5)], settings, size=96)
+    for row in record.rows:
+        assert row.objectives[0] == 0 and row.best_objective > 0.5, row.objectives
