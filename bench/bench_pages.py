@@ -18,7 +18,7 @@ During each page run the CPU seconds of the server process and of Chromium's pro
 * **comparison**: the page's default four columns (calibrated rows 1-4, one batch) the same way, against the
   library's batched run of the same experiment.  Target ≤ 1.25.
 * **browser-load**: what the browser alone takes from the run. The library's default run (as *optimization*)
-  alone, and while Chromium shows ``bench/live_load_app.py``: the live view's two fragments at the same rates,
+  alone, and while Chromium shows ``bench/live_load_app.py``: the live view's one fragment at the same rate,
   drawing precomputed pictures (no optimizer on the server); alternating, medians.  The page cannot be faster than
   the library under that load.
 * **activations**: on the Activations page with its default photo analyzed, the click on "next unit" (▶) to
