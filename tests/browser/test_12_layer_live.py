@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from deepvis.render import grid_layout
 from tests.browser import app
 
-FILTERS, STEPS, SIZE = 8, 199, 64  # 60 iterations took about a second: too short to see two frames
+FILTERS, STEPS, SIZE = 8, 1000, 64  # about 3 s of run (199 took 0.75 s: too short to see two frames)
 LIVE = re.compile(r"^iteration (\d+) · every filter's newest image")
 
 
