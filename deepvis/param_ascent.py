@@ -28,8 +28,10 @@ Conventions
   (:func:`collection_magnitude` makes one from a folder of photos).
 * The model is only read: forwards through :func:`deepvis.activations.capture`,
   gradients by ``torch.autograd.grad``.  A row whose gradient w.r.t. its parameters is
-  exactly zero is given the redirected one (:mod:`deepvis.redirect`), on the same views
-  (the iteration's transforms replayed); every other row moves exactly as before.
+  exactly zero is given the redirected one (:mod:`deepvis.redirect`) from a second pass of
+  those rows alone, with the iteration's random stream replayed: the same views for
+  ``fourier`` (one transform for the batch), crops drawn again for ``maco`` and
+  ``accentuate`` (theirs are drawn batch-wide); every other row moves exactly as before.
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ def _run(model: LoadedModel, targets: list[Target], settings: list[Settings], sh
         rows = plans[active]
         chosen = [settings[b] for b in active]
         moving = [b for b in active if it < steps[b] - 1]
-        drawn = generator.get_state()  # this iteration's transforms, replayed for a stuck row
+        drawn = generator.get_state()  # this iteration's random stream, replayed for a stuck row
         with torch.enable_grad():
             rgb, loss, values, is_max, ranks = _loss(model, images, active, rows, chosen, generator, start, closeness,
                                                      mean, std)
