@@ -37,6 +37,12 @@ Conventions
   second set of classes (:data:`DEFAULT_VALIDATION`, apart from the calibration classes
   and from the benchmarks' report classes, ``bench/README.md``); the row's preset is the
   candidate with the best mean score over both sets (weighted by their number of classes).
+* **Jitter** (``jitters``, optional): then each row's chosen θ runs again with each
+  jitter J (:class:`deepvis.settings.Settings`, the view rolled by up to ±J px each step,
+  Mordvintsev et al. 2015) on both sets of classes, scored the same way; the row keeps
+  the θ (J = 0 included) with the best mean over both sets.  Transformation robustness
+  is what makes an image hold under another network's views (Olah et al. 2017,
+  *Feature Visualization*); the search's own draws do not change (J is 0 in them).
 * **Resumable.**  Every finished trial (and validation run) is one JSON line in ``<out>.trials.jsonl``
   (after a header line naming the model, judge, classes, seed, size and iterations);
   a search started again with the same ``out`` skips logged trials.  After each
@@ -220,7 +226,8 @@ def _read_log(path: Path, header: dict) -> list[Trial]:
 def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None = None, trials: int = 20,
            seed: int = 0, size: int | None = None, steps: Sequence[int] = DEFAULT_STEPS,
            validate: Sequence[str] | None = None, top: int = 3, judge_with: LoadedModel | None = None,
-           command: str = "", no_judge: bool = False) -> Generator[Progress, None, PresetFile]:
+           command: str = "", no_judge: bool = False, jitters: Sequence[int] = ()
+           ) -> Generator[Progress, None, PresetFile]:
     """Run (or resume) the search; yield :class:`Progress` after each trial; write ``out`` (module docstring).
 
     ``judge_with``: the calibration judge (default: the model's own, :func:`deepvis.quality.calibration_judge_name`;
@@ -241,6 +248,8 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
         raise DeepvisError(f"iteration counts must be whole numbers of at least 1, not {list(steps)}")
     if not classes:
         raise DeepvisError("calibrate needs at least one class")
+    if any(not isinstance(j, int) or j < 1 for j in jitters):
+        raise DeepvisError(f"jitters must be whole numbers of pixels of at least 1, not {list(jitters)}")
     if top and not validate:
         raise DeepvisError("validation needs at least one class (or top 0 for none)")
     out = Path(out)
@@ -259,10 +268,10 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
               "spaces": {str(r): SPACES[r].to_dict() for r in ROWS}}
     logged = {}
     for t in _read_log(_log_path(out), header):
-        if t.stage == "search" or t.classes == tuple(validate):
-            logged[(t.stage, t.row, t.index)] = t
+        if t.stage in ("search", "jitter") or t.classes == tuple(validate):
+            logged[(t.stage, t.row, t.index, t.settings.jitter)] = t
     run = _Run(model, referee, out, seed, size, logged, command, list(classes), list(validate) if top else [])
-    return run.search(units, checks, trials, list(steps), top)
+    return run.search(units, checks, trials, list(steps), top, list(jitters))
 
 
 class _Run:
@@ -276,7 +285,7 @@ class _Run:
 
     def trial(self, stage: str, row: int, index: int, settings: Settings, units: list[int]) -> tuple[Trial, bool]:
         """The logged trial, or a new one run now and logged; and whether it was logged already."""
-        key = (stage, row, index)
+        key = (stage, row, index, settings.jitter)
         if key in self.logged:
             self.spent += self.logged[key].seconds
             return self.logged[key], True
@@ -284,18 +293,19 @@ class _Run:
         score, scores = run_trial(self.model, units, settings, seed=self.seed, size=self.size,
                                   judge_with=self.referee, no_judge=self.referee is None)
         trial = Trial(row, index, settings, score, tuple(h.hits for h in scores), tuple(h.robustness for h in scores),
-                      time.perf_counter() - began, stage, tuple(self.validate) if stage == "validate" else ())
+                      time.perf_counter() - began, stage,
+                      tuple(self.validate) if stage in ("validate", "jitter-validate") else ())
         with _log_path(self.out).open("a") as log:
             log.write(trial.to_json() + "\n")
         self.spent += trial.seconds
         return trial, False
 
     def search(self, units: list[int], checks: list[int], trials: int, steps: list[int],
-               top: int) -> Generator[Progress, None, PresetFile]:
+               top: int, jitters: list[int]) -> Generator[Progress, None, PresetFile]:
         best: dict[int, Trial] = {}
         finished: dict[int, list[Trial]] = {row: [] for row in ROWS}
         order = [(index, row) for index in range(trials) for row in ROWS]
-        total = len(order) + top * len(ROWS)
+        total = len(order) + (top + len(jitters)) * len(ROWS)
         for done, (index, row) in enumerate(order, start=1):
             trial, resumed = self.trial("search", row, index, trial_settings(row, index, self.seed, steps), units)
             finished[row].append(trial)
@@ -305,6 +315,7 @@ class _Run:
                 self.write(best, trials)
             yield Progress(done, total, resumed=resumed, detail=Report(trial, dict(best)))
         if not top:
+            best = yield from self.jitter(best, units, checks, jitters, done, total, trials)
             return self.write(best, trials)
         # Validation: each row's `top` best trials again on other classes; the best mean over all classes wins.
         candidates = {row: sorted(finished[row], key=lambda t: -t.score)[:top] for row in ROWS}
@@ -322,7 +333,30 @@ class _Run:
                     validated[row] = combined
                 self.write({**best, **validated}, trials)
                 yield Progress(done, total, resumed=resumed, detail=Report(check, {**best, **validated}))
-        return self.write({**best, **validated}, trials)
+        chosen = yield from self.jitter({**best, **validated}, units, checks, jitters, done, total, trials)
+        return self.write(chosen, trials)
+
+    def jitter(self, chosen: dict[int, Trial], units: list[int], checks: list[int], jitters: list[int],
+               done: int, total: int, trials: int) -> Generator[Progress, None, dict[int, Trial]]:
+        """Each row's chosen θ again with each jitter, on both sets of classes; the best mean wins (module
+        docstring).  Jitters in the outer loop, so an interrupted stage has every row tried with the first."""
+        chosen = dict(chosen)
+        base = dict(chosen)
+        weight = len(units) / (len(units) + len(checks))
+        for j in jitters:
+            for row in ROWS:
+                done += 1
+                settings = base[row].settings.replace(jitter=j)
+                found, resumed = self.trial("jitter", row, base[row].index, settings, units)
+                score = found.score
+                if checks:
+                    check, again = self.trial("jitter-validate", row, base[row].index, settings, checks)
+                    score, resumed = weight * found.score + (1 - weight) * check.score, resumed and again
+                if score > chosen[row].score:
+                    chosen[row] = dataclasses.replace(found, score=score)
+                self.write(chosen, trials)
+                yield Progress(done, total, resumed=resumed, detail=Report(found, dict(chosen)))
+        return chosen
 
     def write(self, best: dict[int, Trial], trials: int) -> PresetFile:
         judge = self.referee.spec.name if self.referee is not None else None

@@ -1,5 +1,8 @@
 """Regularized gradient ascent in image space (Yosinski et al. 2015, section 3).
 
+(Over 300 lines: one iteration's steps, the batch's bookkeeping and the checks of a run's arguments are read
+together.)
+
 Synthesizes the image a unit "wants to see", following the semantics of the
 authors' deep-visualization-toolbox optimizer.
 
@@ -44,7 +47,11 @@ Conventions
   size) or the channel's spatial mean; for a vector layer (logits) the element
   ``c`` (a class).
 * **One iteration** ``it`` (0-based), :func:`_evaluate` then :func:`_ascent_step`:
-  clip ``x + mean`` to [0, 255]; forward to the deepest target layer only;
+  clip ``x + mean`` to [0, 255]; forward to the deepest target layer only (with
+  ``jitter`` J > 0 the network sees the image rolled by ``(dy, dx)``, each drawn from
+  ``-J..J`` per iteration, as in DeepDream's reference notebook, Mordvintsev et al. 2015;
+  the draws come from a CPU generator seeded with ``seed``, one pair per iteration shared
+  by every row and scaled to each row's J, so a batch row still equals its single run);
   objective; ``torch.autograd.grad`` w.r.t. ``x`` (a row whose gradient is exactly
   zero, its unit fed only by rectifiers that are off, gets the redirected rectifier
   gradient instead: :mod:`deepvis.redirect`); then, unless ``it`` is the
@@ -181,13 +188,14 @@ def _in_step(parts: list[tuple[list[int], Generator[Snapshot, None, None]]], set
                                                    sum(r.seconds for r in records)))
 
 
-def _evaluate(model: LoadedModel, x: torch.Tensor, rows: Rows, std: torch.Tensor
+def _evaluate(model: LoadedModel, x: torch.Tensor, rows: Rows, std: torch.Tensor,
+              shifts: list[tuple[int, int]] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward to the deepest target layer and back: (objectives, is-argmax, ranks, d objective / d x), row by
-    row (ranks: :mod:`deepvis.rows`)."""
+    row (ranks: :mod:`deepvis.rows`); ``shifts``: each row's jitter, or None."""
     xa = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        inputs = xa / std  # = normalize(xa + mean), the module docstring's "network" convention, in one op
+        inputs = _shifted(xa, shifts) / std  # = normalize(xa + mean), the "network" convention, in one op
         if inputs.device.type == "cpu":  # channels-last is faster on a CPU (module docstring)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         total, values, is_max, ranks = rows.objective(capture(model.module, inputs, rows.captured, keep_graph=True,
@@ -196,9 +204,29 @@ def _evaluate(model: LoadedModel, x: torch.Tensor, rows: Rows, std: torch.Tensor
     return values, is_max, ranks, grad
 
 
+def _shifted(x: torch.Tensor, shifts: list[tuple[int, int]] | None) -> torch.Tensor:
+    """Each row of ``x`` rolled by its ``(dy, dx)`` over (H, W) (the jitter); autograd rolls the gradient back."""
+    if not shifts or not any(dy or dx for dy, dx in shifts):
+        return x
+    if len(set(shifts)) == 1:
+        return torch.roll(x, shifts[0], dims=(2, 3))
+    return torch.cat([torch.roll(x[i:i + 1], shift, dims=(2, 3)) for i, shift in enumerate(shifts)])
+
+
+def _jitter(generator: torch.Generator | None, jitters: list[int], active: tuple[int, ...]
+            ) -> list[tuple[int, int]] | None:
+    """This iteration's ``(dy, dx)`` per active row: one uniform pair, scaled to each row's J (module docstring)."""
+    if generator is None:
+        return None
+    u = torch.rand(2, generator=generator).tolist()
+    return [(int(u[0] * (2 * jitters[b] + 1)) - jitters[b], int(u[1] * (2 * jitters[b] + 1)) - jitters[b])
+            for b in active]
+
+
 def _unstick(model: LoadedModel, xa: torch.Tensor, grad: torch.Tensor, active: tuple[int, ...], plans: dict,
              targets: list[Target], settings: list[Settings], shapes: Mapping[str, torch.Size],
-             sources: Mapping[str, tuple[str, float | None] | None], std: torch.Tensor) -> torch.Tensor:
+             sources: Mapping[str, tuple[str, float | None] | None], std: torch.Tensor,
+             shifts: list[tuple[int, int]] | None = None) -> torch.Tensor:
     """``grad`` with each row whose gradient is exactly zero given the redirected one (:mod:`deepvis.redirect`)."""
     where = [i for i, s in enumerate((grad.flatten(1).abs().amax(dim=1) == 0).tolist()) if s]
     if not where:
@@ -207,7 +235,7 @@ def _unstick(model: LoadedModel, xa: torch.Tensor, grad: torch.Tensor, active: t
     if rows not in plans:
         plans[rows] = Rows(rows, targets, settings, shapes, sources, xa.device)
     with redirect.redirected():
-        *_, again = _evaluate(model, xa[where], plans[rows], std)
+        *_, again = _evaluate(model, xa[where], plans[rows], std, None if shifts is None else [shifts[i] for i in where])
     grad = grad.clone()
     grad[where] = again
     return grad
@@ -247,6 +275,8 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         x = initial_image(size, seed, device, model.spec.channels).expand(len(targets), -1, -1, -1).clone()
     history = Recorder(x, total)
     plans: dict[tuple[int, ...], Rows] = {}
+    jitters = [s.jitter for s in settings]
+    jitter_stream = torch.Generator(device="cpu").manual_seed(int(seed)) if any(jitters) else None
     for it in range(total):
         active = tuple(b for b in range(len(targets)) if it < steps[b])
         if active not in plans:
@@ -258,8 +288,9 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         xa = (x if isinstance(rows.rows, slice) else x[rows.rows]) + mean
         xa = xa.clamp_(0, 255).sub_(mean)  # (x + mean).clamp(0, 255) - mean, in place on the sum
         x = _assign(x, rows, xa)
-        values, is_max, ranks, grad = _evaluate(model, xa, rows, std)
-        grad = _unstick(model, xa, grad, active, plans, targets, settings, shapes, sources, std)
+        shifts = _jitter(jitter_stream, jitters, active)
+        values, is_max, ranks, grad = _evaluate(model, xa, rows, std, shifts)
+        grad = _unstick(model, xa, grad, active, plans, targets, settings, shapes, sources, std, shifts)
         history.record(it, rows.rows, xa, values, is_max, ranks)
         snapshot_due = it % every == 0 or it == total - 1
         shown = x.clone() if snapshot_due else None  # each row's image at this iteration (x changes in place)

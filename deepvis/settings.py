@@ -156,6 +156,10 @@ class Settings:
     blur_every: int = _theta(4, "Blur every n steps",
                              "Blur after every n-th step (0 = never); rarer blurs leave more fine detail.", "int",
                              when=PAPER, low=0)
+    jitter: int = _theta(0, "Jitter (px)",
+                         "Each step the network sees the image shifted (wrapped around) by a random 0 to ±n pixels "
+                         "in each direction, so the image has to work wherever it sits; this weakens pixel-exact "
+                         "high-frequency patterns (0 = the paper's fixed view).", "int", when=PAPER, low=0, high=256)
     norm_pct: float = _theta(0.0, "Norm clip percentile",
                              "Pixels whose colour strength is below this percentile are reset to the mean (grey).",
                              "percent", when=PAPER, low=0, high=100)
@@ -191,7 +195,8 @@ class Settings:
         blur = f"blur {fmt(self.blur_radius)}/{self.blur_every}" if self.blurs else "no blur"
         lr = f"lr {fmt(self.lr)}" if self.lr_policy == "constant" else \
             f"lr progress {fmt(self.desired_prog)} ≤ {fmt(self.max_lr)}"
-        return (f"decay {fmt(self.decay)} · {blur} · norm {fmt(self.norm_pct)}% · "
+        jitter = f" · jitter {self.jitter}" if self.jitter else ""
+        return (f"decay {fmt(self.decay)} · {blur}{jitter} · norm {fmt(self.norm_pct)}% · "
                 f"contrib {fmt(self.contrib_pct)}% · {lr} · {self.steps} it")
 
     def to_dict(self) -> dict[str, Any]:

@@ -127,6 +127,35 @@ def test_validation_picks_each_rows_best_candidate_over_both_class_sets(model, j
     assert ran == [] and again.rows == found.rows  # a finished, validated search resumes to the same file
 
 
+def test_the_jitter_stage_tries_each_rows_choice_with_each_jitter_and_keeps_the_better(model, judge, tmp_path,
+                                                                                      monkeypatch):
+    out = tmp_path / "jittered.json"
+    plain = finish(search(model, judge, tmp_path / "plain.json", trials=2, top=1))
+    found = finish(calibrate.search(model, out, classes=("red", "blue"), trials=2, steps=STEPS,
+                                    validate=("green", "dark"), top=1, judge_with=judge, jitters=(2, 5)))
+    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "jittered.json.trials.jsonl").read_text()
+             .splitlines()[1:]]
+    tried = {(t.stage, t.row, t.settings.jitter): t for t in lines if t.stage.startswith("jitter")}
+    assert len(tried) == 2 * 4 * 2  # two jitters, four rows, both class sets
+    for row in (1, 2, 3, 4):
+        base = plain.rows[row]
+        scores = {0: plain.scores[row]}
+        for j in (2, 5):
+            one, two = tried[("jitter", row, j)], tried[("jitter-validate", row, j)]
+            assert one.settings == two.settings == base.replace(jitter=j)  # the chosen θ, only the jitter changed
+            assert two.classes == ("green", "dark") and len(one.hits) == 2
+            scores[j] = 0.5 * one.score + 0.5 * two.score
+        best = max(scores, key=lambda j: (scores[j], -j))  # a tie keeps the earlier candidate
+        assert found.rows[row] == base.replace(jitter=best) and found.scores[row] == round(scores[best], 4)
+
+    monkeypatch.setattr(calibrate, "run_trial", lambda *a, **k: pytest.fail("ran a logged trial"))
+    again = finish(calibrate.search(model, out, classes=("red", "blue"), trials=2, steps=STEPS,
+                                    validate=("green", "dark"), top=1, judge_with=judge, jitters=(2, 5)))
+    assert again.rows == found.rows  # resumed from the log
+    with pytest.raises(ValueError, match="jitters must be"):
+        calibrate.search(model, out, classes=("red",), trials=1, steps=STEPS, top=0, judge_with=judge, jitters=(0,))
+
+
 def test_a_log_from_another_search_is_refused_in_one_line(model, judge, tmp_path):
     out = tmp_path / "p.json"
     finish(search(model, judge, out, trials=1))

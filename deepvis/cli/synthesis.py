@@ -249,6 +249,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
                         "ImageNet network; none for a network of your own). Never the reporting judge.")
     parser.add_argument("--top", type=int, default=3, help="how many of each row's best trials to check on the "
                         "--validate classes; 0 = choose by the search alone (default: %(default)s)")
+    parser.add_argument("--jitters", default="", help="comma-separated jitters in pixels (e.g. 4,8,16): each row's "
+                        "chosen θ is tried again with each, on both sets of classes, and kept if it scores better "
+                        "(default: none)")
     parser.add_argument("--out", default=None, help="preset file to write (default: presets-MODEL.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and of the starting noise")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
@@ -261,7 +264,7 @@ def _trial_note(step: Progress) -> str:
     """The bar's note for a calibration step: this trial and each row's best score so far."""
     trial = step.detail.trial
     best = " ".join(f"r{r}={t.score:.2f}" for r, t in sorted(step.detail.best.items()))
-    stage = "validating " if trial.stage == "validate" else ""
+    stage = {"validate": "validating ", "jitter": f"jitter {trial.settings.jitter} "}.get(trial.stage, "")
     return f"{stage}row {trial.row} trial {trial.index}: {trial.score:.2f} · best {best}"
 
 
@@ -270,6 +273,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         steps = [int(v) for v in args.steps.split(",") if v.strip()]
     except ValueError:
         raise DeepvisError(f"--steps must be whole numbers separated by commas, not {args.steps!r}") from None
+    try:
+        jitters = [int(v) for v in args.jitters.split(",") if v.strip()]
+    except ValueError:
+        raise DeepvisError(f"--jitters must be whole numbers separated by commas, not {args.jitters!r}") from None
     classes = None if args.search_classes is None else [c.strip() for c in args.search_classes.split(",") if c.strip()]
     validate = None if args.validate is None else [c.strip() for c in args.validate.split(",") if c.strip()]
     loaded = model_of(args)
@@ -283,6 +290,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     command = "python -m deepvis " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     work = search(loaded, out, classes=classes, trials=args.trials, seed=args.seed, size=args.size,
                   steps=steps, validate=validate, top=args.top, command=command, judge_with=judge_with,
-                  no_judge=no_judge)
-    found = run_with_bar(work, "calibrate", "trial", total=(args.trials + args.top) * 4, postfix=_trial_note)
+                  no_judge=no_judge, jitters=jitters)
+    found = run_with_bar(work, "calibrate", "trial", total=(args.trials + args.top + len(jitters)) * 4,
+                         postfix=_trial_note)
     return emit({"out": out, **json.loads(found.to_json())})
