@@ -7,6 +7,9 @@ Conventions
   metadata); validation, the pages' θ editor, the CLI flags and the help text are
   all generated from it (:data:`THETA`).  Adding a setting is one field here plus
   its use in the engine (:mod:`deepvis.optimize`).
+* A field added after θ's files first shipped (:data:`LATER`) is left out of
+  :meth:`Settings.to_dict` at its "off" value, so older files, caches and atlases
+  keep their keys.
 * Values are in the optimizer's pixel space (0-255 units, mean subtracted; see
   :mod:`deepvis.optimize`).  Percentiles are in [0, 100].
 * Named θ (Table 1's rows, calibrated rows, the later parametrizations' defaults)
@@ -124,6 +127,9 @@ MODERN = {"param": PARAMS[1:]}
 CROPPED = {"param": ("maco", "accentuate")}
 
 
+LATER = {"jitter": 0}  # fields added after θ's files first shipped, and their "off" value (Settings.to_dict)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The regularization and step-size hyperparameters θ of one run (one batch row); see module docstring."""
@@ -200,7 +206,13 @@ class Settings:
                 f"contrib {fmt(self.contrib_pct)}% · {lr} · {self.steps} it")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except a field added later (:data:`LATER`) at its default: files, caches and atlases
+        written before it existed keep their keys, and read back as the same θ."""
+        data = dataclasses.asdict(self)
+        for name, default in LATER.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:
