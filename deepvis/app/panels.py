@@ -22,7 +22,7 @@ import streamlit as st
 
 from deepvis.app.inputs import enlarged, show_png
 from deepvis.app.jobs import with_bar
-from deepvis.app.model import backprop_modes
+from deepvis.app.model import backprop_modes, shared_model
 from deepvis.backprop import SEEDS, backward
 from deepvis.display import npy_bytes
 from deepvis.errors import DeepvisError
@@ -81,7 +81,8 @@ def gradcam_panel(loaded: LoadedModel, view: np.ndarray, layer: str, predictions
                           help="One of the photo's five most probable classes (the top one by default).")
     try:
         with st.spinner("Grad-CAM…"):
-            cam = gradcam(loaded, view, layer, chosen, method)
+            cam = _gradcam(loaded.spec.name, loaded.weights, loaded.seed, str(loaded.device), view, layer, chosen,
+                           method)
     except DeepvisError as exc:
         st.error(str(exc))
         return
@@ -93,6 +94,14 @@ def gradcam_panel(loaded: LoadedModel, view: np.ndarray, layer: str, predictions
                  caption=f"The map at the layer's {height} × {width} (bright = most evidence)", width="stretch")
     st.download_button("Download the map (float .npy)", npy_bytes(cam.map), f"gradcam_{layer}_{cam.unit}.npy",
                        "application/octet-stream", on_click="ignore", key=f"{key}_cam_npy")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _gradcam(name: str, weights: str, seed: int, device: str, view: np.ndarray, layer: str, chosen: int,
+             method: str):
+    """The panel's map, once per (model, photo, layer, class, method): it does not change with the unit, and the
+    page runs again at every step to the next unit."""
+    return gradcam(shared_model(name, weights, seed, device), view, layer, chosen, method)
 
 
 def weights_panel(loaded: LoadedModel, layer: str, unit: int) -> None:
