@@ -299,7 +299,7 @@ def _records(loaded: LoadedModel, listing: list[coll.Entry], names: list[str], o
         close = getattr(results, "close", None)
         if close is not None:
             close()
-    write_bundle(loaded, out, listing, names, merged, k, shard, listing_hash, key, skipped, source,
+    write_bundle(loaded, out, listing, names, merged, k, shard, key, skipped, source,
                   time.perf_counter() - began, run_key, planned)
     state.unlink()
     if not any(state.parent.iterdir()):

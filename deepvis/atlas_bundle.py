@@ -6,7 +6,9 @@ Conventions
   :func:`deepvis.collection.model_key`; input spec; layers and their shapes; ``k``; the listing's hash; the
   shard size; the tool version; ``"optimize"``: preset, θ, seed, size) and what it holds (images, broken files
   with their reasons, seconds); ``collection.tsv``: the listing, ``path, size, mtime_ns`` per line, line *i*
-  being image number *i*; ``atlas.sqlite``: ``layers(name, channels, height, width)``,
+  being image number *i* (for the default collection, ``samples``, the file's name alone, found again in the
+  reading machine's own copy: a shipped atlas names no folder of the machine that built it; the manifest's
+  ``sha256`` is that of the file as written); ``atlas.sqlite``: ``layers(name, channels, height, width)``,
   ``top(layer, channel, rank, image, value, y, x)`` and ``units(layer, channel, mean, zero, dead, max)``.
 * **Why SQLite** for the table: a reader (the app's unit view, ``deepvis top``) asks for one unit at a time,
   which is one indexed lookup; it is in Python's standard library, so a shared bundle opens anywhere with no
@@ -20,6 +22,7 @@ Conventions
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -63,7 +66,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_bundle(loaded: LoadedModel, out: Path, listing: list[coll.Entry], names: list[str],
-                  merged: dict[str, LayerTop], k: int, shard: int, listing_hash: str, key: str,
+                  merged: dict[str, LayerTop], k: int, shard: int, key: str,
                   skipped: list[tuple[str, str]], source, seconds: float, run_key: str, planned: dict | None
                   ) -> None:
     from importlib.metadata import PackageNotFoundError, version
@@ -75,7 +78,10 @@ def write_bundle(loaded: LoadedModel, out: Path, listing: list[coll.Entry], name
         tool_version = version("deepvis")
     except PackageNotFoundError:
         tool_version = "unknown"
-    write_atomic(out / LISTING, "".join(f"{e.path}\t{e.size}\t{e.mtime_ns}\n" for e in listing).encode())
+    portable = source is None or str(source) == coll.DEFAULT_NAME
+    written = "".join(f"{Path(e.path).name if portable else e.path}\t{e.size}\t{e.mtime_ns}\n" for e in listing)
+    write_atomic(out / LISTING, written.encode())
+    listing_hash = hashlib.sha256(written.encode()).hexdigest()
     shapes = {name: loaded.layer(name).shape for name in names}
     temporary = out / (TABLE + ".part")
     temporary.unlink(missing_ok=True)
@@ -151,7 +157,12 @@ def check_model(path: str | Path, loaded: LoadedModel) -> dict:
 
 
 def _paths(path: Path) -> list[str]:
-    return [line.split("\t")[0] for line in (path / LISTING).read_text().splitlines()]
+    """Image *i*'s path; a bare name (the default collection's, module docstring) found in this machine's copy."""
+    names = [line.split("\t")[0] for line in (path / LISTING).read_text().splitlines()]
+    if any(os.sep not in name and "/" not in name for name in names):
+        here = {Path(e.path).name: e.path for e in coll.default_collection()}
+        names = [here.get(name, name) for name in names]
+    return names
 
 
 def top(path: str | Path, layer: str, unit: int, k: int = 9) -> list[Hit]:

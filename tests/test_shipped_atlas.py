@@ -88,3 +88,25 @@ def test_the_first_click_on_any_unit_shows_its_image_at_once(shipped, lite0, tmp
     assert not at.exception
     assert "672 of the 672 images are precomputed: from the atlas shipped with deepvis." in [c.value for c in at.caption]
     assert not any(b.label.startswith("Optimize the") for b in at.button)
+
+
+def test_its_listing_names_no_folder_of_the_building_machine_and_resolves_here(shipped, lite0, tmp_path):
+    import hashlib
+
+    from deepvis import collection as coll
+
+    text = (shipped / "collection.tsv").read_text()
+    names = [line.split("\t")[0] for line in text.splitlines()]
+    assert len(names) == 17 and all("/" not in n for n in names)  # bare names of the samples, no venv path
+    assert atlas.manifest(shipped)["collection"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    here = {Path(e.path).name: e.path for e in coll.default_collection()}
+    hits = atlas.top(shipped, lite0.default_layer, 5, 9)
+    assert hits and all(h.path == here[Path(h.path).name] and Path(h.path).is_file() for h in hits)
+    # A new build of the default collection writes bare names too, and reads them back as this machine's paths.
+    out = tmp_path / "atlas"
+    from tests.helpers import drain
+
+    drain(atlas.build(lite0, "samples", [lite0.logits_layer], out, k=2, shard=32, batch=8))
+    written = [line.split("\t")[0] for line in (out / "collection.tsv").read_text().splitlines()]
+    assert sorted(written) == sorted(here) and all("/" not in n for n in written)
+    assert all(Path(h.path).is_file() for h in atlas.top(out, lite0.logits_layer, 0, 2))
