@@ -234,12 +234,18 @@ class TracedModel:
         if folded:
             twin, convs = self.folded_twin()
             if not any(self.qualname.get(self.resolve(tokens.split(name)[0])) in convs for name in names):
-                key, build = ("folded", request[0]), lambda: self.module(
-                    self.truncated_graph(names, self._bias_edits)[0], twin)
+                key, build = ("folded", request[0]), lambda: self.module(self._redirectable(names), twin)
         module = self.cached(key, build)
         with self._lock:  # requests whose module is no longer cached are forgotten (a bound, as for the cache)
             self._seen = {**{r: v for r, v in self._seen.items() if v[0] in self._modules}, request: (key, module)}
         return module
+
+    def _redirectable(self, names: Sequence[str]) -> fx.Graph:
+        """The folded truncated graph with its functional rectifiers pointed at :func:`deepvis.redirect.rectify`
+        (plain unless an optimizer asks; the module rectifiers are wrapped in the twin)."""
+        graph, _ = self.truncated_graph(names, self._bias_edits)
+        redirect.wrap_functional(graph, lambda node: False if node.op == "call_module" else rectifier_top(self, node))
+        return graph
 
     def folded_twin(self) -> tuple[nn.Module, frozenset[str]]:
         """A private copy of the twin with each eval BatchNorm folded into the convolution that only feeds it:

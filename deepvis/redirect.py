@@ -16,7 +16,10 @@ Conventions
 * The rectifiers are the ``nn.ReLU``/``nn.ReLU6`` modules of the optimizers' private BatchNorm-folded copy
   (:meth:`deepvis.graph.TracedModel.folded_twin`), wrapped by :class:`Rectifier`; outside :func:`redirected`
   a wrapper calls its own module, so forward values and gradients are the module's, bit for bit.  Functional
-  rectifiers (``F.relu`` in a ``forward``) are not redirected.  The shared model is never touched.
+  rectifiers (``F.relu``, ``torch.relu``, ``F.relu6``, ``F.hardtanh(x, 0, cap)``, ``x.relu()``, in-place or
+  not) are nodes of the copy's graph: :func:`wrap_functional` points each at :func:`rectify`, which calls the
+  original op with its own arguments outside :func:`redirected` (bit for bit, in place where it was) and the
+  redirected rectifier inside it (out of place).  The shared model is never touched.
 * The switch is per thread and read in the forward pass, which builds the graph the backward pass follows.
 """
 
@@ -86,3 +89,32 @@ def wrap_rectifiers(module: nn.Module) -> int:
     for name, sub in found:
         module.set_submodule(name, Rectifier(sub, 6.0 if isinstance(sub, nn.ReLU6) else None))
     return len(found)
+
+
+_FUNCTIONS = {f"torch.nn.functional.{n}": getattr(nn.functional, n)
+              for n in ("relu", "relu_", "relu6", "hardtanh", "hardtanh_")}
+_FUNCTIONS.update({f"torch.{n}": getattr(torch, n) for n in ("relu", "relu_")})
+
+
+def rectify(x: torch.Tensor, cap: float | None, op: str, *args, **kwargs) -> torch.Tensor:
+    """A functional rectifier of a graph (:func:`wrap_functional`): ``op(x, *args, **kwargs)`` (``op`` the name
+    of one of :data:`_FUNCTIONS`, or of a tensor method), or inside :func:`redirected` the redirected rectifier."""
+    if getattr(_STATE, "on", False) and torch.is_grad_enabled():
+        return _Redirected.apply(x, cap)
+    return _FUNCTIONS[op](x, *args, **kwargs) if op in _FUNCTIONS else getattr(x, op)(*args, **kwargs)
+
+
+def wrap_functional(graph, caps) -> int:
+    """Point every functional rectifier node of ``graph`` (a private copy; ``caps(node)`` gives its cap, None for
+    ReLU, or False for a node that is no functional rectifier) at :func:`rectify`; how many."""
+    names = {id(fn): name for name, fn in _FUNCTIONS.items()}
+    found = 0
+    for node in graph.nodes:
+        cap = caps(node) if node.op in ("call_function", "call_method") else False
+        op = node.target if node.op == "call_method" else names.get(id(node.target))
+        if cap is False or not node.args or op is None:
+            continue
+        node.args = (node.args[0], cap, op, *node.args[1:])
+        node.op, node.target = "call_function", rectify
+        found += 1
+    return found

@@ -81,6 +81,41 @@ def test_a_unit_off_on_the_noise_moves_by_the_redirected_step_and_a_live_row_as_
     assert type(gated.module[1]) is nn.ReLU and all(p.grad is None for p in gated.module.parameters())
 
 
+class _FunctionalGated(nn.Module):
+    """``gated`` with functional rectifiers: ``F.relu(..., inplace=True)`` then ``x.relu()``, as GoogLeNet's
+    ``BasicConv2d`` and many hand-written networks do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Conv2d(3, 2, 1), nn.Conv2d(2, 2, 1, bias=False)
+        with torch.no_grad():
+            self.first.weight.fill_(1.0)
+            self.first.bias.copy_(torch.tensor([-20.0, 20.0]))
+            self.second.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(nn.functional.relu(self.first(x), inplace=True).relu())
+
+
+def test_functional_rectifiers_are_redirected_too_and_plain_otherwise():
+    model = wrap_model(_FunctionalGated().eval().requires_grad_(False), "fgated", title="functional gated",
+                       input_size=SIZE, normalization=NORM)
+    settings = Settings(**NO_REG, steps=2, lr=10.0)
+    dead = opt.run(model, Target("second", 0), settings).rows[0]
+    start = np.clip(opt.initial_image(SIZE, 0)[0].permute(1, 2, 0).numpy() + 127.5, 0, 255) - 127.5
+    moved = dead.last_x - start
+    np.testing.assert_allclose(moved[SIZE // 2, SIZE // 2], [10.0, 10.0, 10.0], atol=1e-4)  # as the module net
+    moved[SIZE // 2, SIZE // 2] = 0
+    assert np.abs(moved).max() < 1e-4
+    # Outside the redirection the graph's rectifiers are the network's own: the same values, and no gradient.
+    image = torch.tensor(start).permute(2, 0, 1)[None].requires_grad_(True)
+    out = capture(model.module, image / 127.5, "second", keep_graph=True, folded=True)["second"]
+    torch.testing.assert_close(out, model.module(image / 127.5), rtol=0, atol=0)
+    (plain,) = torch.autograd.grad(out[0, 0, SIZE // 2, SIZE // 2], image)
+    assert plain.abs().max() == 0
+    assert hook_count(model.module) == 0 and all(p.grad is None for p in model.module.parameters())
+
+
 def test_lite0_units_that_stayed_off_from_seed_0_now_turn_on(lite0):
     """Units 2 and 5 of _blocks.9._swish_1 gave objective 0 at every one of 500 iterations of row 3 from seed 0
     (what feeds them is off on the noise); unit 11's weights are ~0, so nothing can turn it on."""
