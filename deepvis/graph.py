@@ -13,10 +13,9 @@ Conventions
 * **The shared model is never traced, hooked or switched to train mode.**  Tracing runs on a private *twin*: a
   copy of the module tree whose parameters and buffers are the model's own tensors (no weight is copied), kept in
   eval mode.  Every graph module built here hangs off that twin, so running one is an ordinary stateless forward
-  pass: any number of threads can run them at once.  (torchvision's ``create_feature_extractor`` would trace the
-  model twice and put it in train mode for one trace, which concurrent sessions must never see; it also costs ~0.3
-  s per request on Lite0.  So the one eval trace is kept and each request only moves the graph's output, with FX's
-  own dead-code elimination.)
+  pass: any number of threads can run them at once.  (torchvision's ``create_feature_extractor`` traces twice, once
+  in train mode, which concurrent sessions must never see, at ~0.3 s a request on Lite0; so the one eval trace is
+  kept and each request only moves the graph's output, with FX's own dead-code elimination.)
 * **Truncated modules.**  ``truncated(model, names)`` is a ``GraphModule`` computing ``{name: tensor}`` for
   exactly those nodes and nothing after the deepest one.  It is built once per (model, names) and cached (LRU,
   :data:`CACHE_SIZE` per model); a request seen before is found with one dictionary read.  A requested node that
@@ -241,8 +240,7 @@ class TracedModel:
         return module
 
     def _redirectable(self, names: Sequence[str]) -> fx.Graph:
-        """The folded truncated graph with its functional rectifiers pointed at :func:`deepvis.redirect.rectify`
-        (plain unless an optimizer asks; the module rectifiers are wrapped in the twin)."""
+        """The folded truncated graph, functional rectifiers pointed at :func:`deepvis.redirect.rectify`."""
         graph, _ = self.truncated_graph(names, self._bias_edits)
         redirect.wrap_functional(graph, lambda node: False if node.op == "call_module" else rectifier_top(self, node))
         return graph
@@ -316,9 +314,8 @@ _TRACES_LOCK = threading.Lock()
 def traced(model: nn.Module) -> TracedModel:
     """The cached trace of ``model`` (made on first use); raises :class:`UntraceableError`.
 
-    A model whose first parameter or buffer was replaced since (``.to(device)``
-    replaces buffers) is traced anew; swapping other submodules after the first use
-    is not noticed (nothing in deepvis does it).
+    A model whose first parameter or buffer was replaced since (``.to(device)`` replaces buffers) is traced
+    anew; swapping other submodules after the first use is not noticed (nothing in deepvis does it).
     """
     found = _TRACES.get(model)  # one dict read (atomic); a miss or a stale trace takes the lock below
     if isinstance(found, UntraceableError):
@@ -367,12 +364,9 @@ def rectifier_top(traced_model: TracedModel, node: fx.Node) -> float | None | bo
         return False
     if node.op not in ("call_function", "call_method"):
         return False
-    name = getattr(node.target, "__name__", node.target) if node.op == "call_function" else node.target
-    name = str(name)
-    if name in ("relu", "relu_"):
-        return None
-    if name in ("relu6", "relu6_"):
-        return 6.0
+    name = str(getattr(node.target, "__name__", node.target) if node.op == "call_function" else node.target)
+    if name.rstrip("_") in ("relu", "relu6"):
+        return 6.0 if name.rstrip("_") == "relu6" else None
     if name in ("hardtanh", "hardtanh_"):
         low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
         high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)

@@ -107,7 +107,9 @@ def _gram_similarity(loaded, pixels: np.ndarray, layer: str) -> float:
 def test_diversity_makes_a_batch_of_one_unit_differ(lite0):
     """Two units (one alone is at the mercy of a chaotic 40-step ascent: unit 20's distance rose by 0.2 %)."""
     layer = "_blocks.9._swish_1"
-    settings = dv.preset(lite0, "3").replace(steps=40)
+    # Without jitter, as measured below: with row 3's jitter (4), 40 steps are too few for the term to show (Gram
+    # similarity 0.888 -> 0.908, unit means); at 100 it fell, 0.905 -> 0.876.
+    settings = dv.preset(lite0, "3").replace(steps=40, jitter=0)
     measured = {"plain": [], "diverse": []}
     for unit in (3, 40):
         target = parse(lite0, f"{layer}:{unit}")

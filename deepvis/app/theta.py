@@ -38,8 +38,8 @@ def preset_label(model: ModelRef, key: str) -> str:
 def set_settings(key: str, settings: Settings, model: ModelRef | None = None) -> None:
     """Put ``settings`` into the widgets of ``settings_editor(key)`` (call before they are drawn, or in a callback).
     Without ``model``, the preset they equal is named when the editor is drawn, against its network."""
-    for name, value in settings.to_dict().items():
-        st.session_state[f"{key}_{name}"] = value
+    for theta in THETA:  # every field: to_dict leaves later fields out at their off value
+        st.session_state[f"{key}_{theta.name}"] = getattr(settings, theta.name)
     st.session_state[f"{key}_preset"] = preset_of(settings, model) if model is not None else UNNAMED
 
 

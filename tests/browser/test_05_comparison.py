@@ -55,8 +55,8 @@ def test_three_settings_three_columns_one_slider_moves_all(new_page) -> None:
     app.wait_idle(page)
     start = column_captions(page)
     assert [it for it, _ in start] == [0] * COLUMNS
-    # Same seed, same starting noise: every column shows the same first image and score.
-    assert len({objective for _, objective in start}) == 1, start
+    # Same seed, same starting noise: every column shows the same first image.  (Its score is the one the network
+    # gave the view it saw, which each column's jitter J shifts by its own amount, so the scores may differ.)
     assert len(set(column_images(page))) == 1
 
     thumb.press("End")
