@@ -38,7 +38,8 @@ def channel_max_figure(stats: ChannelStats, height: int = 260) -> go.Figure:
     """Each channel's maximum activation as a bar; clicking a bar selects that channel."""
     figure = go.Figure(go.Bar(x=list(range(len(stats.max))), y=stats.max.tolist()))
     figure.update_layout(title="Max activation per channel (click a bar to choose that unit)", height=height,
-                         margin=_MARGIN, xaxis_title="channel", yaxis_title="max")
+                         margin=_MARGIN, xaxis_title="channel", yaxis_title="max",
+                         bargap=0 if len(stats.max) > 64 else None)  # many bars: no gaps, so a point is on a bar
     return figure
 
 

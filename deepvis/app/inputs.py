@@ -4,7 +4,8 @@ Conventions
 -----------
 * :func:`image_input` returns ``(bytes, label)`` or ``None`` while nothing is chosen.
   A photo the page has opened (``st.session_state[f"{key}_opened"] = (bytes, name)``:
-  a frozen live frame, a point of the layer map) comes first, with a button to close it.
+  a frozen live frame, a point of the layer map; :func:`open_photo`) comes first, with a button to close it.
+  Opened from inside a fragment, it reruns the whole page at the fragment's next run (:func:`follow_opened`).
 * A file that is not a photo is one ``st.error`` line (:func:`decoded_image`); the
   session keeps working.
 * Images the network sees are shown losslessly (PNG, :func:`show_png`); a small network's
@@ -58,6 +59,19 @@ def image_input(key: str = "image", live: bool = False) -> tuple[bytes, str] | N
         st.info("Choose a file or take a photo to begin." if source == "Upload" else "Take a photo to begin.")
         return None
     return upload.getvalue(), upload.name
+
+
+def open_photo(key: str, data: bytes, name: str) -> None:
+    """Make ``data`` the page's photo (in a widget's callback); see :func:`follow_opened`."""
+    st.session_state[f"{key}_opened"] = (data, name)
+    st.session_state[f"{key}_opened_new"] = True
+
+
+def follow_opened(key: str) -> None:
+    """At the top of a fragment: a photo just opened by one of its widgets reruns the whole page to show it
+    (a callback cannot rerun the page itself)."""
+    if st.session_state.pop(f"{key}_opened_new", False):
+        st.rerun(scope="app")
 
 
 def live_streaming(key: str) -> bool:

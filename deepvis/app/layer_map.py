@@ -25,7 +25,7 @@ from pathlib import Path
 import streamlit as st
 
 from deepvis import embed, index
-from deepvis.app import jobs, photo_sets
+from deepvis.app import inputs, jobs, photo_sets
 from deepvis.models import LoadedModel
 
 _FIND_CHART_JS = (Path(__file__).parent / "assets" / "find_chart.js").read_text(encoding="utf-8")
@@ -46,7 +46,7 @@ def _open_clicked(key: str, paths: list[str]) -> None:
         chosen = points[0]["customdata"]
         path = Path(paths[int(chosen[0] if isinstance(chosen, list) else chosen)])
         try:
-            st.session_state[f"{key}_opened"] = (path.read_bytes(), path.name)
+            inputs.open_photo(key, path.read_bytes(), path.name)
         except OSError as exc:  # moved or deleted since it was indexed
             st.session_state[f"{key}_map_error"] = f"Cannot open {path.name}: {exc.strerror or exc}."
 
