@@ -5,7 +5,7 @@ import streamlit as st
 from deepvis import charts, history
 from deepvis import optimize as opt
 from deepvis.app import forms, inputs, model, pickers, runs
-from deepvis.render import png_bytes
+from deepvis.render import jpeg_bytes, png_bytes
 
 loaded = model.model_sidebar()
 st.title("Comparison", help="The same unit, the same starting noise, different regularization or parametrization: "
@@ -31,9 +31,10 @@ def draw_live(state: history.RunState, frame: history.Frame) -> None:
     rows = state.extra["rows"] if state.extra["mode"] == "sheet" else [""]
     labels = names if state.extra["mode"] == "sheet" else [
         f"{name[0]} · objective {value:.4g}" for name, value in zip(names, frame.objectives)]
-    inputs.show_png(runs.sheet_image(frame.pixels, frame.mean, rows, labels, display),
-                    caption=f"iteration {frame.iteration} · objective " + " · ".join(f"{v:.4g}" for v in frame.objectives),
-                    width="stretch")
+    # A JPEG while it runs (a fraction of the browser's decoding work); the finished columns are lossless.
+    st.image(jpeg_bytes(runs.sheet_image(frame.pixels, frame.mean, rows, labels, display)), output_format="JPEG",
+             caption=f"iteration {frame.iteration} · objective " + " · ".join(f"{v:.4g}" for v in frame.objectives),
+             width="stretch")
 
 
 @st.fragment

@@ -7,7 +7,7 @@ from deepvis import optimize as opt
 from deepvis.app import forms, layer_run, model, pickers, runs
 from deepvis.display import npy_bytes
 from deepvis.history import Frame, RunState
-from deepvis.render import png_bytes
+from deepvis.render import jpeg_bytes, png_bytes
 
 loaded = model.model_sidebar()
 title, what = st.columns([2, 3], vertical_alignment="bottom")
@@ -30,13 +30,15 @@ runs.start_stop(key, ready=form.runnable, where=buttons, fold=[f"{key}_edit"], b
 state = runs.last_run(key)
 
 
-def draw_image(state: RunState, frame: Frame) -> None:
+def draw_image(state: RunState, frame: Frame, live: bool = False) -> None:
+    """The image(s) of ``frame``: lossless once the run has ended, a JPEG while it runs (a fraction of the
+    browser's decoding work at each update)."""
     n = len(frame.pixels)  # one image, or a diverse batch as a grid
     tile = runs.LIVE_SIZE // min(n, 2)
     pictures = [runs.frame_view(p, frame.mean, form.display, tile) for p in frame.pixels]
     values = " · ".join(f"{v:.4g}" for v in frame.objectives)
     shown = pictures[0] if n == 1 else render.image_grid(pictures, tile)[0]
-    st.image(png_bytes(shown), output_format="PNG", width=runs.LIVE_SIZE,
+    st.image(jpeg_bytes(shown) if live else png_bytes(shown), output_format="JPEG" if live else "PNG", width=runs.LIVE_SIZE,
              caption=f"iteration {frame.iteration} · objective{'s' if n > 1 else ''} {values}")
 
 
@@ -81,7 +83,8 @@ def history_viewer(state: RunState) -> None:
 
 
 if state is not None and state.active:
-    runs.live(state, draw_image, lambda state: png_bytes(charts.curves_picture(state.record, ["objective"])),
+    runs.live(state, lambda state, frame: draw_image(state, frame, live=True),
+              lambda state: png_bytes(charts.curves_picture(state.record, ["objective"])),
               runs.picture_columns, draw_progress)
 elif state is not None and state.record is None:
     runs.run_status(state)

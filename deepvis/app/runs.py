@@ -38,7 +38,7 @@ from deepvis.history import Frame, FrameHistory, RunState
 from deepvis.models import LoadedModel
 from deepvis.records import RunRecord, Snapshot
 
-IMAGE_EVERY, CHART_EVERY = 0.4, 2.0  # seconds between redraws of a running run's picture, and of its chart
+IMAGE_EVERY, CHART_EVERY = 0.45, 2.0  # seconds between redraws of a running run's picture, and of its chart
 # Seconds a run goes on once its session has gone (a brief disconnection keeps it); DEEPVIS_ORPHAN_AFTER sets it.
 ORPHAN_AFTER = float(os.environ.get("DEEPVIS_ORPHAN_AFTER", "30"))
 LIVE_SIZE = 448  # the side a running or finished single image is drawn at (nearest neighbour, so pixels stay sharp)
