@@ -7,6 +7,9 @@ Conventions
 * Colours: column ``i`` of a comparison uses ``PALETTE[i]`` for its header and
   its line, so a reader can match them.
 * Probabilities are shown as percentages; iterations are 0-based.
+* An objective curve is drawn faint, with its trailing mean over :data:`SMOOTH` iterations
+  in full colour over it: under jitter (and a large step) the objective swings from one
+  iteration to the next, and the trend is what a reader looks for.
 """
 
 from __future__ import annotations
@@ -22,6 +25,21 @@ from deepvis.records import RunRecord
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # comparison columns, in order
 _MARGIN = dict(l=10, r=10, t=40, b=10)
+SMOOTH = 20  # iterations in the trailing mean drawn over each objective curve
+
+
+def trailing_mean(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
+    """Each value's mean with the ``window - 1`` values before it (fewer at the start): same length."""
+    values = np.asarray(values, dtype=np.float64)
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    end = np.arange(1, len(values) + 1)
+    start = np.maximum(0, end - window)
+    return (sums[end] - sums[start]) / (end - start)
+
+
+def _faint(color: str) -> str:
+    """``#rrggbb`` at 35 % opacity."""
+    return f"rgba({int(color[1:3], 16)}, {int(color[3:5], 16)}, {int(color[5:7], 16)}, 0.35)"
 
 
 def predictions_figure(predictions: Sequence[Prediction], height: int = 280) -> go.Figure:
@@ -45,15 +63,18 @@ def channel_max_figure(stats: ChannelStats, height: int = 260) -> go.Figure:
 
 def curves_figure(record: RunRecord, names: Sequence[str], colors: Sequence[str] | None = None,
                   marker: int | None = None, norms: bool = False, height: int = 320) -> go.Figure:
-    """Objective per iteration, one line per row (optionally the image norm on a second axis, dashed);
+    """Objective per iteration, one line per row (optionally the image norm's trailing mean on a second axis, dotted);
     ``marker`` draws a vertical line (and a dot on each curve it crosses) at that iteration."""
     colors = colors or PALETTE
     figure = go.Figure()
     for b, (row, name) in enumerate(zip(record.rows, names)):
         color = colors[b % len(colors)]
-        figure.add_scatter(y=row.objectives.tolist(), mode="lines", name=name, line=dict(color=color))
+        figure.add_scatter(y=row.objectives.tolist(), mode="lines", name=f"{name} (each iteration)",
+                           line=dict(color=_faint(color), width=1), showlegend=False)
+        figure.add_scatter(y=trailing_mean(row.objectives).tolist(), mode="lines", name=name,
+                           line=dict(color=color, width=2), hovertemplate=f"%{{y:.4g}} (mean of {SMOOTH})")
         if norms:
-            figure.add_scatter(y=row.norms.tolist(), mode="lines", yaxis="y2",
+            figure.add_scatter(y=trailing_mean(row.norms).tolist(), mode="lines", yaxis="y2",
                                name=f"{name}: image norm" if len(names) > 1 else "image norm",
                                line=dict(color=color, dash="dot", width=1))
     if marker is not None:
@@ -88,9 +109,13 @@ def curves_picture(record: RunRecord, names: Sequence[str], width: int = 560, he
     for b, curve in enumerate(curves):
         if len(curve) < 2:
             continue
-        xs = left + np.arange(len(curve)) * (right - left) / (total - 1)
-        ys = bottom - (curve - low) * (bottom - top) / span
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colors[b % len(colors)], width=2)
+        xs = (left + np.arange(len(curve)) * (right - left) / (total - 1)).tolist()
+        color = colors[b % len(colors)]
+        rgb = tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+        faint = tuple(int(255 - 0.35 * (255 - c)) for c in rgb)  # 35 % of the colour on white
+        for values, fill, width in ((curve, faint, 1), (trailing_mean(curve), rgb, 2)):
+            ys = (bottom - (values - low) * (bottom - top) / span).tolist()
+            draw.line(list(zip(xs, ys)), fill=fill, width=width)
     grey = (90, 90, 90)
     draw.text((4, top), f"{high:.4g}", fill=grey, font=font)
     draw.text((4, bottom - 10), f"{low:.4g}", fill=grey, font=font)

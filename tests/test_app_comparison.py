@@ -100,12 +100,14 @@ def test_chart_has_one_line_per_setting_in_the_header_colours(compared):
     state = at.session_state["cmp_run"]
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     lines = [trace for trace in spec["data"] if trace["mode"] == "lines"]
-    assert len(lines) == 3
+    assert len(lines) == 6  # per setting: every iteration, faint; its trailing mean in the header's colour
     shown = headers(at)[-3:]  # the results' column headers
-    for j, (line, row) in enumerate(zip(lines, state.record.rows)):
+    for j, (raw, line, row) in enumerate(zip(lines[::2], lines[1::2], state.record.rows)):
         assert line["name"] == state.names[j] and state.names[j] in shown[j]
         assert line["line"]["color"] == charts.PALETTE[j] and charts.PALETTE[j] in shown[j]
-        np.testing.assert_allclose(line["y"], row.objectives)
+        np.testing.assert_allclose(raw["y"], row.objectives)
+        np.testing.assert_allclose(line["y"], charts.trailing_mean(row.objectives))
+        assert raw["showlegend"] is False and raw["line"]["color"].startswith("rgba(")
 
 
 def test_every_column_shows_its_quality_and_the_table_agrees(compared, lite0):
