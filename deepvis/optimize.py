@@ -51,7 +51,9 @@ Conventions
   ``jitter`` J > 0 the network sees the image rolled by ``(dy, dx)``, each drawn from
   ``-J..J`` per iteration, as in DeepDream's reference notebook, Mordvintsev et al. 2015;
   the draws come from a CPU generator seeded with ``seed``, one pair per iteration shared
-  by every row and scaled to each row's J, so a batch row still equals its single run);
+  by every row and scaled to each row's J, so a batch row still equals its single run; the objective recorded,
+  and so the best image's choice, is that of the view seen: Lite0's flamingo under row 3, best 16.7 in its
+  view, 15.7 unshifted);
   objective; ``torch.autograd.grad`` w.r.t. ``x`` (a row whose gradient is exactly
   zero, its unit fed only by rectifiers that are off, gets the redirected rectifier
   gradient instead: :mod:`deepvis.redirect`); then, unless ``it`` is the
