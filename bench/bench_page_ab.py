@@ -15,37 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from bench.bench_pages import CHROMIUM, _free_port, watch_run
+from bench.bench_pages import CHROMIUM, start_server, watch_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def serve(root: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(root), "DEEPVIS_CACHE": f"/tmp/deepvis-ab-cache-{port}"}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(root / "streamlit_app.py"),
-                               "--server.headless", "true", "--server.port", str(port), "--server.fileWatcherType",
-                               "none", "--browser.gatherUsageStats", "false"],
-                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit(f"the Streamlit server of {root} did not start")
+    """``root``'s server, importing ``root``'s deepvis, with a disk cache of its own."""
+    return start_server(root=root, env={"PYTHONPATH": str(root), "DEEPVIS_CACHE": f"/tmp/deepvis-ab-cache-{root.name}"})
 
 
 def main() -> None:

@@ -77,12 +77,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(script: str = "streamlit_app.py") -> tuple[subprocess.Popen, str]:
+def start_server(script: str = "streamlit_app.py", root: Path = ROOT, env: dict | None = None
+                 ) -> tuple[subprocess.Popen, str]:
+    """A Streamlit server of ``root``'s ``script`` on a free port (``env``: extra environment variables)."""
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / script),
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(root / script),
                                "--server.headless", "true", "--server.port", str(port),
                                "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=root, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
