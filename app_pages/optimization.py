@@ -38,7 +38,8 @@ def draw_image(state: RunState, frame: Frame, live: bool = False) -> None:
     pictures = [runs.frame_view(p, frame.mean, form.display, tile) for p in frame.pixels]
     values = " · ".join(f"{v:.4g}" for v in frame.objectives)
     shown = pictures[0] if n == 1 else render.image_grid(pictures, tile)[0]
-    st.image(jpeg_bytes(shown) if live else png_bytes(shown), output_format="JPEG" if live else "PNG", width=runs.LIVE_SIZE,
+    data, kind = (jpeg_bytes(shown), "JPEG") if live else (png_bytes(shown), "PNG")
+    st.image(data, output_format=kind, width=runs.LIVE_SIZE,
              caption=f"iteration {frame.iteration} · objective{'s' if n > 1 else ''} {values}")
 
 

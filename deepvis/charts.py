@@ -37,9 +37,16 @@ def trailing_mean(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
     return (sums[end] - sums[start]) / (end - start)
 
 
+FAINT = 0.35  # the opacity of an objective's per-iteration line under its trailing mean
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
 def _faint(color: str) -> str:
-    """``#rrggbb`` at 35 % opacity."""
-    return f"rgba({int(color[1:3], 16)}, {int(color[3:5], 16)}, {int(color[5:7], 16)}, 0.35)"
+    """``#rrggbb`` at :data:`FAINT` opacity."""
+    return "rgba({}, {}, {}, {})".format(*_rgb(color), FAINT)
 
 
 def predictions_figure(predictions: Sequence[Prediction], height: int = 280) -> go.Figure:
@@ -110,9 +117,8 @@ def curves_picture(record: RunRecord, names: Sequence[str], width: int = 560, he
         if len(curve) < 2:
             continue
         xs = (left + np.arange(len(curve)) * (right - left) / (total - 1)).tolist()
-        color = colors[b % len(colors)]
-        rgb = tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
-        faint = tuple(int(255 - 0.35 * (255 - c)) for c in rgb)  # 35 % of the colour on white
+        rgb = _rgb(colors[b % len(colors)])
+        faint = tuple(int(255 - FAINT * (255 - c)) for c in rgb)  # the faint line's colour on white
         for values, fill, width in ((curve, faint, 1), (trailing_mean(curve), rgb, 2)):
             ys = (bottom - (values - low) * (bottom - top) / span).tolist()
             draw.line(list(zip(xs, ys)), fill=fill, width=width)
