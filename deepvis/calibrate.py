@@ -43,6 +43,10 @@ Conventions
   the θ (J = 0 included) with the best mean over both sets.  Transformation robustness
   is what makes an image hold under another network's views (Olah et al. 2017,
   *Feature Visualization*); the search's own draws do not change (J is 0 in them).
+* **Transforms** (``transforms``, optional): then each row's θ so far runs again with each
+  ``(scale, rotate)`` (:class:`deepvis.settings.Settings`: the view zoomed by up to ±scale and
+  turned by up to ±rotate degrees each step, Lucid's standard transforms, Olah et al. 2017)
+  on both sets of classes, scored and chosen the same way (no transform included).
 * **Resumable.**  Every finished trial (and validation run) is one JSON line in ``<out>.trials.jsonl``
   (after a header line naming the model, judge, classes, seed, size and iterations);
   a search started again with the same ``out`` skips logged trials.  After each
@@ -226,8 +230,8 @@ def _read_log(path: Path, header: dict) -> list[Trial]:
 def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None = None, trials: int = 20,
            seed: int = 0, size: int | None = None, steps: Sequence[int] = DEFAULT_STEPS,
            validate: Sequence[str] | None = None, top: int = 3, judge_with: LoadedModel | None = None,
-           command: str = "", no_judge: bool = False, jitters: Sequence[int] = ()
-           ) -> Generator[Progress, None, PresetFile]:
+           command: str = "", no_judge: bool = False, jitters: Sequence[int] = (),
+           transforms: Sequence[tuple[float, float]] = ()) -> Generator[Progress, None, PresetFile]:
     """Run (or resume) the search; yield :class:`Progress` after each trial; write ``out`` (module docstring).
 
     ``judge_with``: the calibration judge (default: the model's own, :func:`deepvis.quality.calibration_judge_name`;
@@ -250,6 +254,12 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
         raise DeepvisError("calibrate needs at least one class")
     if any(not isinstance(j, int) or j < 1 for j in jitters):
         raise DeepvisError(f"jitters must be whole numbers of pixels of at least 1, not {list(jitters)}")
+    try:
+        variants = [{"jitter": j} for j in jitters] + [{"scale": float(a), "rotate": float(b)} for a, b in transforms]
+        for changes in variants:
+            Settings(**changes)  # in θ's ranges
+    except (TypeError, ValueError) as exc:
+        raise DeepvisError(f"transforms must be (scale, rotate) pairs within θ's ranges: {exc}") from None
     if top and not validate:
         raise DeepvisError("validation needs at least one class (or top 0 for none)")
     out = Path(out)
@@ -268,10 +278,10 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
               "spaces": {str(r): SPACES[r].to_dict() for r in ROWS}}
     logged = {}
     for t in _read_log(_log_path(out), header):
-        if t.stage in ("search", "jitter") or t.classes == tuple(validate):
-            logged[(t.stage, t.row, t.index, t.settings.jitter)] = t
+        if t.stage in ("search", "jitter", "transform") or t.classes == tuple(validate):
+            logged[(t.stage, t.row, t.index, t.settings)] = t
     run = _Run(model, referee, out, seed, size, logged, command, list(classes), list(validate) if top else [])
-    return run.search(units, checks, trials, list(steps), top, list(jitters))
+    return run.search(units, checks, trials, list(steps), top, variants)
 
 
 class _Run:
@@ -285,7 +295,7 @@ class _Run:
 
     def trial(self, stage: str, row: int, index: int, settings: Settings, units: list[int]) -> tuple[Trial, bool]:
         """The logged trial, or a new one run now and logged; and whether it was logged already."""
-        key = (stage, row, index, settings.jitter)
+        key = (stage, row, index, settings)
         if key in self.logged:
             self.spent += self.logged[key].seconds
             return self.logged[key], True
@@ -294,18 +304,18 @@ class _Run:
                                   judge_with=self.referee, no_judge=self.referee is None)
         trial = Trial(row, index, settings, score, tuple(h.hits for h in scores), tuple(h.robustness for h in scores),
                       time.perf_counter() - began, stage,
-                      tuple(self.validate) if stage in ("validate", "jitter-validate") else ())
+                      tuple(self.validate) if stage.endswith("validate") else ())
         with _log_path(self.out).open("a") as log:
             log.write(trial.to_json() + "\n")
         self.spent += trial.seconds
         return trial, False
 
     def search(self, units: list[int], checks: list[int], trials: int, steps: list[int],
-               top: int, jitters: list[int]) -> Generator[Progress, None, PresetFile]:
+               top: int, variants: list[dict]) -> Generator[Progress, None, PresetFile]:
         best: dict[int, Trial] = {}
         finished: dict[int, list[Trial]] = {row: [] for row in ROWS}
         order = [(index, row) for index in range(trials) for row in ROWS]
-        total = len(order) + (top + len(jitters)) * len(ROWS)
+        total = len(order) + (top + len(variants)) * len(ROWS)
         for done, (index, row) in enumerate(order, start=1):
             trial, resumed = self.trial("search", row, index, trial_settings(row, index, self.seed, steps), units)
             finished[row].append(trial)
@@ -315,7 +325,7 @@ class _Run:
                 self.write(best, trials)
             yield Progress(done, total, resumed=resumed, detail=Report(trial, dict(best)))
         if not top:
-            best = yield from self.jitter(best, units, checks, jitters, done, total, trials)
+            best = yield from self.vary(best, units, checks, variants, done, total, trials)
             return self.write(best, trials)
         # Validation: each row's `top` best trials again on other classes; the best mean over all classes wins.
         candidates = {row: sorted(finished[row], key=lambda t: -t.score)[:top] for row in ROWS}
@@ -333,24 +343,29 @@ class _Run:
                     validated[row] = combined
                 self.write({**best, **validated}, trials)
                 yield Progress(done, total, resumed=resumed, detail=Report(check, {**best, **validated}))
-        chosen = yield from self.jitter({**best, **validated}, units, checks, jitters, done, total, trials)
+        chosen = yield from self.vary({**best, **validated}, units, checks, variants, done, total, trials)
         return self.write(chosen, trials)
 
-    def jitter(self, chosen: dict[int, Trial], units: list[int], checks: list[int], jitters: list[int],
-               done: int, total: int, trials: int) -> Generator[Progress, None, dict[int, Trial]]:
-        """Each row's chosen θ again with each jitter, on both sets of classes; the best mean wins (module
-        docstring).  Jitters in the outer loop, so an interrupted stage has every row tried with the first."""
+    def vary(self, chosen: dict[int, Trial], units: list[int], checks: list[int], variants: list[dict],
+             done: int, total: int, trials: int) -> Generator[Progress, None, dict[int, Trial]]:
+        """Each row's chosen θ again with each variant (a jitter, then a transform: module docstring), on both
+        sets of classes; the best mean wins.  Each transform starts from the θ the jitters left.  Variants in
+        the outer loop, so an interrupted stage has every row tried with the first."""
         chosen = dict(chosen)
         base = dict(chosen)
         weight = len(units) / (len(units) + len(checks))
-        for j in jitters:
+        stage = "jitter"
+        for changes in variants:
+            if "jitter" not in changes and stage == "jitter":
+                stage, base = "transform", dict(chosen)  # transforms start from the θ the jitters chose
             for row in ROWS:
                 done += 1
-                settings = base[row].settings.replace(jitter=j)
-                found, resumed = self.trial("jitter", row, base[row].index, settings, units)
+                start = base[row]
+                settings = start.settings.replace(**changes)
+                found, resumed = self.trial(stage, row, start.index, settings, units)
                 score = found.score
                 if checks:
-                    check, again = self.trial("jitter-validate", row, base[row].index, settings, checks)
+                    check, again = self.trial(f"{stage}-validate", row, start.index, settings, checks)
                     score, resumed = weight * found.score + (1 - weight) * check.score, resumed and again
                 if score > chosen[row].score:
                     chosen[row] = dataclasses.replace(found, score=score)

@@ -51,9 +51,13 @@ Conventions
   ``jitter`` J > 0 the network sees the image rolled by ``(dy, dx)``, each drawn from
   ``-J..J`` per iteration, as in DeepDream's reference notebook, Mordvintsev et al. 2015;
   the draws come from a CPU generator seeded with ``seed``, one pair per iteration shared
-  by every row and scaled to each row's J, so a batch row still equals its single run; the objective recorded,
-  and so the best image's choice, is that of the view seen: Lite0's flamingo under row 3, best 16.7 in its
-  view, 15.7 unshifted);
+  by every row and scaled to each row's J, so a batch row still equals its single run; with ``scale`` s or
+  ``rotate`` r > 0 the rolled view is then zoomed about its centre by ``1 + s·u`` and turned by ``r·v``
+  degrees, ``u, v`` uniform in [-1, 1] from a second seeded generator (``seed + 1``, so jitter's draws
+  do not change), bilinear, uncovered corners at the mean (Lucid's standard transforms, Olah et al. 2017,
+  *Feature Visualization*: scale 0.9-1.1, rotation ±10°; the transformation robustness that makes an
+  image hold for another network); the objective recorded, and so the best image's choice, is that of
+  the view seen: Lite0's flamingo under row 3, best 16.7 in its view, 15.7 unshifted);
   objective; ``torch.autograd.grad`` w.r.t. ``x`` (a row whose gradient is exactly
   zero, its unit fed only by rectifiers that are off, gets the redirected rectifier
   gradient instead: :mod:`deepvis.redirect`); then, unless ``it`` is the
@@ -85,7 +89,7 @@ from collections.abc import Generator, Mapping, Sequence
 import numpy as np
 import torch
 
-from deepvis import objectives, param_ascent, redirect
+from deepvis import objectives, param_ascent, parametrize, redirect
 from deepvis import regularizers as reg
 from deepvis.activations import capture
 from deepvis.graph import rectifier_input
@@ -191,7 +195,7 @@ def _in_step(parts: list[tuple[list[int], Generator[Snapshot, None, None]]], set
 
 
 def _evaluate(model: LoadedModel, x: torch.Tensor, rows: Rows, std: torch.Tensor,
-              shifts: list[tuple[int, int]] | None = None
+              shifts: list[View] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward to the deepest target layer and back: (objectives, is-argmax, ranks, d objective / d x), row by
     row (ranks: :mod:`deepvis.rows`); ``shifts``: each row's jitter, or None."""
@@ -206,29 +210,46 @@ def _evaluate(model: LoadedModel, x: torch.Tensor, rows: Rows, std: torch.Tensor
     return values, is_max, ranks, grad
 
 
-def _shifted(x: torch.Tensor, shifts: list[tuple[int, int]] | None) -> torch.Tensor:
-    """Each row of ``x`` rolled by its ``(dy, dx)`` over (H, W) (the jitter); autograd rolls the gradient back."""
-    if not shifts or not any(dy or dx for dy, dx in shifts):
+View = tuple[int, int, float, float]  # one row's view this iteration: (dy, dx) roll, zoom, degrees
+SAME: View = (0, 0, 1.0, 0.0)
+
+
+def _shifted(x: torch.Tensor, shifts: list[View] | None) -> torch.Tensor:
+    """Each row of ``x`` as the network sees it: rolled by its ``(dy, dx)`` over (H, W) (the jitter), then
+    zoomed and turned about its centre; autograd takes the gradient back through both."""
+    if not shifts or all(view == SAME for view in shifts):
         return x
     if len(set(shifts)) == 1:
-        return torch.roll(x, shifts[0], dims=(2, 3))
-    return torch.cat([torch.roll(x[i:i + 1], shift, dims=(2, 3)) for i, shift in enumerate(shifts)])
+        return _view(x, shifts[0])
+    return torch.cat([_view(x[i:i + 1], view) for i, view in enumerate(shifts)])
 
 
-def _jitter(generator: torch.Generator | None, jitters: list[int], active: tuple[int, ...]
-            ) -> list[tuple[int, int]] | None:
-    """This iteration's ``(dy, dx)`` per active row: one uniform pair, scaled to each row's J (module docstring)."""
-    if generator is None:
+def _view(x: torch.Tensor, view: View) -> torch.Tensor:
+    dy, dx, zoom, degrees = view
+    x = torch.roll(x, (dy, dx), dims=(2, 3)) if dy or dx else x
+    return parametrize.rotate(x, degrees, fill=0.0, zoom=zoom)  # fill 0: the mean, in pixel space
+
+
+def _jitter(generator: torch.Generator | None, turning: torch.Generator | None, settings: list[Settings],
+            active: tuple[int, ...]) -> list[View] | None:
+    """This iteration's view per active row: one uniform pair for the roll, scaled to each row's J, and one for
+    zoom and turn, scaled to each row's ``scale`` and ``rotate`` (module docstring)."""
+    if generator is None and turning is None:
         return None
-    u = torch.rand(2, generator=generator).tolist()
-    return [(int(u[0] * (2 * jitters[b] + 1)) - jitters[b], int(u[1] * (2 * jitters[b] + 1)) - jitters[b])
-            for b in active]
+    u = torch.rand(2, generator=generator).tolist() if generator is not None else [0.5, 0.5]
+    v = (2 * torch.rand(2, generator=turning) - 1).tolist() if turning is not None else [0.0, 0.0]
+    views = []
+    for b in active:
+        j = settings[b].jitter
+        views.append((int(u[0] * (2 * j + 1)) - j, int(u[1] * (2 * j + 1)) - j,
+                      1 + v[0] * settings[b].scale, v[1] * settings[b].rotate))
+    return views
 
 
 def _unstick(model: LoadedModel, xa: torch.Tensor, grad: torch.Tensor, active: tuple[int, ...], plans: dict,
              targets: list[Target], settings: list[Settings], shapes: Mapping[str, torch.Size],
              sources: Mapping[str, tuple[str, float | None] | None], std: torch.Tensor,
-             shifts: list[tuple[int, int]] | None = None) -> torch.Tensor:
+             shifts: list[View] | None = None) -> torch.Tensor:
     """``grad`` with each row whose gradient is exactly zero given the redirected one (:mod:`deepvis.redirect`)."""
     where = [i for i, s in enumerate((grad.flatten(1).abs().amax(dim=1) == 0).tolist()) if s]
     if not where:
@@ -277,8 +298,9 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         x = initial_image(size, seed, device, model.spec.channels).expand(len(targets), -1, -1, -1).clone()
     history = Recorder(x, total)
     plans: dict[tuple[int, ...], Rows] = {}
-    jitters = [s.jitter for s in settings]
-    jitter_stream = torch.Generator(device="cpu").manual_seed(int(seed)) if any(jitters) else None
+    jitter_stream = torch.Generator(device="cpu").manual_seed(int(seed)) if any(s.jitter for s in settings) else None
+    turn_stream = (torch.Generator(device="cpu").manual_seed(int(seed) + 1)
+                   if any(s.scale or s.rotate for s in settings) else None)
     for it in range(total):
         active = tuple(b for b in range(len(targets)) if it < steps[b])
         if active not in plans:
@@ -290,7 +312,7 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         xa = (x if isinstance(rows.rows, slice) else x[rows.rows]) + mean
         xa = xa.clamp_(0, 255).sub_(mean)  # (x + mean).clamp(0, 255) - mean, in place on the sum
         x = _assign(x, rows, xa)
-        shifts = _jitter(jitter_stream, jitters, active)
+        shifts = _jitter(jitter_stream, turn_stream, settings, active)
         values, is_max, ranks, grad = _evaluate(model, xa, rows, std, shifts)
         grad = _unstick(model, xa, grad, active, plans, targets, settings, shapes, sources, std, shifts)
         history.record(it, rows.rows, xa, values, is_max, ranks)

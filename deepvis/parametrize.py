@@ -185,12 +185,13 @@ def scale(x: torch.Tensor, factor: float) -> torch.Tensor:
                          align_corners=False)
 
 
-def rotate(x: torch.Tensor, degrees: float, fill: float = 0.5) -> torch.Tensor:
-    """Rotate about the centre by ``degrees`` (counter-clockwise on screen), bilinear, corners filled with ``fill``."""
-    if degrees % 360 == 0:
+def rotate(x: torch.Tensor, degrees: float, fill: float = 0.5, zoom: float = 1.0) -> torch.Tensor:
+    """Rotate about the centre by ``degrees`` (counter-clockwise on screen) and enlarge by ``zoom`` (below 1:
+    shrink), keeping the size; bilinear, uncovered corners filled with ``fill``."""
+    if degrees % 360 == 0 and zoom == 1:
         return x
     angle = math.radians(degrees)
-    cos, sin = math.cos(angle), math.sin(angle)
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     height, width = x.shape[-2:]
     # affine_grid maps output to input in normalized coordinates; the aspect ratio keeps a non-square rotation rigid.
     theta = torch.tensor([[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]],

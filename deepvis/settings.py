@@ -127,7 +127,7 @@ MODERN = {"param": PARAMS[1:]}
 CROPPED = {"param": ("maco", "accentuate")}
 
 
-LATER = {"jitter": 0}  # fields added after θ's files first shipped, and their "off" value (Settings.to_dict)
+LATER = {"jitter": 0, "scale": 0.0, "rotate": 0.0}  # fields added after θ's files first shipped, and their "off" value (Settings.to_dict)
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,14 @@ class Settings:
                          "Each step the network sees the image shifted (wrapped around) by a random 0 to ±n pixels "
                          "in each direction, so the image has to work wherever it sits; this weakens pixel-exact "
                          "high-frequency patterns (0 = the paper's fixed view).", "int", when=PAPER, low=0, high=256)
+    scale: float = _theta(0.0, "Scale (±fraction)",
+                          "Each step the network sees the image zoomed about its centre by a random factor in "
+                          "1 ± this (0.1 = 0.9-1.1, Lucid's standard transforms), so it has to work at more than one "
+                          "size (0 = the paper's fixed view).", when=PAPER, low=0, high=0.5, step=0.05)
+    rotate: float = _theta(0.0, "Rotation (±°)",
+                           "Each step the network sees the image turned about its centre by a random angle within "
+                           "± this many degrees (Lucid: 10), so it has to work at more than one angle (0 = the "
+                           "paper's fixed view).", when=PAPER, low=0, high=45, step=1.0)
     norm_pct: float = _theta(0.0, "Norm clip percentile",
                              "Pixels whose colour strength is below this percentile are reset to the mean (grey).",
                              "percent", when=PAPER, low=0, high=100)
@@ -202,6 +210,8 @@ class Settings:
         lr = f"lr {fmt(self.lr)}" if self.lr_policy == "constant" else \
             f"lr progress {fmt(self.desired_prog)} ≤ {fmt(self.max_lr)}"
         jitter = f" · jitter {self.jitter}" if self.jitter else ""
+        jitter += f" · scale ±{fmt(self.scale)}" if self.scale else ""
+        jitter += f" · rotate ±{fmt(self.rotate)}°" if self.rotate else ""
         return (f"decay {fmt(self.decay)} · {blur}{jitter} · norm {fmt(self.norm_pct)}% · "
                 f"contrib {fmt(self.contrib_pct)}% · {lr} · {self.steps} it")
 

@@ -1,5 +1,7 @@
 """Commands that synthesize images: ``optimize``, ``compare`` and ``calibrate``.
 
+(Over 300 lines: the three commands share θ's flags, the preset options and the output files, read together.)
+
 Each prints JSON on stdout (the run's summary, or the preset file ``calibrate`` wrote);
 images go to the files ``--out`` and its siblings name.
 """
@@ -252,6 +254,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jitters", default="", help="comma-separated jitters in pixels (e.g. 4,8,16): each row's "
                         "chosen θ is tried again with each, on both sets of classes, and kept if it scores better "
                         "(default: none)")
+    parser.add_argument("--transforms", default="", help="comma-separated SCALE:DEGREES pairs (e.g. 0.1:10,0.2:20): "
+                        "after the jitters, each row's θ is tried again with its view zoomed by up to ±SCALE and "
+                        "turned by up to ±DEGREES each step, and kept if it scores better (default: none)")
     parser.add_argument("--out", default=None, help="preset file to write (default: presets-MODEL.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and of the starting noise")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
@@ -264,7 +269,9 @@ def _trial_note(step: Progress) -> str:
     """The bar's note for a calibration step: this trial and each row's best score so far."""
     trial = step.detail.trial
     best = " ".join(f"r{r}={t.score:.2f}" for r, t in sorted(step.detail.best.items()))
-    stage = {"validate": "validating ", "jitter": f"jitter {trial.settings.jitter} "}.get(trial.stage, "")
+    s = trial.settings
+    stage = {"validate": "validating ", "jitter": f"jitter {s.jitter} ",
+             "transform": f"scale ±{s.scale:g} rotate ±{s.rotate:g}° "}.get(trial.stage, "")
     return f"{stage}row {trial.row} trial {trial.index}: {trial.score:.2f} · best {best}"
 
 
@@ -277,6 +284,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
         jitters = [int(v) for v in args.jitters.split(",") if v.strip()]
     except ValueError:
         raise DeepvisError(f"--jitters must be whole numbers separated by commas, not {args.jitters!r}") from None
+    try:
+        transforms = [tuple(float(x) for x in v.split(":")) for v in args.transforms.split(",") if v.strip()]
+        if any(len(t) != 2 for t in transforms):
+            raise ValueError
+    except ValueError:
+        raise DeepvisError(f"--transforms must be SCALE:DEGREES pairs separated by commas, not {args.transforms!r}"
+                           ) from None
     classes = None if args.search_classes is None else [c.strip() for c in args.search_classes.split(",") if c.strip()]
     validate = None if args.validate is None else [c.strip() for c in args.validate.split(",") if c.strip()]
     loaded = model_of(args)
@@ -290,7 +304,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     command = "python -m deepvis " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     work = search(loaded, out, classes=classes, trials=args.trials, seed=args.seed, size=args.size,
                   steps=steps, validate=validate, top=args.top, command=command, judge_with=judge_with,
-                  no_judge=no_judge, jitters=jitters)
-    found = run_with_bar(work, "calibrate", "trial", total=(args.trials + args.top + len(jitters)) * 4,
+                  no_judge=no_judge, jitters=jitters, transforms=transforms)
+    found = run_with_bar(work, "calibrate", "trial", total=(args.trials + args.top + len(jitters) + len(transforms)) * 4,
                          postfix=_trial_note)
     return emit({"out": out, **json.loads(found.to_json())})

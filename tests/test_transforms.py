@@ -1,0 +1,123 @@
+"""Scale and rotation of the view (θ's ``scale`` and ``rotate``), on hand-built cases whose answer is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepvis import calibrate
+from deepvis import optimize as opt
+from deepvis import parametrize as pz
+from deepvis.cli import main as cli_main
+from deepvis.models import LoadedModel, Normalization, wrap_model
+from deepvis.settings import Settings
+from deepvis.targets import Target
+
+from tests.test_calibrate import STEPS, finish
+from tests.test_calibrate import judge, model  # noqa: F401  (fixtures)
+
+WEIGHTS = np.array([1.0, 2.0, 3.0])
+NORM = Normalization((0.5, 0.4, 0.3), (0.25, 0.5, 1.0))
+SIZE = 12
+NO_REG = dict(decay=0.0, blur_radius=0.0, blur_every=0, norm_pct=0.0, contrib_pct=0.0)
+STD = np.array(NORM.std255)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    conv = nn.Conv2d(3, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1))
+    return wrap_model(nn.Sequential(conv).eval().requires_grad_(False), "tiny_turn", title="1x1 conv",
+                      input_size=SIZE, normalization=NORM)
+
+
+def test_zoom_about_the_centre_of_a_ramp_halves_its_slope():
+    ramp = torch.arange(8, dtype=torch.float64).view(1, 1, 1, 8).expand(1, 1, 8, 8)  # x[i, j] = j
+    zoomed = pz.rotate(ramp, 0.0, fill=0.0, zoom=2.0)[0, 0]
+    expected = 3.5 + (torch.arange(8, dtype=torch.float64) - 3.5) / 2  # bilinear on a ramp is exact
+    torch.testing.assert_close(zoomed, expected.expand(8, 8))
+    shrunk = pz.rotate(ramp, 0.0, fill=-1.0, zoom=0.5)[0, 0]
+    assert shrunk[4, 0] == -1.0 and shrunk[4, 3] == pytest.approx(3.5 - 0.5 * 2)  # edges uncovered, centre kept
+    assert pz.rotate(ramp, 0.0, zoom=1.0) is ramp
+
+
+def test_each_step_sees_the_view_zoomed_and_turned_by_the_seeded_draws(tiny):
+    """The run replayed here: the draws from a generator seeded with seed + 1, the centre neuron of the turned
+    and zoomed view, and the pixels that moved spread over the neighbours the draws reached."""
+    scale, rotate, steps, lr = 0.2, 30.0, 6, 3.0
+    row = opt.run(tiny, Target("0", 0), Settings(**NO_REG, steps=steps, lr=lr, scale=scale, rotate=rotate)).rows[0]
+    x = opt.initial_image(SIZE, 0).double()
+    mean = torch.tensor(NORM.mean255, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    weights = torch.tensor(WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)
+    stream = torch.Generator().manual_seed(1)
+    objectives = []
+    for it in range(steps):
+        x = ((x + mean).clamp(0, 255) - mean).detach().requires_grad_(True)
+        v = (2 * torch.rand(2, generator=stream) - 1).tolist()
+        view = pz.rotate(x, v[1] * rotate, fill=0.0, zoom=1 + v[0] * scale)
+        value = (weights * view / std).sum(dim=1)[0, SIZE // 2, SIZE // 2]
+        objectives.append(float(value.detach()))
+        (grad,) = torch.autograd.grad(value, x)
+        if it < steps - 1:
+            x = x + lr * grad * std
+    np.testing.assert_allclose(row.objectives, objectives, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(row.last_x.transpose(2, 0, 1), x[0].detach().numpy(), atol=1e-2)
+    moved = np.abs(row.last_x - opt.initial_image(SIZE, 0)[0].permute(1, 2, 0).numpy()).max(axis=2) > 1e-3
+    assert moved.sum() > 4  # bilinear views spread the step; a fixed view moves one pixel (test_jitter)
+
+
+def test_rows_with_and_without_transforms_in_one_batch_each_equal_their_single_run(tiny):
+    settings = [Settings(**NO_REG, steps=5, lr=3.0, **t) for t in
+                (dict(scale=0.3, rotate=20.0), {}, dict(jitter=2, rotate=10.0), dict(jitter=2))]
+    batch = opt.run(tiny, [Target("0", 0)] * 4, settings).rows
+    for row, one in zip(batch, settings):
+        np.testing.assert_allclose(row.last_x, opt.run(tiny, Target("0", 0), one).rows[0].last_x, atol=1e-4)
+    # the jitter-only row (its single run draws no transforms) matched above: the transforms' draws leave the
+    # jitter's alone; and the turned row is not the plain one
+    assert not np.allclose(batch[2].last_x, batch[3].last_x, atol=1e-3)
+
+
+def test_scale_and_rotate_are_theta_settings_with_flags_labels_ranges_and_old_files_keep_their_keys(
+        tmp_path, capsys):
+    assert "scale ±0.1 · rotate ±10°" in Settings(scale=0.1, rotate=10).label and "scale" not in Settings().label
+    assert "scale" not in Settings().to_dict() and Settings(rotate=5).to_dict()["rotate"] == 5
+    for bad in (dict(scale=-0.1), dict(scale=0.6), dict(rotate=50)):
+        with pytest.raises(ValueError, match="must be in"):
+            Settings(**bad)
+    code = cli_main(["optimize", "--layer", "_fc", "--unit", "0", "--steps", "2", "--size", "32", "--scale", "0.1",
+                     "--rotate", "10", "--out", str(tmp_path / "o.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and '"scale": 0.1' in out and '"rotate": 10' in out
+
+
+def test_the_transform_stage_starts_from_the_jitter_stages_choice_and_keeps_the_better(model, judge, tmp_path):  # noqa: F811
+    jittered = finish(calibrate.search(model, tmp_path / "j.json", classes=("red", "blue"), trials=2, steps=STEPS,
+                                       validate=("green", "dark"), top=1, judge_with=judge, jitters=(2,)))
+    out = tmp_path / "t.json"
+    pairs = ((0.1, 10.0), (0.3, 25.0))
+    found = finish(calibrate.search(model, out, classes=("red", "blue"), trials=2, steps=STEPS,
+                                    validate=("green", "dark"), top=1, judge_with=judge, jitters=(2,),
+                                    transforms=pairs))
+    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "t.json.trials.jsonl").read_text()
+             .splitlines()[1:]]
+    tried = {(t.stage, t.row, t.settings.scale): t for t in lines if t.stage.startswith("transform")}
+    assert len(tried) == 2 * 4 * 2  # two transforms, four rows, both class sets
+    for row in (1, 2, 3, 4):
+        base = jittered.rows[row]
+        scores = {(0.0, 0.0): jittered.scores[row]}
+        for scale, rotate in pairs:
+            one, two = tried[("transform", row, scale)], tried[("transform-validate", row, scale)]
+            assert one.settings == two.settings == base.replace(scale=scale, rotate=rotate)
+            scores[(scale, rotate)] = round(0.5 * one.score + 0.5 * two.score, 4)
+        best = max(scores, key=lambda k: scores[k])  # dicts keep order: a tie keeps the earlier candidate
+        assert found.rows[row] == base.replace(scale=best[0], rotate=best[1])
+    assert json.loads(out.read_text())["rows"]["1"].get("scale", 0.0) in (0.0, 0.1, 0.3)
+    with pytest.raises(ValueError, match="transforms must be"):
+        calibrate.search(model, tmp_path / "x.json", classes=("red",), trials=1, steps=STEPS, top=0,
+                         judge_with=judge, transforms=((0.1, 90.0),))
