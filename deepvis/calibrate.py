@@ -1,7 +1,7 @@
 """Presets found the paper's way: a random search over θ for each Table 1 row, scored automatically.
 
-(Over 300 lines: the search space, the trial log that makes a search resumable, and the validation that picks
-each row's preset are one procedure, read together.)
+(Over 300 lines: the trial log that makes a search resumable, the validation that picks each row's preset and
+the stages and rounds after it are one procedure, read together.)
 
 Yosinski et al. (2015) found Table 1 by a random search over about 300 θ combinations on
 CaffeNet, judged by eye.  Its magnitudes do not carry over to other networks; the method
@@ -9,12 +9,11 @@ does.  This module repeats the search for any network with an automatic judge.
 
 Conventions
 -----------
-* **Four rows keep Table 1's characters** (:data:`SPACES`); only magnitudes are searched:
-  (1) norm clip + small blur + progress lr, (2) strong decay + norm clip, no blur,
+* **Four rows keep Table 1's characters** (:mod:`deepvis.search_space`); only magnitudes are
+  searched: (1) norm clip + small blur + progress lr, (2) strong decay + norm clip, no blur,
   constant lr, (3) small decay + blur, constant lr, (4) contribution clip + small blur +
-  progress lr.  Settings a row does not use are fixed at zero.  Learning rates, decays
-  and desired progress are drawn log-uniformly, σ and percentiles uniformly, blur
-  frequency and iterations from short lists.
+  progress lr.  The robust space (``robust=True``) also draws the view's jitter, scale and
+  rotation.
 * **A trial** is one θ for one row: every calibration class (a logit of the model) is
   optimized in one batch from the same seeded noise, and each best image is scored by
   how its class holds under :data:`deepvis.eot.VIEWS` random views of the *calibration
@@ -47,6 +46,10 @@ Conventions
   ``(scale, rotate)`` (:class:`deepvis.settings.Settings`: the view zoomed by up to ±scale and
   turned by up to ±rotate degrees each step, Lucid's standard transforms, Olah et al. 2017)
   on both sets of classes, scored and chosen the same way (no transform included).
+* **A second round** (``start``, a preset file of the same model, judge and classes, and
+  ``rows``, the rows to search again): the rows searched keep the start file's θ unless the
+  new search finds one with a higher score (the same objective on the same classes, so the
+  scores compare); the other rows are the start file's.
 * **Resumable.**  Every finished trial (and validation run) is one JSON line in ``<out>.trials.jsonl``
   (after a header line naming the model, judge, classes, seed, size and iterations);
   a search started again with the same ``out`` skips logged trials.  After each
@@ -59,7 +62,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,7 @@ from deepvis import optimize as opt
 from deepvis import eot, quality
 from deepvis.models import LoadedModel
 from deepvis.presets import ROWS, PresetFile
+from deepvis.search_space import DEFAULT_STEPS, SPACES, spaces, trial_settings
 from deepvis.settings import Settings
 from deepvis.targets import resolve_unit
 from deepvis.targets import Target
@@ -81,54 +84,6 @@ from deepvis.targets import Target
 DEFAULT_CLASSES = ("ladybug", "lemon", "volcano", "goldfinch", "daisy", "pretzel", "fire engine", "teapot")
 DEFAULT_VALIDATION = ("hummingbird", "pizza", "pineapple", "jellyfish", "tree frog", "ambulance")
 OBJECTIVE = "eot-v1"  # the trial score's definition (deepvis.eot); a log scored another way is refused
-DEFAULT_STEPS = (100, 200, 300, 400)
-EVERY = (2, 3, 4, 6, 8)
-
-
-@dataclass(frozen=True)
-class Space:
-    """What a row's search draws: fixed settings, log-uniform and uniform ranges, and lists."""
-
-    character: str
-    fixed: tuple[tuple[str, object], ...]
-    log_uniform: tuple[tuple[str, float, float], ...]
-    uniform: tuple[tuple[str, float, float], ...]
-    lists: tuple[tuple[str, tuple], ...]
-
-    def sample(self, rng: random.Random, steps: Sequence[int]) -> Settings:
-        values: dict[str, object] = dict(self.fixed)
-        for name, low, high in self.log_uniform:
-            values[name] = float(f"{math.exp(rng.uniform(math.log(low), math.log(high))):.3g}")
-        for name, low, high in self.uniform:
-            values[name] = round(rng.uniform(low, high), 2)
-        for name, options in self.lists:
-            values[name] = rng.choice(options)
-        values["steps"] = int(rng.choice(tuple(steps)))
-        return Settings(**values)
-
-    def to_dict(self) -> dict:
-        """The space as JSON data (part of a log's header: a log drawn from other ranges is refused)."""
-        return {"fixed": dict(self.fixed), "log_uniform": [list(r) for r in self.log_uniform],
-                "uniform": [list(r) for r in self.uniform], "lists": {n: list(o) for n, o in self.lists}}
-
-
-SPACES: dict[int, Space] = {
-    1: Space("norm clip + small blur + progress lr",
-             (("lr_policy", "progress"), ("decay", 0.0), ("contrib_pct", 0.0)),
-             (("desired_prog", 2.0, 512.0), ("max_lr", 100.0, 1e6)),
-             (("blur_radius", 0.3, 1.0), ("norm_pct", 5.0, 60.0)), (("blur_every", EVERY),)),
-    2: Space("strong decay + norm clip, no blur",
-             (("lr_policy", "constant"), ("blur_radius", 0.0), ("blur_every", 0), ("contrib_pct", 0.0)),
-             (("decay", 0.01, 0.5), ("lr", 10.0, 3000.0)), (("norm_pct", 5.0, 50.0),), ()),
-    3: Space("small decay + blur",
-             (("lr_policy", "constant"), ("norm_pct", 0.0), ("contrib_pct", 0.0)),
-             (("decay", 1e-5, 1e-2), ("lr", 10.0, 1000.0)), (("blur_radius", 0.5, 2.0),),
-             (("blur_every", (1, 2, 3, 4, 6, 8)),)),
-    4: Space("contribution clip + small blur + progress lr",
-             (("lr_policy", "progress"), ("decay", 0.0), ("norm_pct", 0.0)),
-             (("desired_prog", 2.0, 512.0), ("max_lr", 100.0, 1e8)),
-             (("blur_radius", 0.3, 1.0), ("contrib_pct", 50.0, 95.0)), (("blur_every", EVERY),)),
-}
 
 
 @dataclass(frozen=True)
@@ -179,11 +134,6 @@ def default_classes(model: LoadedModel) -> tuple[tuple[str, ...], tuple[str, ...
     return names[:8], names[8:14]
 
 
-def trial_settings(row: int, index: int, seed: int = 0, steps: Sequence[int] = DEFAULT_STEPS) -> Settings:
-    """The θ of trial ``index`` of ``row`` (reproducible; module docstring)."""
-    return SPACES[row].sample(random.Random(f"{seed}:{row}:{index}"), steps)
-
-
 def _referee(model: LoadedModel, judge_with: LoadedModel | None, no_judge: bool) -> LoadedModel | None:
     if no_judge:
         return None
@@ -231,7 +181,8 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
            seed: int = 0, size: int | None = None, steps: Sequence[int] = DEFAULT_STEPS,
            validate: Sequence[str] | None = None, top: int = 3, judge_with: LoadedModel | None = None,
            command: str = "", no_judge: bool = False, jitters: Sequence[int] = (),
-           transforms: Sequence[tuple[float, float]] = ()) -> Generator[Progress, None, PresetFile]:
+           transforms: Sequence[tuple[float, float]] = (), rows: Sequence[int] = ROWS, robust: bool = False,
+           start: PresetFile | None = None) -> Generator[Progress, None, PresetFile]:
     """Run (or resume) the search; yield :class:`Progress` after each trial; write ``out`` (module docstring).
 
     ``judge_with``: the calibration judge (default: the model's own, :func:`deepvis.quality.calibration_judge_name`;
@@ -262,6 +213,11 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
         raise DeepvisError(f"transforms must be (scale, rotate) pairs within θ's ranges: {exc}") from None
     if top and not validate:
         raise DeepvisError("validation needs at least one class (or top 0 for none)")
+    rows = tuple(sorted(set(rows)))
+    if not rows or not set(rows) <= set(ROWS):
+        raise DeepvisError(f"rows must be among {', '.join(map(str, ROWS))}, not {list(rows)}")
+    if rows != ROWS and start is None:
+        raise DeepvisError("searching some rows only needs a start file for the others")
     out = Path(out)
     units = [resolve_unit(model, model.logits_layer, name) for name in classes]
     checks = [resolve_unit(model, model.logits_layer, name) for name in validate] if top else []
@@ -272,26 +228,30 @@ def search(model: LoadedModel, out: str | Path, *, classes: Sequence[str] | None
         raise DeepvisError(f"the judge {referee.spec.name} has {len(referee.class_names)} classes and "
                            f"{model.spec.name} {len(model.class_names)}; a judge must have the same classes")
     judge = referee.spec.name if referee is not None else None
+    if start is not None and (start.model, start.judge, start.classes, start.validation) != (
+            model.spec.name, judge, tuple(classes), tuple(validate) if top else ()):
+        raise DeepvisError("the start file was made for another model, judge or classes: its scores do not compare")
     header = {"format": "deepvis-calibration-log", "model": model.spec.name, "judge": judge,
               "objective": OBJECTIVE, "views": eot.VIEWS,
               "classes": list(classes), "seed": seed, "size": size, "steps": list(steps),
-              "spaces": {str(r): SPACES[r].to_dict() for r in ROWS}}
+              "spaces": {str(r): space.to_dict() for r, space in spaces(robust).items()}}
     logged = {}
     for t in _read_log(_log_path(out), header):
         if t.stage in ("search", "jitter", "transform") or t.classes == tuple(validate):
             logged[(t.stage, t.row, t.index, t.settings)] = t
-    run = _Run(model, referee, out, seed, size, logged, command, list(classes), list(validate) if top else [])
-    return run.search(units, checks, trials, list(steps), top, variants)
+    run = _Run(model, referee, out, seed, size, logged, command, list(classes), list(validate) if top else [], start)
+    return run.search(units, checks, trials, list(steps), top, variants, rows, robust)
 
 
 class _Run:
     """One search (and its validation) in progress: what is logged, what it has spent, what it writes."""
 
     def __init__(self, model: LoadedModel, referee: LoadedModel | None, out: Path, seed: int, size: int | None,
-                 logged: dict, command: str, classes: list[str], validate: list[str]) -> None:
+                 logged: dict, command: str, classes: list[str], validate: list[str], start: PresetFile | None) -> None:
         self.model, self.referee, self.out, self.seed, self.size = model, referee, out, seed, size
         self.logged, self.command, self.classes, self.validate = logged, command, classes, validate
-        self.spent = 0.0
+        self.start = start
+        self.spent = 0.0 if start is None else start.seconds
 
     def trial(self, stage: str, row: int, index: int, settings: Settings, units: list[int]) -> tuple[Trial, bool]:
         """The logged trial, or a new one run now and logged; and whether it was logged already."""
@@ -311,28 +271,30 @@ class _Run:
         return trial, False
 
     def search(self, units: list[int], checks: list[int], trials: int, steps: list[int],
-               top: int, variants: list[dict]) -> Generator[Progress, None, PresetFile]:
+               top: int, variants: list[dict], rows: tuple[int, ...], robust: bool
+               ) -> Generator[Progress, None, PresetFile]:
         best: dict[int, Trial] = {}
-        finished: dict[int, list[Trial]] = {row: [] for row in ROWS}
-        order = [(index, row) for index in range(trials) for row in ROWS]
-        total = len(order) + (top + len(variants)) * len(ROWS)
+        finished: dict[int, list[Trial]] = {row: [] for row in rows}
+        order = [(index, row) for index in range(trials) for row in rows]
+        total = len(order) + (top + len(variants)) * len(rows)
         for done, (index, row) in enumerate(order, start=1):
-            trial, resumed = self.trial("search", row, index, trial_settings(row, index, self.seed, steps), units)
+            settings = trial_settings(row, index, self.seed, steps, robust)
+            trial, resumed = self.trial("search", row, index, settings, units)
             finished[row].append(trial)
             if row not in best or trial.score > best[row].score:
                 best[row] = trial
-            if len(best) == len(ROWS) and not resumed:
+            if (len(best) == len(rows) or self.start is not None) and not resumed:
                 self.write(best, trials)
             yield Progress(done, total, resumed=resumed, detail=Report(trial, dict(best)))
         if not top:
             best = yield from self.vary(best, units, checks, variants, done, total, trials)
             return self.write(best, trials)
         # Validation: each row's `top` best trials again on other classes; the best mean over all classes wins.
-        candidates = {row: sorted(finished[row], key=lambda t: -t.score)[:top] for row in ROWS}
+        candidates = {row: sorted(finished[row], key=lambda t: -t.score)[:top] for row in rows}
         validated: dict[int, Trial] = {}
         weight = len(units) / (len(units) + len(checks))
         for rank in range(top):
-            for row in ROWS:
+            for row in rows:
                 done += 1
                 if rank >= len(candidates[row]):
                     continue
@@ -358,7 +320,7 @@ class _Run:
         for changes in variants:
             if "jitter" not in changes and stage == "jitter":
                 stage, base = "transform", dict(chosen)  # transforms start from the θ the jitters chose
-            for row in ROWS:
+            for row in base:
                 done += 1
                 start = base[row]
                 settings = start.settings.replace(**changes)
@@ -374,10 +336,19 @@ class _Run:
         return chosen
 
     def write(self, best: dict[int, Trial], trials: int) -> PresetFile:
+        """The preset file of each row's best so far (a second round: the start file's row where it scores
+        at least as high, and its rows not searched)."""
         judge = self.referee.spec.name if self.referee is not None else None
-        found = PresetFile(self.model.spec.name, {r: t.settings for r, t in best.items()}, judge,
-                           trials, self.spent, tuple(self.classes), {r: round(t.score, 4) for r, t in best.items()},
-                           self.command, tuple(self.validate))
+        rows = {r: t.settings for r, t in best.items()}
+        scores = {r: round(t.score, 4) for r, t in best.items()}
+        command = self.command
+        if self.start is not None:
+            for r, settings in self.start.rows.items():
+                if r not in scores or self.start.scores.get(r, -math.inf) >= scores[r]:
+                    rows[r], scores[r] = settings, self.start.scores.get(r, 0.0)
+            command = f"{self.start.command}; then {self.command}" if self.start.command else self.command
+        found = PresetFile(self.model.spec.name, rows, judge, trials, self.spent, tuple(self.classes), scores,
+                           command, tuple(self.validate))
         partial = self.out.with_name(self.out.name + ".partial")
         partial.write_text(found.to_json() + "\n")
         partial.replace(self.out)

@@ -121,3 +121,43 @@ def test_the_transform_stage_starts_from_the_jitter_stages_choice_and_keeps_the_
     with pytest.raises(ValueError, match="transforms must be"):
         calibrate.search(model, tmp_path / "x.json", classes=("red",), trials=1, steps=STEPS, top=0,
                          judge_with=judge, transforms=((0.1, 90.0),))
+
+
+def test_the_robust_space_draws_the_same_magnitudes_and_adds_the_views_jitter_scale_and_rotation():
+    from deepvis import search_space
+
+    drawn = [search_space.trial_settings(row, t, 0, (4, 6), robust=True) for row in (1, 2, 3, 4) for t in range(12)]
+    plain = [search_space.trial_settings(row, t, 0, (4, 6)) for row in (1, 2, 3, 4) for t in range(12)]
+    for robust, one in zip(drawn, plain):
+        assert robust.replace(jitter=0, scale=0.0, rotate=0.0) == one  # the plain space's draws, unchanged
+        assert robust.jitter in (0, 4, 8, 16) and robust.scale in (0.0, 0.1, 0.2) and robust.rotate in (0.0, 10.0, 20.0)
+    assert len({(s.jitter, s.scale, s.rotate) for s in drawn}) > 6  # the lists are drawn, not fixed
+
+
+def test_a_second_round_searches_some_rows_again_and_keeps_the_start_files_row_unless_it_finds_better(
+        model, judge, tmp_path):  # noqa: F811
+    first = finish(calibrate.search(model, tmp_path / "first.json", classes=("red", "blue"), trials=2, steps=STEPS,
+                                    validate=("green", "dark"), top=1, judge_with=judge, command="first"))
+    second = finish(calibrate.search(model, tmp_path / "second.json", classes=("red", "blue"), trials=3, steps=STEPS,
+                                     validate=("green", "dark"), top=1, judge_with=judge, rows=(2, 4), robust=True,
+                                     start=first, command="second"))
+    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "second.json.trials.jsonl").read_text()
+             .splitlines()[1:]]
+    assert {t.row for t in lines} == {2, 4} and len([t for t in lines if t.stage == "search"]) == 6
+    for row in (1, 3):
+        assert second.rows[row] == first.rows[row] and second.scores[row] == first.scores[row]
+    for row in (2, 4):
+        validated = {t.index: t.score for t in lines if t.row == row and t.stage == "validate"}
+        found = max(round(0.5 * t.score + 0.5 * validated[t.index], 4)
+                    for t in lines if t.row == row and t.stage == "search" and t.index in validated)
+        if found > first.scores[row]:
+            assert second.scores[row] == found and second.rows[row] != first.rows[row]
+        else:
+            assert second.rows[row] == first.rows[row] and second.scores[row] == first.scores[row]
+    assert second.command == "first; then second" and second.seconds > first.seconds
+    with pytest.raises(ValueError, match="needs a start file"):
+        calibrate.search(model, tmp_path / "x.json", classes=("red",), trials=1, steps=STEPS, top=0,
+                         judge_with=judge, rows=(2,))
+    with pytest.raises(ValueError, match="another model, judge or classes"):
+        calibrate.search(model, tmp_path / "y.json", classes=("green",), trials=1, steps=STEPS, top=1,
+                         validate=("green", "dark"), judge_with=judge, rows=(2,), start=first)

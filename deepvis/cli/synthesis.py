@@ -257,6 +257,12 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--transforms", default="", help="comma-separated SCALE:DEGREES pairs (e.g. 0.1:10,0.2:20): "
                         "after the jitters, each row's θ is tried again with its view zoomed by up to ±SCALE and "
                         "turned by up to ±DEGREES each step, and kept if it scores better (default: none)")
+    parser.add_argument("--rows", default="1,2,3,4", help="the rows to search (others come from --start; default: "
+                        "%(default)s)")
+    parser.add_argument("--robust-space", action="store_true", help="also draw each trial's jitter, scale and "
+                        "rotation (deepvis.search_space.ROBUST)")
+    parser.add_argument("--start", default=None, help="a preset file of the same model, judge and classes: a second "
+                        "round, where each searched row keeps the file's θ unless it finds a higher score")
     parser.add_argument("--out", default=None, help="preset file to write (default: presets-MODEL.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and of the starting noise")
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input)")
@@ -291,6 +297,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     except ValueError:
         raise DeepvisError(f"--transforms must be SCALE:DEGREES pairs separated by commas, not {args.transforms!r}"
                            ) from None
+    try:
+        rows = [int(v) for v in args.rows.split(",") if v.strip()]
+    except ValueError:
+        raise DeepvisError(f"--rows must be row numbers separated by commas, not {args.rows!r}") from None
+    start = None if args.start is None else presets.PresetFile.read(args.start)
     classes = None if args.search_classes is None else [c.strip() for c in args.search_classes.split(",") if c.strip()]
     validate = None if args.validate is None else [c.strip() for c in args.validate.split(",") if c.strip()]
     loaded = model_of(args)
@@ -304,7 +315,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     command = "python -m deepvis " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     work = search(loaded, out, classes=classes, trials=args.trials, seed=args.seed, size=args.size,
                   steps=steps, validate=validate, top=args.top, command=command, judge_with=judge_with,
-                  no_judge=no_judge, jitters=jitters, transforms=transforms)
-    found = run_with_bar(work, "calibrate", "trial", total=(args.trials + args.top + len(jitters) + len(transforms)) * 4,
+                  no_judge=no_judge, jitters=jitters, transforms=transforms, rows=rows, robust=args.robust_space,
+                  start=start)
+    found = run_with_bar(work, "calibrate", "trial",
+                         total=(args.trials + args.top + len(jitters) + len(transforms)) * len(set(rows)),
                          postfix=_trial_note)
     return emit({"out": out, **json.loads(found.to_json())})
