@@ -7,33 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from deepvis import calibrate
 from deepvis import optimize as opt
 from deepvis import parametrize as pz
 from deepvis.cli import main as cli_main
-from deepvis.models import LoadedModel, Normalization, wrap_model
 from deepvis.settings import Settings
 from deepvis.targets import Target
 
 from tests.test_calibrate import STEPS, finish
+from tests.test_jitter import NO_REG, NORM, SIZE, WEIGHTS
+from tests.test_jitter import tiny  # noqa: F401  (fixture: a 1x1 conv of known weights)
 from tests.test_calibrate import judge, model  # noqa: F401  (fixtures)
 
-WEIGHTS = np.array([1.0, 2.0, 3.0])
-NORM = Normalization((0.5, 0.4, 0.3), (0.25, 0.5, 1.0))
-SIZE = 12
-NO_REG = dict(decay=0.0, blur_radius=0.0, blur_every=0, norm_pct=0.0, contrib_pct=0.0)
 STD = np.array(NORM.std255)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    conv = nn.Conv2d(3, 1, 1, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor(WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1))
-    return wrap_model(nn.Sequential(conv).eval().requires_grad_(False), "tiny_turn", title="1x1 conv",
-                      input_size=SIZE, normalization=NORM)
 
 
 def test_zoom_about_the_centre_of_a_ramp_halves_its_slope():
