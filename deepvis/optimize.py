@@ -230,7 +230,7 @@ def _view(x: torch.Tensor, view: View) -> torch.Tensor:
     return parametrize.rotate(x, degrees, fill=0.0, zoom=zoom)  # fill 0: the mean, in pixel space
 
 
-def _jitter(generator: torch.Generator | None, turning: torch.Generator | None, settings: list[Settings],
+def _views(generator: torch.Generator | None, turning: torch.Generator | None, settings: list[Settings],
             active: tuple[int, ...]) -> list[View] | None:
     """This iteration's view per active row: one uniform pair for the roll, scaled to each row's J, and one for
     zoom and turn, scaled to each row's ``scale`` and ``rotate`` (module docstring)."""
@@ -312,7 +312,7 @@ def _optimize(model: LoadedModel, targets: list[Target], settings: list[Settings
         xa = (x if isinstance(rows.rows, slice) else x[rows.rows]) + mean
         xa = xa.clamp_(0, 255).sub_(mean)  # (x + mean).clamp(0, 255) - mean, in place on the sum
         x = _assign(x, rows, xa)
-        shifts = _jitter(jitter_stream, turn_stream, settings, active)
+        shifts = _views(jitter_stream, turn_stream, settings, active)
         values, is_max, ranks, grad = _evaluate(model, xa, rows, std, shifts)
         grad = _unstick(model, xa, grad, active, plans, targets, settings, shapes, sources, std, shifts)
         history.record(it, rows.rows, xa, values, is_max, ranks)

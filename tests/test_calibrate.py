@@ -46,6 +46,11 @@ def search(model, judge, out, trials=3, top=0):
                             top=top, judge_with=judge)
 
 
+def logged(path) -> list[calibrate.Trial]:
+    """The trials of a search's log (its header line left out)."""
+    return [calibrate.Trial.from_json(line) for line in path.read_text().splitlines()[1:]]
+
+
 def finish(progress) -> presets.PresetFile:
     while True:
         try:
@@ -107,8 +112,7 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(model, ju
 def test_validation_picks_each_rows_best_candidate_over_both_class_sets(model, judge, tmp_path, monkeypatch):
     out = tmp_path / "validated.json"
     found = finish(search(model, judge, out, trials=3, top=2))
-    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "validated.json.trials.jsonl").read_text()
-             .splitlines()[1:]]
+    lines = logged(tmp_path / "validated.json.trials.jsonl")
     searched = {(t.row, t.index): t for t in lines if t.stage == "search"}
     checked = {(t.row, t.index): t for t in lines if t.stage == "validate"}
     assert len(searched) == 12 and len(checked) == 8
@@ -133,8 +137,7 @@ def test_the_jitter_stage_tries_each_rows_choice_with_each_jitter_and_keeps_the_
     plain = finish(search(model, judge, tmp_path / "plain.json", trials=2, top=1))
     found = finish(calibrate.search(model, out, classes=("red", "blue"), trials=2, steps=STEPS,
                                     validate=("green", "dark"), top=1, judge_with=judge, jitters=(2, 5)))
-    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "jittered.json.trials.jsonl").read_text()
-             .splitlines()[1:]]
+    lines = logged(tmp_path / "jittered.json.trials.jsonl")
     tried = {(t.stage, t.row, t.settings.jitter): t for t in lines if t.stage.startswith("jitter")}
     assert len(tried) == 2 * 4 * 2  # two jitters, four rows, both class sets
     for row in (1, 2, 3, 4):

@@ -15,7 +15,7 @@ from deepvis.cli import main as cli_main
 from deepvis.settings import Settings
 from deepvis.targets import Target
 
-from tests.test_calibrate import STEPS, finish
+from tests.test_calibrate import STEPS, finish, logged
 from tests.test_jitter import NO_REG, NORM, SIZE, WEIGHTS
 from tests.test_jitter import tiny  # noqa: F401  (fixture: a 1x1 conv of known weights)
 from tests.test_calibrate import judge, model  # noqa: F401  (fixtures)
@@ -91,8 +91,7 @@ def test_the_transform_stage_starts_from_the_jitter_stages_choice_and_keeps_the_
     found = finish(calibrate.search(model, out, classes=("red", "blue"), trials=2, steps=STEPS,
                                     validate=("green", "dark"), top=1, judge_with=judge, jitters=(2,),
                                     transforms=pairs))
-    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "t.json.trials.jsonl").read_text()
-             .splitlines()[1:]]
+    lines = logged(tmp_path / "t.json.trials.jsonl")
     tried = {(t.stage, t.row, t.settings.scale): t for t in lines if t.stage.startswith("transform")}
     assert len(tried) == 2 * 4 * 2  # two transforms, four rows, both class sets
     for row in (1, 2, 3, 4):
@@ -128,8 +127,7 @@ def test_a_second_round_searches_some_rows_again_and_keeps_the_start_files_row_u
     second = finish(calibrate.search(model, tmp_path / "second.json", classes=("red", "blue"), trials=3, steps=STEPS,
                                      validate=("green", "dark"), top=1, judge_with=judge, rows=(2, 4), robust=True,
                                      start=first, command="second"))
-    lines = [calibrate.Trial.from_json(line) for line in (tmp_path / "second.json.trials.jsonl").read_text()
-             .splitlines()[1:]]
+    lines = logged(tmp_path / "second.json.trials.jsonl")
     assert {t.row for t in lines} == {2, 4} and len([t for t in lines if t.stage == "search"]) == 6
     for row in (1, 3):
         assert second.rows[row] == first.rows[row] and second.scores[row] == first.scores[row]
