@@ -200,18 +200,27 @@ def test_the_report_classes_took_no_part_in_the_search():
 
 
 def test_the_shipped_presets_were_chosen_under_random_views_without_the_reporting_judge(lite0):
+    """Every shipped row is a trial of one of the shipped logs (the first search, or a second round's), and every
+    log scored with the calibration judge under random views, on the file's classes, never with the reporting judge."""
     import json as _json
 
     from deepvis import quality
 
     shipped = presets.shipped("efficientnet_lite0")
-    log = presets.SHIPPED / "efficientnet_lite0.json.trials.jsonl"
-    header = _json.loads(log.read_text().splitlines()[0])
-    assert header["objective"] == calibrate.OBJECTIVE and header["views"] >= 8
-    assert header["classes"] == list(shipped.classes) and len(shipped.classes) >= 8
-    reporting = quality.judge_name(lite0)
-    assert header["judge"] == shipped.judge != reporting
-    logged = [_json.loads(line) for line in log.read_text().splitlines()[1:]]
-    assert {t["row"] for t in logged} == {1, 2, 3, 4} and all("hits" in t for t in logged)
-    for row, settings in shipped.rows.items():  # each shipped row is one of its logged trials
-        assert any(t["row"] == row and t["settings"] == settings.to_dict() for t in logged)
+    logs = sorted(presets.SHIPPED.glob("efficientnet_lite0*.trials.jsonl"))
+    assert len(logs) == 2  # the first search (with its jitter and transform stages) and the second round
+    reporting, trials = quality.judge_name(lite0), []
+    for log in logs:
+        lines = log.read_text().splitlines()
+        header = _json.loads(lines[0])
+        assert header["objective"] == calibrate.OBJECTIVE and header["views"] >= 8
+        assert header["classes"] == list(shipped.classes) and len(shipped.classes) >= 8
+        assert header["judge"] == shipped.judge != reporting
+        trials += [_json.loads(line) for line in lines[1:]]
+    assert {t["row"] for t in trials} == {1, 2, 3, 4} and all("hits" in t for t in trials)
+    n, m = len(shipped.classes), len(shipped.validation)
+    for row, settings in shipped.rows.items():  # each row is a logged trial; its score weighs in its validation run
+        same = [t for t in trials if t["row"] == row and t["settings"] == settings.to_dict()]
+        searched = [t["score"] for t in same if not t.get("classes")]  # on the search classes
+        checked = [t["score"] for t in same if t.get("classes") == list(shipped.validation)]
+        assert any(round((n * s + m * v) / (n + m), 4) == shipped.scores[row] for s in searched for v in checked)
