@@ -5,7 +5,7 @@ import streamlit as st
 from deepvis import charts, history
 from deepvis import optimize as opt
 from deepvis.app import forms, inputs, model, pickers, runs
-from deepvis.render import jpeg_bytes, png_bytes
+from deepvis.render import png_bytes
 
 loaded = model.model_sidebar()
 st.title("Comparison", help="The same unit, the same starting noise, different regularization or parametrization: "
@@ -21,20 +21,19 @@ runs.start_stop(forms.CMP, ready=form.experiment is not None, where=buttons,
     rows=[pickers.target_name(loaded, t) for t in targets]))
 
 
-def draw_live(state: history.RunState, frame: history.Frame) -> None:
-    names = state.names
-    fraction, done = state.progress
-    st.progress(fraction, text=f"iteration {done} of {state.total} · {len(names)} settings"
-                + (f" × {len(state.extra['rows'])} units" if state.extra["mode"] == "sheet" else "") + form.batching)
-    # One picture per redraw (every column side by side, its objective in its label): far lighter for the
-    # browser than a picture per column.
+def progress_line(state: history.RunState) -> str:
+    return (f"iteration {state.progress[1]} of {state.total} · {len(state.names)} settings"
+            + (f" × {len(state.extra['rows'])} units" if state.extra["mode"] == "sheet" else "") + form.batching)
+
+
+def picture(state: history.RunState, frame: history.Frame) -> tuple:
+    """Every column side by side as one picture, each objective in its label: far lighter for the browser than
+    a picture per column."""
     rows = state.extra["rows"] if state.extra["mode"] == "sheet" else [""]
-    labels = names if state.extra["mode"] == "sheet" else [
-        f"{name[0]} · objective {value:.4g}" for name, value in zip(names, frame.objectives)]
-    # A JPEG while it runs (a fraction of the browser's decoding work); the finished columns are lossless.
-    st.image(jpeg_bytes(runs.sheet_image(frame.pixels, frame.mean, rows, labels, display)), output_format="JPEG",
-             caption=f"iteration {frame.iteration} · objective " + " · ".join(f"{v:.4g}" for v in frame.objectives),
-             width="stretch")
+    labels = state.names if state.extra["mode"] == "sheet" else [
+        f"{name[0]} · objective {value:.4g}" for name, value in zip(state.names, frame.objectives)]
+    return (runs.sheet_image(frame.pixels, frame.mean, rows, labels, display),
+            f"iteration {frame.iteration} · objective " + " · ".join(f"{v:.4g}" for v in frame.objectives))
 
 
 @st.fragment
@@ -60,7 +59,9 @@ state = runs.last_run(forms.CMP)
 if state is not None and not state.active:
     st.subheader(state.extra["rows"][0] if state.extra["mode"] == "side" else "Units × settings")
 if state is not None and state.active:
-    runs.live(state, draw_live, lambda state: png_bytes(charts.curves_picture(state.record, state.names, width=900)))
+    runs.live(state, picture, progress_line,
+              lambda state: png_bytes(charts.curves_picture(state.record, state.names, width=900)), stacked=True,
+              width="stretch")
 elif state is not None:
     runs.run_status(state)
 if state is not None and not state.active and state.record is not None:

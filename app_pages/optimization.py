@@ -7,7 +7,7 @@ from deepvis import optimize as opt
 from deepvis.app import forms, layer_run, model, pickers, runs
 from deepvis.display import npy_bytes
 from deepvis.history import Frame, RunState
-from deepvis.render import jpeg_bytes, png_bytes
+from deepvis.render import png_bytes
 
 loaded = model.model_sidebar()
 title, what = st.columns([2, 3], vertical_alignment="bottom")
@@ -30,22 +30,24 @@ runs.start_stop(key, ready=form.runnable, where=buttons, fold=[f"{key}_edit"], b
 state = runs.last_run(key)
 
 
-def draw_image(state: RunState, frame: Frame, live: bool = False) -> None:
-    """The image(s) of ``frame``: lossless once the run has ended, a JPEG while it runs (a fraction of the
-    browser's decoding work at each update)."""
-    n = len(frame.pixels)  # one image, or a diverse batch as a grid
-    tile = runs.LIVE_SIZE // min(n, 2)
+def picture(state: RunState, frame: Frame, enlarge: bool = True) -> tuple:
+    """The image(s) of ``frame`` at :data:`runs.LIVE_SIZE` px (a diverse batch as a grid) and their caption; one
+    image at its own size unless ``enlarge`` (the running view leaves enlarging to the browser)."""
+    n = len(frame.pixels)
+    tile = runs.LIVE_SIZE // min(n, 2) if enlarge or n > 1 else 0
     pictures = [runs.frame_view(p, frame.mean, form.display, tile) for p in frame.pixels]
     values = " · ".join(f"{v:.4g}" for v in frame.objectives)
     shown = pictures[0] if n == 1 else render.image_grid(pictures, tile)[0]
-    data, kind = (jpeg_bytes(shown), "JPEG") if live else (png_bytes(shown), "PNG")
-    st.image(data, output_format=kind, width=runs.LIVE_SIZE,
-             caption=f"iteration {frame.iteration} · objective{'s' if n > 1 else ''} {values}")
+    return shown, f"iteration {frame.iteration} · objective{'s' if n > 1 else ''} {values}"
 
 
-def draw_progress(state: RunState) -> None:
-    fraction, done = state.progress
-    st.progress(fraction, text=f"iteration {done} of {state.total} · {state.names[0]}")
+def draw_image(state: RunState, frame: Frame) -> None:
+    shown, caption = picture(state, frame)
+    st.image(png_bytes(shown), output_format="PNG", width=runs.LIVE_SIZE, caption=caption)
+
+
+def progress_line(state: RunState) -> str:
+    return f"iteration {state.progress[1]} of {state.total} · {state.names[0]}"
 
 
 def draw_chart(state: RunState, marker: int | None = None) -> None:
@@ -84,9 +86,8 @@ def history_viewer(state: RunState) -> None:
 
 
 if state is not None and state.active:
-    runs.live(state, lambda state, frame: draw_image(state, frame, live=True),
-              lambda state: png_bytes(charts.curves_picture(state.record, ["objective"])),
-              runs.picture_columns, draw_progress)
+    runs.live(state, lambda state, frame: picture(state, frame, enlarge=False), progress_line,
+              lambda state: png_bytes(charts.curves_picture(state.record, ["objective"])))
 elif state is not None and state.record is None:
     runs.run_status(state)
 if state is not None and not state.active and state.record is not None:

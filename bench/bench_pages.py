@@ -101,9 +101,10 @@ def start_server(script: str = "streamlit_app.py", root: Path = ROOT, env: dict 
 OBSERVER = """(minSide) => {
   window.__seen = []; window.__inView = true;
   const sample = () => {
-    const shown = [...document.querySelectorAll('[data-testid="stImage"]')]
+    const shown = [...document.querySelectorAll('[data-testid="stImage"], [data-testid="deepvis-live-image"]')]
       .filter(e => /^iteration \\d+ · objective/.test(e.innerText.trim()));
-    if (!shown.length || !document.querySelector('[data-testid="stProgress"]')) return;
+    const bar = '[data-testid="stProgress"], [data-testid="deepvis-live-progress"]';
+    if (!shown.length || !document.querySelector(bar)) return;
     const srcs = shown.map(e => (e.querySelector('img') || {}).src || '').join('|');
     const last = window.__seen[window.__seen.length - 1];
     if (!last || last[1] !== srcs) window.__seen.push([performance.now(), srcs]);

@@ -56,12 +56,13 @@ def _grid(frame: Frame, display: str, highlight: int | None = None) -> tuple:
     return image_grid([upscale(tile, TILE, smooth=False) for tile in frame.view(display)], TILE, highlight=highlight)
 
 
-def _draw_live(state: RunState, frame: Frame) -> None:
-    fraction, done = state.progress
-    st.progress(fraction, text=f"iteration {done} of {state.total} · {len(state.names)} filters of "
-                f"{state.extra['layer']} in one batch")
-    grid, _ = _grid(frame, state.extra["display"])
-    st.image(png_bytes(grid), output_format="PNG", caption=f"iteration {frame.iteration} · every filter's newest image")
+def _progress_line(state: RunState) -> str:
+    return (f"iteration {state.progress[1]} of {state.total} · {len(state.names)} filters of "
+            f"{state.extra['layer']} in one batch")
+
+
+def _live_grid(state: RunState, frame: Frame) -> tuple:
+    return _grid(frame, state.extra["display"])[0], f"iteration {frame.iteration} · every filter's newest image"
 
 
 def _keep_patterns(state: RunState, loaded: LoadedModel) -> None:
@@ -122,7 +123,7 @@ def layer_mode(loaded: LoadedModel) -> None:
         return
     state.extra["display"] = display
     if state.active:
-        runs.live(state, _draw_live)
+        runs.live(state, _live_grid, _progress_line, stacked=True, width="content", lossless=True)
         return
     runs.run_status(state)
     if state.record is not None:

@@ -7,11 +7,12 @@ Conventions
   :meth:`deepvis.history.RunState.start`), into a ``RunState`` kept in the session, so
   what was made survives Stop, reruns and page switches; :func:`last_run` gives it
   back.  History frames are 8-bit and bounded (``FrameHistory``).
-* While it runs, the page draws its newest snapshot at its own pace (:func:`live`):
-  one fragment redraws the picture and the progress every :data:`IMAGE_EVERY` s and
-  remakes the chart every :data:`CHART_EVERY` s; the page reruns once the run has ended.  Stop asks the run
-  to end at its next snapshot.  A run whose browser session has gone for
-  :data:`ORPHAN_AFTER` s (tab closed, page reloaded) stops by itself (:func:`session_watch`).
+* While it runs, the page shows its newest snapshot at its own pace (:func:`live`): the
+  picture every :data:`IMAGE_EVERY` s and the chart every :data:`CHART_EVERY` s, streamed
+  as files the browser fetches (:mod:`deepvis.app.stream`; a fragment where that cannot be);
+  the page reruns once the run has ended.  Stop asks the run to end at its next snapshot.
+  A run whose browser session has gone for :data:`ORPHAN_AFTER` s (tab closed, page
+  reloaded) stops by itself (:func:`session_watch`).
 * Optimized images are drawn from the float history in the chosen display
   (:func:`frame_view`, :mod:`deepvis.display`), so switching it never recomputes a run;
   a finished or stopped run's quality (:mod:`deepvis.quality`) is computed once and
@@ -30,15 +31,17 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from deepvis import inversion, objectives, quality, render
+from deepvis.app import stream
 from deepvis.app.inputs import enlarged
+from deepvis.app.stream import CHART_EVERY, IMAGE_EVERY
 from deepvis.display import show
 from deepvis.errors import DeepvisError
 from deepvis.experiment import Experiment
 from deepvis.history import Frame, FrameHistory, RunState
 from deepvis.models import LoadedModel
 from deepvis.records import RunRecord, Snapshot
+from deepvis.render import jpeg_bytes, png_bytes
 
-IMAGE_EVERY, CHART_EVERY = 0.45, 2.0  # seconds between redraws of a running run's picture, and of its chart
 # Seconds a run goes on once its session has gone (a brief disconnection keeps it); DEEPVIS_ORPHAN_AFTER sets it.
 ORPHAN_AFTER = float(os.environ.get("DEEPVIS_ORPHAN_AFTER", "30"))
 LIVE_SIZE = 448  # the side a running or finished single image is drawn at (nearest neighbour, so pixels stay sharp)
@@ -123,37 +126,46 @@ def last_run(page: str) -> RunState | None:
     return st.session_state.get(f"{page}_run")
 
 
-def live(state: RunState, draw_image: Callable[[RunState, Frame], None],
-         chart_picture: Callable[[RunState], bytes] | None = None, columns: Callable[[], tuple] | None = None,
-         draw_progress: Callable[[RunState], None] | None = None) -> None:
-    """While ``state`` runs, one fragment every :data:`IMAGE_EVERY` s draws ``draw_image(state, newest frame)``
-    and, beside it (``columns()`` -> picture and chart boxes, else one under the other), ``draw_progress(state)``
-    and the PNG ``chart_picture(state)``, remade at most every :data:`CHART_EVERY` s (the same picture is
-    re-sent in between: same bytes, same URL, nothing for the browser to load).  One fragment, not one per
-    element: each fragment rerun costs the browser a re-render.  The whole page reruns once the run has ended
-    (to draw what it made)."""
+def live(state: RunState, picture: stream.Picture, progress: Callable[[RunState], str],
+         chart_picture: Callable[[RunState], bytes] | None = None, stacked: bool = False,
+         width: int | str = LIVE_SIZE, lossless: bool = False) -> None:
+    """While ``state`` runs: its newest picture (``picture(state, frame)`` -> uint8 image and caption; a JPEG,
+    or a PNG if ``lossless``), ``width`` px wide (or ``"stretch"``: the page's width; ``"content"``: its own),
+    and beside it (under it if ``stacked``)
+    the progress line ``progress(state)`` and the PNG ``chart_picture(state)``.  Streamed through files the
+    browser fetches (:mod:`deepvis.app.stream`), so the run costs no script rerun until it ends; where that
+    cannot be (AppTest, static serving off), one fragment redraws them every :data:`IMAGE_EVERY` s.  The whole
+    page reruns once the run has ended (to draw what it made)."""
+    where = stream.folder()
+    if where is not None:
+        publisher = state.extra.get("publisher")
+        if publisher is None:
+            publisher = state.extra["publisher"] = stream.Publisher(state, where, picture, progress, chart_picture,
+                                                                     lossless).start()
+        stream.show(publisher, stacked, width)
+        return
     chart = {"at": -CHART_EVERY, "png": None}  # lives as long as the fragment (until the page's next full run)
 
     @st.fragment(run_every=IMAGE_EVERY)
     def view() -> None:
         if not state.active:
             st.rerun()
-        picture_box, chart_box = columns() if columns is not None else (st.container(), st.container())
+        picture_box, chart_box = (st.container(), st.container()) if stacked else picture_columns()
         frame = state.latest
-        with picture_box:
-            if frame is None:
-                st.progress(0.0, text="Starting… (the first snapshot is on its way)")
-            else:
-                draw_image(state, frame)
-        if state.record is None:
+        if frame is None:
+            picture_box.progress(0.0, text="Starting… (the first snapshot is on its way)")
             return
-        with chart_box:
-            if draw_progress is not None:
-                draw_progress(state)
-            if chart_picture is not None:
-                if time.monotonic() - chart["at"] >= CHART_EVERY:
-                    chart["at"], chart["png"] = time.monotonic(), chart_picture(state)
-                st.image(chart["png"], output_format="PNG")
+        if state.record is not None:
+            (picture_box if stacked else chart_box).progress(state.progress[0], text=progress(state))
+        pixels, caption = picture(state, frame)
+        if isinstance(width, int) and max(pixels.shape[:2]) < width:  # sharp, as the streamed view draws it
+            pixels = render.upscale(pixels, width, smooth=False)
+        picture_box.image(png_bytes(pixels) if lossless else jpeg_bytes(pixels), caption=caption,
+                          output_format="PNG" if lossless else "JPEG", width=width)
+        if chart_picture is not None and state.record is not None:
+            if time.monotonic() - chart["at"] >= CHART_EVERY:
+                chart["at"], chart["png"] = time.monotonic(), chart_picture(state)
+            chart_box.image(chart["png"], output_format="PNG")
 
     view()
 

@@ -37,6 +37,12 @@ _FINISHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _EARLY = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_EARLY_FOR_RERUN")
 
 
+# Streamlit's own elements, and a running run's live view (deepvis.app.stream), which draws its picture, caption
+# and progress line itself.
+IMAGES = '[data-testid="stImage"], [data-testid="deepvis-live-image"]'
+CAPTIONS = '[data-testid="stImageCaption"], [data-testid="deepvis-live-caption"]'
+PROGRESS = '[data-testid="stProgress"], [data-testid="deepvis-live-progress"]'
+
 def track_runs(page: Page) -> None:
     """Count the script runs that finish for ``page`` (call before its first ``goto``)."""
     counter = [0]
@@ -147,7 +153,7 @@ def wait_for_predictions(page: Page, top_label: str, timeout_ms: float = 90_000)
 
 
 def image_by_caption(page: Page, caption: str) -> Locator:
-    return page.locator('[data-testid="stImage"]').filter(has_text=caption).locator("img")
+    return page.locator(IMAGES).filter(has_text=caption).locator("img")
 
 
 def fetch_image(page: Page, img: Locator) -> np.ndarray:
@@ -214,13 +220,13 @@ def fill_number(page: Page, label: str, value: float, nth: int = 0) -> None:
 
 def image_captions(page: Page, pattern: str) -> list[str]:
     """Captions of the images whose caption matches the regular expression ``pattern``."""
-    texts = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+    texts = page.locator(CAPTIONS).all_inner_texts()
     return [t.strip() for t in texts if re.search(pattern, t)]
 
 
 def progress_text(page: Page) -> str | None:
     """The first progress bar's text, or None when there is none (or it went while being read)."""
-    bar = page.locator('[data-testid="stProgress"]')
+    bar = page.locator(PROGRESS)
     try:
         return bar.first.inner_text(timeout=1_000).strip() if bar.count() else None
     except PlaywrightError:  # replaced or removed by a rerun between the count and the read

@@ -53,7 +53,7 @@ def test_run_updates_live_and_history_slider_browses_it(new_page) -> None:
     seen: dict[str, str] = {}  # caption -> image source, while running
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        image = page.locator('[data-testid="stImage"]').filter(has_text=re.compile(CAPTION)).locator("img")
+        image = page.locator(app.IMAGES).filter(has_text=re.compile(CAPTION)).locator("img")
         if image.count() == 1 and app.progress_text(page):
             try:  # the picture is replaced every 0.4 s: it may go while it is read
                 box, src = image.bounding_box(timeout=1_000), image.get_attribute("src", timeout=1_000)
