@@ -17,7 +17,7 @@ runs.start_stop(forms.CMP, ready=form.experiment is not None, where=buttons,
                 fold=[f"{forms.CMP}_s{j}_edit" for j in range(len(names))], begin=lambda: runs.start_run(
     forms.CMP, lambda: opt.optimize(loaded, *form.experiment.rows(), seed=form.seed, size=form.size, photo=form.photo,
                                     every=history.snapshot_every(max(s.steps for s in form.experiment.settings))),
-    names, history.FrameHistory(max_frames=2) if mode == "sheet" else None, form.experiment, mode=mode,
+    names, history.FrameHistory(max_frames=2) if mode == "sheet" else None, form.experiment, scored=loaded, mode=mode,
     rows=[pickers.target_name(loaded, t) for t in targets]))
 
 

@@ -26,7 +26,7 @@ form, buttons = forms.inversion_form(loaded) if key == forms.INV else forms.opti
 runs.start_stop(key, ready=form.runnable, where=buttons, fold=[f"{key}_edit"], begin=lambda: runs.start_run(
     key, lambda: opt.optimize(loaded, list(form.targets), form.settings, seed=form.seed, size=form.size,
                               photo=form.photo, every=history.snapshot_every(form.settings.steps)),
-    [pickers.target_name(loaded, form.target)]))
+    [pickers.target_name(loaded, form.target)], scored=loaded if key == forms.OPT else None))
 state = runs.last_run(key)
 
 

@@ -20,6 +20,8 @@ Conventions
   never sees a half-made one), and a page draws it at its own pace.  Stop
   (:meth:`RunState.request_stop`) ends the run at its next snapshot; what was made is
   kept, and the generator is always closed (nothing stays on the shared model).
+  ``ended`` is set as soon as the run's status is final; work given as ``then`` (a
+  finished run's scoring) follows on the same thread, and :meth:`RunState.wait` waits for it.
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ class RunState:
     snapshots: int = 0  # how many have arrived
     thread: threading.Thread | None = None  # the thread computing it (:meth:`start`)
     stop: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)  # set once the status is final
 
     @property
     def active(self) -> bool:
@@ -202,21 +205,33 @@ class RunState:
         if snapshot.done:
             self.status = "finished"
 
-    def start(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None = None) -> RunState:
-        """Consume ``gen`` on a new daemon thread (:meth:`consume`); returns ``self``."""
-        self.thread = threading.Thread(target=self.consume, args=(gen, watched), daemon=True, name="deepvis-run")
+    def start(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None = None,
+              then: Callable[[RunState], None] | None = None) -> RunState:
+        """Consume ``gen`` on a new daemon thread (:meth:`consume`), then call ``then(self)`` there once the
+        run has ended with a record (a failure in it is logged); returns ``self``."""
+        self.thread = threading.Thread(target=self._run, args=(gen, watched, then), daemon=True, name="deepvis-run")
         self.thread.start()
         return self
+
+    def _run(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None,
+             then: Callable[[RunState], None] | None) -> None:
+        self.consume(gen, watched)
+        if then is not None and self.record is not None and self.status != "failed":
+            try:  # on the thread that ran the optimizer: its memory and thread pool are warm
+                then(self)
+            except Exception:
+                log.exception("after run %s", self.run_id)
 
     def request_stop(self) -> None:
         """End the run at its next snapshot, keeping what it made."""
         self.stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the run's thread to end; whether it has."""
+        """Wait for the run's thread to end (the work given to :meth:`start` as ``then`` included); whether it
+        has."""
         if self.thread is not None:
             self.thread.join(timeout)
-        return not self.active
+        return not self.active and (self.thread is None or not self.thread.is_alive())
 
     def consume(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None = None) -> None:
         """Record every snapshot of ``gen`` until it ends, a stop is requested, or ``watched()`` says nobody is
@@ -242,3 +257,4 @@ class RunState:
             gen.close()
             if self.status == "running":
                 self.status = "stopped"
+            self.ended.set()

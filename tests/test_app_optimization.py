@@ -423,3 +423,62 @@ def test_a_run_nobody_watches_any_more_stops_and_closes():
     assert state.wait(30)
     assert state.status == "stopped" and state.error is None and closed == [True]
     assert state.history.iterations == [0, 1, 2]
+
+
+def test_a_finished_run_is_scored_on_its_own_thread_before_the_page_draws_it(lite0, monkeypatch):
+    at = page()
+    at.number_input(key="opt_steps").set_value(STEPS)
+    at.number_input(key="opt_size_efficientnet_lite0").set_value(SIZE)
+    scored_on, assess = [], quality.assess_record
+
+    def recorded(*args, **kwargs):
+        scored_on.append(threading.current_thread())
+        return assess(*args, **kwargs)
+
+    monkeypatch.setattr(quality, "assess_record", recorded)
+    at.button(key="opt_start").click().run()
+    state = at.session_state["opt_run"]
+    assert state.wait(180) and state.status == "finished"
+    assert scored_on == [state.thread]  # scored where the run computed, before any rerun of the page
+    row = state.record.rows[0]
+    (verdict,) = quality.assess(lite0, row.best_x[None], [row.target])
+    assert state.extra["quality"] == [verdict] and state.extra["quality_at"] == STEPS - 1
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(quality, "assess_record", no_scoring)  # the page's rerun uses what the run's thread made
+    at.run()
+    assert not at.exception and not at.error
+    assert any(m.value.startswith(f"**Quality** of the best image (iteration {row.best_step}) — {verdict.label}")
+               for m in at.markdown)
+
+
+def test_work_after_a_run_follows_on_its_thread_once_it_has_ended_and_wait_covers_it():
+    release, seen = threading.Event(), []
+
+    def then(state):
+        seen.append((threading.current_thread(), state.ended.is_set(), state.active, state.status))
+        assert release.wait(30)
+
+    state = history.RunState(1, ("x",), history.FrameHistory()).start(
+        (snapshot(i, 1, 8) for i in range(3)), then=then)
+    assert state.ended.wait(30)
+    assert not state.wait(0.2)  # the run is over, the work after it is not
+    release.set()
+    assert state.wait(30)
+    assert seen == [(state.thread, True, False, "stopped")]  # a run whose last snapshot is not `done` stopped
+
+    def broken(state):
+        raise KeyError("bug")
+
+    def failing():
+        yield snapshot(0, 1, 8)
+        raise RuntimeError("the network cannot run this")
+
+    called = []
+    ok = history.RunState(2, ("x",), history.FrameHistory()).start((snapshot(i, 1, 8) for i in range(2)),
+                                                                   then=broken)
+    failed = history.RunState(3, ("x",), history.FrameHistory()).start(failing(), then=called.append)
+    assert ok.wait(30) and ok.status == "stopped"  # a failure after the run is logged, the run kept
+    assert failed.wait(30) and failed.status == "failed" and called == []  # nothing to score after a failure

@@ -81,11 +81,13 @@ def picture_columns() -> tuple:
 
 def start_run(key: str, start: Callable[[], Generator[Snapshot, None, None]], names: Sequence[str],
               history: FrameHistory | None = None, experiment: Experiment | None = None,
-              **extra: object) -> RunState | None:
+              scored: LoadedModel | None = None, **extra: object) -> RunState | None:
     """Start a run (``start()`` -> generator) on its own thread and keep its ``RunState`` as
     ``st.session_state[f"{key}_run"]`` (a run still going from before is asked to stop).  A ``DeepvisError``
     at the start (bad settings, target, size) is one ``st.error`` line and no run; a failure during the run
-    is kept in the state for :func:`run_status` to show."""
+    is kept in the state for :func:`run_status` to show.  With ``scored`` (the run's model), the images'
+    quality (:func:`run_quality`) is computed on the run's thread as soon as it ends, while the page is
+    still being told so."""
     try:
         gen = start()
     except DeepvisError as exc:
@@ -98,7 +100,7 @@ def start_run(key: str, start: Callable[[], Generator[Snapshot, None, None]], na
     state = RunState(st.session_state[f"{key}_runs"], tuple(names), history if history is not None else FrameHistory(), experiment,
                      extra=dict(extra))
     st.session_state[f"{key}_run"] = state
-    return state.start(gen, session_watch())
+    return state.start(gen, session_watch(), then=None if scored is None else lambda done: _assess(done, scored))
 
 
 def session_watch(grace: float | None = None) -> Callable[[], bool] | None:
@@ -199,15 +201,23 @@ def sheet_image(pixels: np.ndarray, mean: Sequence[float], row_names: Sequence[s
 
 
 def run_quality(state: RunState, loaded: LoadedModel) -> list[quality.Quality]:
-    """The quality of every row's best image, computed once per finished or stopped run (about 0.25 s a row
-    on a CPU) and kept in the run's state."""
+    """The quality of every row's best image, computed once per finished or stopped run (about 0.1 s a row
+    on a CPU) and kept in the run's state; where :func:`start_run` scores it as the run ends, waited for."""
+    if not state.wait(0) and state.extra.get("quality_at") != state.record.iteration:
+        with st.spinner("Scoring the images…"):
+            state.wait()
     if state.extra.get("quality_at") != state.record.iteration:
         judged = quality.judge_name(loaded) is not None
         with st.spinner("Scoring the images (judge network and robustness)…" if judged else "Scoring the images "
                         "(robustness)…"):
-            state.extra["quality"] = quality.assess_record(loaded, state.record)
-        state.extra["quality_at"], state.extra["judged"] = state.record.iteration, judged
+            _assess(state, loaded)
     return state.extra["quality"]
+
+
+def _assess(state: RunState, loaded: LoadedModel) -> None:
+    quality_of = quality.assess_record(loaded, state.record)
+    state.extra["quality"], state.extra["judged"] = quality_of, quality.judge_name(loaded) is not None
+    state.extra["quality_at"] = state.record.iteration  # last: a reader sees all three or none
 
 
 def diversity_line(loaded: LoadedModel, record: RunRecord) -> str:

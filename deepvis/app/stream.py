@@ -14,7 +14,8 @@ Conventions
 * The token is 128 random bits, a new one per run: another session cannot guess it.  A run's files are
   removed :data:`KEEP_FOR` s after it ends, and files left by an earlier server after :data:`STALE_AFTER` s.
 * The browser side is a small inline component (``assets/live_view.js``): it reads ``<token>.json``
-  every :data:`POLL_MS` ms, swaps in a new picture once it has loaded (its caption with it), and, when
+  every :data:`POLL_MS` ms (:data:`POLL_END_MS` once :data:`NEAR` of the run is done, so that its end is
+  seen sooner), swaps in a new picture once it has loaded (its caption with it), and, when
   the run is done and its last picture shown, sends one trigger, so that the page reruns to draw what the
   run made.
 * Without static serving or a writable folder (AppTest, a read-only install), :func:`folder` is None and
@@ -43,7 +44,7 @@ from deepvis.render import jpeg_bytes, png_bytes
 
 log = logging.getLogger(__name__)
 IMAGE_EVERY, CHART_EVERY = 0.45, 2.0  # seconds between a running run's pictures, and between its curve pictures
-POLL_MS = 250  # how often the browser reads the run's state
+POLL_MS, POLL_END_MS, NEAR = 250, 80, 0.97  # how often the browser reads the run's state; more often once this done
 STATE_BYTES = 4096  # the state file's fixed size
 KEEP_FOR, STALE_AFTER = 60.0, 3600.0  # seconds a finished run's files stay; files of an earlier server
 _JS = (Path(__file__).parent / "assets" / "live_view.js").read_text(encoding="utf-8")
@@ -123,10 +124,7 @@ class Publisher:
             except OSError:
                 log.exception("live view of run %s", self.state.run_id)
             if not ended:
-                if self.state.thread is not None:
-                    self.state.thread.join(IMAGE_EVERY)  # returns at once when the run ends
-                else:
-                    time.sleep(IMAGE_EVERY)
+                self.state.ended.wait(IMAGE_EVERY)  # returns at once when the run ends
         threading.Timer(KEEP_FOR, self.remove).start()
 
     def _write(self, kind: str | None, name: str, data: bytes) -> str:
@@ -176,6 +174,7 @@ def show(publisher: Publisher, stacked: bool, width: int | str) -> None:
     """Mount the browser side for ``publisher``'s run: the picture (``width`` px, ``"stretch"``: the page's
     width, ``"content"``: its own) beside the progress and the curves, or under the progress and above the
     curves (``stacked``)."""
-    _component()(data={"url": publisher.url, "poll": POLL_MS, "stacked": stacked, "width": width,
+    _component()(data={"url": publisher.url, "poll": POLL_MS, "poll_end": POLL_END_MS, "near": NEAR,
+                       "stacked": stacked, "width": width,
                        "run": publisher.token},
                  key=f"deepvis_live_{publisher.token}", on_ended_change=lambda: None)

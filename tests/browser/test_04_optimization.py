@@ -34,7 +34,9 @@ def open_optimization(new_page, size: int, steps: int):
 
 
 def shown(page) -> tuple[int, float]:
-    (caption,) = app.image_captions(page, CAPTION)
+    captions = app.image_captions(page, CAPTION)
+    assert len(captions) == 1, f"one image caption expected, found {captions}"
+    (caption,) = captions
     match = re.match(CAPTION, caption)
     return int(match.group(1)), float(match.group(2))
 

@@ -28,7 +28,7 @@ GRID_SIZED = f"""() => {{
   const frame = document.querySelector('{app.GRID_IFRAME}');
   const img = frame && frame.contentDocument && frame.contentDocument.querySelector('img');
   return !!img && img.complete && img.naturalWidth > 0
-      && frame.getBoundingClientRect().height >= img.getBoundingClientRect().height - 1;
+      && Math.abs(frame.getBoundingClientRect().height - img.getBoundingClientRect().height) <= 2;
 }}"""
 
 
@@ -48,7 +48,7 @@ def test_grid_and_unit_fit_on_the_first_screen(new_page, app_url: str) -> None:
     expect(zoom).to_have_count(1)
     zoom.evaluate("el => el.decode ? el.decode() : true")
     try:  # the component sets its iframe's height once its picture has loaded
-        page.wait_for_function(GRID_SIZED, timeout=10_000, polling=100)
+        page.wait_for_function(GRID_SIZED, timeout=30_000, polling=100)
     except PlaywrightTimeoutError:
         pass  # reported below, with the sizes
     assert page.evaluate("() => [window.scrollX, window.scrollY]") == [0, 0]

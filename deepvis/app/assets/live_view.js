@@ -1,4 +1,5 @@
-// A running run's live view (deepvis.app.stream): reads the run's state file every `data.poll` ms, swaps in a
+// A running run's live view (deepvis.app.stream): reads the run's state file every `data.poll` ms (every
+// `data.poll_end` ms once the run is `data.near` done), swaps in a
 // new picture once it has loaded (with its caption), shows the progress and the curve picture, and when the run
 // is done and its last picture is shown, sends the trigger `ended` once so that the page reruns.
 const STYLE = `.deepvis-live { display: flex; gap: 1.5rem; align-items: flex-start; font-family: inherit; }
@@ -42,9 +43,10 @@ export default function(component) {
     next.onerror = () => { clearTimeout(late); resolve(false); };
     next.src = base + name;
   });
-  const poll = async () => {
-    if (busy || ended) return;
+  const poll = async () => {  // the run's fraction done, as last read
+    if (busy || ended) return 0;
     busy = true;
+    let fraction = 0;
     try {
       const response = await fetch(`${data.url}?t=${Date.now()}`,
                                    { cache: 'no-store', signal: AbortSignal.timeout(5000) });
@@ -57,6 +59,7 @@ export default function(component) {
       if (state.chart && state.chart !== chartShown && await load(chart, state.chart)) chartShown = state.chart;
       if (text.textContent !== state.text) text.textContent = state.text;  // unchanged: nothing to lay out
       if (bar.value !== state.fraction) bar.value = state.fraction;
+      fraction = state.fraction;
       if (state.done && (!state.image || shown === state.image)) {
         ended = true;
         setTriggerValue('ended', data.run);
@@ -66,8 +69,13 @@ export default function(component) {
     } finally {
       busy = false;
     }
+    return fraction;
   };
-  poll();
-  const timer = setInterval(poll, data.poll);
-  return () => clearInterval(timer);
+  let timer = null, unmounted = false;
+  const tick = async () => {  // near the end, read more often: the page reruns sooner once the run is done
+    const fraction = await poll();
+    if (!unmounted && !ended) timer = setTimeout(tick, fraction >= data.near ? data.poll_end : data.poll);
+  };
+  tick();
+  return () => { unmounted = true; clearTimeout(timer); };
 }
