@@ -208,7 +208,8 @@ class RunState:
     def start(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None = None,
               then: Callable[[RunState], None] | None = None) -> RunState:
         """Consume ``gen`` on a new daemon thread (:meth:`consume`), then call ``then(self)`` there once the
-        run has ended with a record (a failure in it is logged); returns ``self``."""
+        run has ended with a record and its session is still watching (a failure in it is logged); returns
+        ``self``."""
         self.thread = threading.Thread(target=self._run, args=(gen, watched, then), daemon=True, name="deepvis-run")
         self.thread.start()
         return self
@@ -216,7 +217,8 @@ class RunState:
     def _run(self, gen: Generator[Snapshot, None, None], watched: Callable[[], bool] | None,
              then: Callable[[RunState], None] | None) -> None:
         self.consume(gen, watched)
-        if then is not None and self.record is not None and self.status != "failed":
+        if (then is not None and self.record is not None and self.status != "failed"
+                and (watched is None or watched())):  # nobody to show it to: a session that has gone
             try:  # on the thread that ran the optimizer: its memory and thread pool are warm
                 then(self)
             except Exception:

@@ -480,5 +480,8 @@ def test_work_after_a_run_follows_on_its_thread_once_it_has_ended_and_wait_cover
     ok = history.RunState(2, ("x",), history.FrameHistory()).start((snapshot(i, 1, 8) for i in range(2)),
                                                                    then=broken)
     failed = history.RunState(3, ("x",), history.FrameHistory()).start(failing(), then=called.append)
+    gone = history.RunState(4, ("x",), history.FrameHistory()).start((snapshot(i, 1, 8) for i in range(5)),
+                                                                     lambda: False, then=called.append)
     assert ok.wait(30) and ok.status == "stopped"  # a failure after the run is logged, the run kept
     assert failed.wait(30) and failed.status == "failed" and called == []  # nothing to score after a failure
+    assert gone.wait(30) and gone.status == "stopped" and called == []  # nor for a session that has gone
