@@ -12,8 +12,9 @@ During each page run the CPU seconds of the server process and of Chromium's pro
 
 * **optimization**: the page's default run (flamingo, the model's calibrated row 3, its own iterations, 224 px;
   ``--steps``/``--size`` change them) from the click on Start to the finished viewer (its "Finished" line and
-  history slider drawn); meanwhile the live picture's source is sampled every 50 ms: how often it changed
-  per second, and whether the picture (≥ 448 px) was in view.  The library: :func:`deepvis.optimize.run` of the
+  history slider drawn, the page idle), timed inside the browser (:data:`RUN_WATCH`); meanwhile the browser
+  records each change of the live picture: how often it changed per second, and whether the picture (≥ 448 px)
+  was in view.  The library: :func:`deepvis.optimize.run` of the
   same target, settings, seed and size (wall time).  Target: page ÷ library ≤ 1.25; ≥ 2 picture updates/s.
 * **comparison**: the page's default four columns (calibrated rows 1-4, one batch) the same way, against the
   library's batched run of the same experiment.  Target ≤ 1.25.
