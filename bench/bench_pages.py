@@ -172,7 +172,8 @@ def watch_run(page, finished: re.Pattern, picture_min: int | None, server_pid: i
     run_s = float(m[1]) if (m := re.search(r" in ([0-9.]+) s", line)) else None  # the run's own time, as it says
     seen, in_view = page.evaluate("[window.__seen, window.__inView]")
     span = (seen[-1][0] - seen[0][0]) / 1000 if len(seen) > 1 else 0.0
-    return {"page_s": (timed["idle"] - timed["click"]) / 1000, "page_s_polled": polled, "picture_updates": len(seen), "updates_per_s": (len(seen) - 1) / span if span else 0.0,
+    return {"page_s": (timed["idle"] - timed["click"]) / 1000, "page_s_polled": polled,
+            "picture_updates": len(seen), "updates_per_s": (len(seen) - 1) / span if span else 0.0,
             "picture_in_view": bool(in_view) if picture_min else None, "server_cpu_s": server_cpu,
             "browser_cpu_s": browser_cpu, "run_s": run_s}
 
