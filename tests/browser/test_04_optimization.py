@@ -33,10 +33,18 @@ def open_optimization(new_page, size: int, steps: int):
     return page
 
 
-def shown(page) -> tuple[int, float]:
-    captions = app.image_captions(page, CAPTION)
+def one_caption(page) -> str:
+    """The caption of the one image shown (waiting for the page to settle on one: the run's end may ask for one
+    more rerun just after Stop's)."""
+    deadline = time.monotonic() + 15
+    while len(captions := app.image_captions(page, CAPTION)) != 1 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
     assert len(captions) == 1, f"one image caption expected, found {captions}"
-    (caption,) = captions
+    return captions[0]
+
+
+def shown(page) -> tuple[int, float]:
+    caption = one_caption(page)
     match = re.match(CAPTION, caption)
     return int(match.group(1)), float(match.group(2))
 
@@ -134,7 +142,7 @@ def test_stop_ends_a_long_run_and_keeps_its_history(new_page) -> None:
     settings = presets.resolve("efficientnet_lite0", "3")  # the page's default: Lite0's calibrated row 3
     row = opt.run(loaded, target, settings.replace(steps=iteration + 1), seed=0, size=64).rows[0]
     assert objective == pytest.approx(row.final, rel=1e-3, abs=1e-3)
-    (caption,) = app.image_captions(page, CAPTION)
+    caption = one_caption(page)
     got = app.fetch_image(page, app.image_by_caption(page, caption))
     # Shown scaled about zero (the default display); the page enlarges small images, nearest neighbour.
     want = upscale(row.image("last", "zero"), 448, smooth=False)
